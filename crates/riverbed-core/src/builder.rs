@@ -1,0 +1,246 @@
+//! Assembling a pipeline in code: source, key, processors, sinks, dead letters, limits.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dead_letter::DeadLetterSink;
+use crate::key::KeySpec;
+use crate::lane::{BatchSettings, SinkSlot};
+use crate::message::Message;
+use crate::pipeline::Pipeline;
+use crate::processor::{FnProcessor, MAIN, ProcessorFactory};
+use crate::retry::{RetryMode, RetryPolicy};
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::{Failure, Processor};
+
+/// Why a pipeline could not be assembled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No source was given.
+    #[error("a pipeline needs a source")]
+    NoSource,
+    /// No sink was given.
+    #[error("a pipeline needs at least one sink")]
+    NoSink,
+    /// Two sinks share a name.
+    #[error("two sinks are named `{0}`")]
+    DuplicateSink(String),
+    /// A sink reads a stream nothing emits.
+    #[error("sink `{sink}` reads stream `{stream}`, which no processor emits (streams: {known})")]
+    UnknownStream {
+        /// The sink.
+        sink: String,
+        /// The stream it reads.
+        stream: String,
+        /// The streams that exist.
+        known: String,
+    },
+    /// Broker retry was asked of a source that cannot delay messages.
+    #[error(
+        "retry mode `broker` needs a source with delayed retry ({0} has none); use `in_process`"
+    )]
+    NoDelayedRetry(String),
+    /// Neither the pipeline nor the source names a dead-letter destination.
+    #[error("no dead-letter destination: name one (the source {0} has no default)")]
+    NoDeadLetters(String),
+}
+
+struct SinkSpec {
+    name: String,
+    input: String,
+    sink: Arc<dyn Sink>,
+    batch: Option<BatchSettings>,
+}
+
+/// Builds a [`Pipeline`]. Every setting has a default derived from the others.
+pub struct PipelineBuilder {
+    source: Option<Box<dyn Source>>,
+    key: KeySpec,
+    partitions: NonZeroUsize,
+    max_in_flight: NonZeroUsize,
+    retry: RetryPolicy,
+    shutdown_grace: Duration,
+    processors: Vec<ProcessorFactory>,
+    sinks: Vec<SinkSpec>,
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        PipelineBuilder {
+            source: None,
+            key: KeySpec::Source,
+            partitions: NonZeroUsize::new(4).expect("4 is not zero"),
+            max_in_flight: NonZeroUsize::new(4096).expect("4096 is not zero"),
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
+            processors: Vec::new(),
+            sinks: Vec::new(),
+            dead_letters: None,
+        }
+    }
+}
+
+impl PipelineBuilder {
+    /// The source to consume.
+    pub fn source(mut self, source: impl Source) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The source to consume, already boxed.
+    pub fn boxed_source(mut self, source: Box<dyn Source>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Where the partition key comes from (default: the source's key).
+    pub fn key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// How many partitions process in parallel (default 4).
+    pub fn partitions(mut self, n: NonZeroUsize) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// How many deliveries may be unsettled at once (default 4096).
+    pub fn max_in_flight(mut self, n: NonZeroUsize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// How transient failures are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How long a stop may take to drain before unsettled messages are left to redelivery.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Adds a processing step; `factory` builds one instance per partition.
+    pub fn processor<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(usize) -> Box<dyn Processor> + Send + Sync + 'static,
+    {
+        self.processors.push(Arc::new(factory));
+        self
+    }
+
+    /// Adds a processing step made of a closure (cloned for each partition).
+    pub fn map<F>(self, name: &str, f: F) -> Self
+    where
+        F: FnMut(Message) -> Result<Option<Message>, Failure> + Clone + Send + Sync + 'static,
+    {
+        let name = name.to_owned();
+        self.processor(move |_| Box::new(FnProcessor::new(name.clone(), f.clone())))
+    }
+
+    /// Adds a sink reading the `main` stream, with batches derived from the limits.
+    pub fn sink(self, name: &str, sink: impl Sink) -> Self {
+        self.sink_with(name, MAIN, Arc::new(sink), None)
+    }
+
+    /// Adds a sink reading `input`, with explicit batch settings when given.
+    pub fn sink_with(
+        mut self,
+        name: &str,
+        input: &str,
+        sink: Arc<dyn Sink>,
+        batch: Option<BatchSettings>,
+    ) -> Self {
+        self.sinks.push(SinkSpec {
+            name: name.to_owned(),
+            input: input.to_owned(),
+            sink,
+            batch,
+        });
+        self
+    }
+
+    /// Where dead letters go (default: the source's own destination, if it has one).
+    pub fn dead_letters(mut self, destination: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letters = Some(destination);
+        self
+    }
+
+    /// Checks the assembly and builds the pipeline.
+    pub fn build(self) -> Result<Pipeline, BuildError> {
+        let source = self.source.ok_or(BuildError::NoSource)?;
+        if self.sinks.is_empty() {
+            return Err(BuildError::NoSink);
+        }
+        if self.retry.mode == RetryMode::Broker && !source.capabilities().delayed_retry {
+            return Err(BuildError::NoDelayedRetry(source.describe()));
+        }
+        let dead_letters = match self.dead_letters.or_else(|| source.dead_letters()) {
+            Some(d) => d,
+            None => return Err(BuildError::NoDeadLetters(source.describe())),
+        };
+        let partitions = self.partitions.get();
+        let processors: Vec<Vec<Box<dyn Processor>>> = (0..partitions)
+            .map(|p| self.processors.iter().map(|f| f(p)).collect())
+            .collect();
+        let mut streams = vec![MAIN.to_owned()];
+        for p in &processors[0] {
+            for s in p.outputs() {
+                if !streams.contains(&s) {
+                    streams.push(s);
+                }
+            }
+        }
+        let mut routes = vec![Vec::new(); streams.len()];
+        let mut slots = Vec::with_capacity(self.sinks.len());
+        let derived = BatchSettings::derived(self.max_in_flight.get(), partitions);
+        for (i, spec) in self.sinks.into_iter().enumerate() {
+            if slots.iter().any(|s: &SinkSlot| *s.name == spec.name) {
+                return Err(BuildError::DuplicateSink(spec.name));
+            }
+            let Some(stream) = streams.iter().position(|s| *s == spec.input) else {
+                return Err(BuildError::UnknownStream {
+                    sink: spec.name,
+                    stream: spec.input,
+                    known: streams.join(", "),
+                });
+            };
+            routes[stream].push(i);
+            let batch = spec.batch.unwrap_or(derived);
+            if batch.max_size.get() > self.max_in_flight.get() / partitions {
+                tracing::warn!(
+                    sink = %spec.name,
+                    max_size = batch.max_size.get(),
+                    per_partition_in_flight = self.max_in_flight.get() / partitions,
+                    "Batch size exceeds what one partition can hold in flight; batches will flush on max_wait"
+                );
+            }
+            slots.push(SinkSlot {
+                name: spec.name.into(),
+                sink: spec.sink,
+                batch,
+            });
+        }
+        Ok(Pipeline::new(
+            source,
+            crate::pipeline::Plan {
+                key: self.key,
+                max_in_flight: self.max_in_flight.get(),
+                retry: self.retry,
+                shutdown_grace: self.shutdown_grace,
+                processors,
+                sinks: slots,
+                routes: routes.into(),
+                streams: streams.into(),
+                dead_letters,
+            },
+        ))
+    }
+}

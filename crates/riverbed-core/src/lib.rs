@@ -1,0 +1,55 @@
+//! Riverbed's pipeline runtime: moves messages from a source through ordered partitions and
+//! batching sinks, and settles each delivery only after every sink it went to committed it.
+//!
+//! # Layout
+//! - [`message`]: the message, its headers and delivery metadata.
+//! - [`outcome`]: per-message outcomes, settlements and dead letters.
+//! - [`source`] / [`sink`] / [`dead_letter`]: the traits connectors implement.
+//! - [`processor`] and [`processors`]: steps that run in a partition, in delivery order.
+//! - [`key`]: partition keys and their stable hash.
+//! - [`retry`]: the retry policy and backoff.
+//! - [`contiguous`]: cumulative-ack tracking for sources.
+//! - `builder`, `pipeline`, `partition`, `lane`, `tracker`: the runtime itself.
+//! - [`stats`]: live counters, mirrored into `metrics`.
+//! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
+//!
+//! # Guarantees
+//! A delivery is acknowledged only after every sink it was routed to has committed it, or after
+//! its dead letter was stored. Messages with the same key are processed and written in
+//! delivery order, across retries. The number of unsettled deliveries never exceeds
+//! `max_in_flight`, so a slow sink slows the intake instead of growing memory.
+
+#![forbid(unsafe_code)]
+
+mod builder;
+pub mod contiguous;
+pub mod dead_letter;
+pub mod key;
+mod lane;
+pub mod message;
+pub mod outcome;
+mod partition;
+mod pipeline;
+pub mod processor;
+pub mod processors;
+pub mod retry;
+pub mod sink;
+pub mod source;
+pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod tracker;
+
+pub use builder::{BuildError, PipelineBuilder};
+pub use contiguous::ContiguousTracker;
+pub use dead_letter::DeadLetterSink;
+pub use key::{KeySpec, partition_of};
+pub use lane::BatchSettings;
+pub use message::{HeaderValue, Headers, Message, Metadata};
+pub use outcome::{DeadLetter, Failure, Outcome, Settlement};
+pub use pipeline::{Pipeline, PipelineError, Report};
+pub use processor::{Emitter, FnProcessor, MAIN, Processor, ProcessorFactory};
+pub use retry::{Backoff, RetryMode, RetryPolicy};
+pub use sink::{BatchOutcome, NoopSink, Sink};
+pub use source::{AckToken, Acker, Capabilities, Delivery, Settled, Source, SourceError};
+pub use stats::{Stats, StatsSnapshot};

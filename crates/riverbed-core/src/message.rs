@@ -1,0 +1,230 @@
+//! The unit that flows through a pipeline: payload, key, headers and delivery metadata.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::Failure;
+
+/// Message headers, ordered by name so their serialisation is stable.
+pub type Headers = BTreeMap<String, HeaderValue>;
+
+/// One header value. Broker headers are typed; these are the types every broker can carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    /// A boolean flag.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A floating point number.
+    Float(f64),
+    /// A UTF-8 string.
+    Str(String),
+    /// Raw bytes (serialised as an array of numbers).
+    Bytes(Vec<u8>),
+}
+
+impl HeaderValue {
+    /// The value as an integer, when it is one (or a string holding one).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            HeaderValue::Int(v) => Some(*v),
+            HeaderValue::Str(s) => s.parse().ok(),
+            HeaderValue::Float(f) if f.fract() == 0.0 => Some(*f as i64),
+            _ => None,
+        }
+    }
+
+    /// The value as a string slice, when it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            HeaderValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderValue::Bool(v) => write!(f, "{v}"),
+            HeaderValue::Int(v) => write!(f, "{v}"),
+            HeaderValue::Float(v) => write!(f, "{v}"),
+            HeaderValue::Str(v) => f.write_str(v),
+            HeaderValue::Bytes(v) => write!(f, "{}", String::from_utf8_lossy(v)),
+        }
+    }
+}
+
+impl From<&str> for HeaderValue {
+    fn from(v: &str) -> Self {
+        HeaderValue::Str(v.to_owned())
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(v: String) -> Self {
+        HeaderValue::Str(v)
+    }
+}
+
+impl From<i64> for HeaderValue {
+    fn from(v: i64) -> Self {
+        HeaderValue::Int(v)
+    }
+}
+
+/// Where a message came from and how often it has been delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// The producer's message id, when it set one.
+    pub message_id: Option<String>,
+    /// The broker says it delivered this message before.
+    pub redelivered: bool,
+    /// 1 on the first delivery; counts broker redeliveries and delayed retries.
+    pub attempt: u32,
+    /// The position of the message in its source (log offset, stream offset), when it has one.
+    pub position: Option<u64>,
+    /// The routing key or subject the message was published with.
+    pub subject: Option<String>,
+    /// The exchange (or stream) the message was published to.
+    pub exchange: Option<String>,
+    /// When the producer stamped the message, if it did.
+    pub timestamp: Option<SystemTime>,
+    /// When this process received the message.
+    pub received_at: SystemTime,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            message_id: None,
+            redelivered: false,
+            attempt: 1,
+            position: None,
+            subject: None,
+            exchange: None,
+            timestamp: None,
+            received_at: SystemTime::now(),
+        }
+    }
+}
+
+/// A message: payload bytes, an optional partition key, headers, metadata, and the decoded JSON
+/// body once something has decoded it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Message {
+    /// The partition key: messages with equal keys keep their order.
+    pub key: Option<String>,
+    /// The raw payload as the broker delivered it.
+    pub payload: Bytes,
+    /// Broker or producer headers.
+    pub headers: Headers,
+    /// Delivery metadata.
+    pub meta: Metadata,
+    json: Option<serde_json::Value>,
+}
+
+impl Message {
+    /// A message with this payload, no key and default metadata.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Message {
+            payload: payload.into(),
+            ..Message::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets one header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// A message whose payload is this JSON value, already decoded.
+    pub fn from_json(value: serde_json::Value) -> Self {
+        let payload = serde_json::to_vec(&value).expect("a JSON value always serialises");
+        Message {
+            payload: payload.into(),
+            json: Some(value),
+            ..Message::default()
+        }
+    }
+
+    /// The decoded JSON body, if the payload has been decoded.
+    pub fn json(&self) -> Option<&serde_json::Value> {
+        self.json.as_ref()
+    }
+
+    /// Decodes the payload as JSON once and returns the body.
+    pub fn decode_json(&mut self) -> Result<&mut serde_json::Value, Failure> {
+        if self.json.is_none() {
+            let value = serde_json::from_slice(&self.payload)
+                .map_err(|e| Failure::malformed(format!("payload is not valid JSON: {e}")))?;
+            self.json = Some(value);
+        }
+        Ok(self.json.as_mut().expect("decoded just above"))
+    }
+
+    /// Replaces the JSON body and re-encodes the payload from it.
+    pub fn set_json(&mut self, value: serde_json::Value) {
+        self.payload = serde_json::to_vec(&value)
+            .expect("a JSON value always serialises")
+            .into();
+        self.json = Some(value);
+    }
+
+    /// Re-encodes the payload after the JSON body was changed in place.
+    pub fn reencode(&mut self) {
+        if let Some(value) = &self.json {
+            self.payload = serde_json::to_vec(value)
+                .expect("a JSON value always serialises")
+                .into();
+        }
+    }
+
+    /// The same message without its decoded body (what the runtime keeps for dead letters).
+    pub(crate) fn without_body(&self) -> Message {
+        Message {
+            key: self.key.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+            meta: self.meta.clone(),
+            json: None,
+        }
+    }
+
+    /// Looks up a JSON pointer in the body, decoding the payload if needed.
+    pub fn pointer(&mut self, pointer: &str) -> Result<Option<&serde_json::Value>, Failure> {
+        Ok(self.decode_json()?.pointer(pointer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_once_and_reports_malformed_payloads() {
+        let mut m = Message::new(&b"{\"a\": 1}"[..]);
+        assert_eq!(m.pointer("/a").unwrap(), Some(&serde_json::json!(1)));
+        let mut bad = Message::new(&b"{nope"[..]);
+        let err = bad.decode_json().unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn header_values_convert() {
+        assert_eq!(HeaderValue::from("7").as_i64(), Some(7));
+        assert_eq!(HeaderValue::Int(3).to_string(), "3");
+    }
+}

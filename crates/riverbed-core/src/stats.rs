@@ -1,0 +1,116 @@
+//! Pipeline counters: cheap atomics for progress lines, mirrored into `metrics` for Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use metrics::counter;
+
+use crate::outcome::DeadLetter;
+
+/// Live counters of one pipeline. Shared; read with [`Stats::snapshot`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    received: AtomicU64,
+    acked: AtomicU64,
+    filtered: AtomicU64,
+    dead_lettered: AtomicU64,
+    retried: AtomicU64,
+    broker_retried: AtomicU64,
+    dead_letter_write_failures: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// A copy of the counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Deliveries taken from the source.
+    pub received: u64,
+    /// Deliveries acknowledged because every sink committed them (filtered ones included).
+    pub acked: u64,
+    /// Deliveries acknowledged without reaching a sink (a processor dropped them).
+    pub filtered: u64,
+    /// Deliveries written to the dead-letter destination, then acknowledged.
+    pub dead_lettered: u64,
+    /// In-process retry attempts (one per message per retried write).
+    pub retried: u64,
+    /// Deliveries handed back to the broker for a delayed retry.
+    pub broker_retried: u64,
+    /// Failed attempts to write dead letters (each retried).
+    pub dead_letter_write_failures: u64,
+    /// Sink batch writes.
+    pub batches: u64,
+}
+
+impl StatsSnapshot {
+    /// Deliveries settled one way or another.
+    pub fn settled(&self) -> u64 {
+        self.acked + self.dead_lettered + self.broker_retried
+    }
+}
+
+impl Stats {
+    /// A copy of the counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            received: self.received.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            filtered: self.filtered.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            broker_retried: self.broker_retried.load(Relaxed),
+            dead_letter_write_failures: self.dead_letter_write_failures.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn record_received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Relaxed);
+        counter!("riverbed_messages_received_total").increment(n as u64);
+    }
+
+    pub(crate) fn record_acked(&self, n: usize) {
+        if n > 0 {
+            self.acked.fetch_add(n as u64, Relaxed);
+            counter!("riverbed_messages_acked_total").increment(n as u64);
+        }
+    }
+
+    pub(crate) fn record_filtered(&self, n: usize) {
+        if n > 0 {
+            self.filtered.fetch_add(n as u64, Relaxed);
+            counter!("riverbed_messages_filtered_total").increment(n as u64);
+        }
+    }
+
+    pub(crate) fn record_retry(&self, sink: &str, n: usize) {
+        self.retried.fetch_add(n as u64, Relaxed);
+        counter!("riverbed_retries_total", "sink" => sink.to_owned()).increment(n as u64);
+    }
+
+    pub(crate) fn record_broker_retry(&self, n: usize) {
+        if n > 0 {
+            self.broker_retried.fetch_add(n as u64, Relaxed);
+            counter!("riverbed_broker_retries_total").increment(n as u64);
+        }
+    }
+
+    pub(crate) fn record_batch(&self, sink: &str, size: usize, seconds: f64) {
+        self.batches.fetch_add(1, Relaxed);
+        metrics::histogram!("riverbed_sink_write_seconds", "sink" => sink.to_owned())
+            .record(seconds);
+        metrics::histogram!("riverbed_sink_batch_size", "sink" => sink.to_owned())
+            .record(size as f64);
+    }
+
+    pub(crate) fn record_dead_lettered(&self, letters: &[DeadLetter]) {
+        self.dead_lettered.fetch_add(letters.len() as u64, Relaxed);
+        for l in letters {
+            counter!("riverbed_dead_letters_total", "reason" => l.reason.clone(), "stage" => l.stage.clone())
+                .increment(1);
+        }
+    }
+
+    pub(crate) fn record_dead_letter_failure(&self) {
+        self.dead_letter_write_failures.fetch_add(1, Relaxed);
+        counter!("riverbed_dead_letter_write_failures_total").increment(1);
+    }
+}

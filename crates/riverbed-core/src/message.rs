@@ -97,6 +97,8 @@ pub struct Metadata {
     pub timestamp: Option<SystemTime>,
     /// When this process received the message.
     pub received_at: SystemTime,
+    /// The pipeline partition that handles the message (set by the runtime at intake).
+    pub partition: u32,
 }
 
 impl Default for Metadata {
@@ -110,6 +112,7 @@ impl Default for Metadata {
             exchange: None,
             timestamp: None,
             received_at: SystemTime::now(),
+            partition: 0,
         }
     }
 }

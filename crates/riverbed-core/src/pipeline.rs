@@ -279,6 +279,7 @@ impl Intake {
                 self.next_unkeyed
             }
         };
+        message.meta.partition = p as u32;
         chunks[p].push((tracked, message));
     }
 }

@@ -91,9 +91,9 @@ impl Generator {
             }
         };
         if let Some(n) = self.malformed_every
-            && (i + 1) % n == 0
+            && (i + 1).is_multiple_of(n)
         {
-            if (i / n) % 2 == 0 {
+            if (i / n).is_multiple_of(2) {
                 return Record::new(Some(key), format!("{{\"broken\": {i}, "));
             }
             let obj = value.as_object_mut().expect("generated objects");

@@ -1,0 +1,283 @@
+//! A table as a sink sees it: columns, where each value comes from, the key and the write mode.
+
+use std::fmt;
+
+use riverbed_core::{Failure, Message};
+use serde::{Deserialize, Serialize};
+
+/// SQL column types a sink can create and bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// Text.
+    Text,
+    /// 64-bit integer.
+    Integer,
+    /// Double precision float.
+    Real,
+    /// Exact decimal (PostgreSQL `numeric`; SQLite `NUMERIC` affinity).
+    Numeric,
+    /// Boolean.
+    Boolean,
+    /// JSON document (PostgreSQL `jsonb`, SQLite text).
+    Json,
+    /// Raw bytes.
+    Bytes,
+    /// A point in time (PostgreSQL `timestamptz`; SQLite integer milliseconds since the epoch).
+    Timestamp,
+}
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    /// A JSON pointer into the payload.
+    Pointer(String),
+    /// The message key.
+    Key,
+    /// The whole payload.
+    Payload,
+    /// The source position (log or stream offset).
+    Position,
+    /// The producer's message id.
+    MessageId,
+    /// The routing key or subject.
+    Subject,
+    /// When this process received the message.
+    ReceivedAt,
+    /// A header.
+    Header(String),
+}
+
+impl std::str::FromStr for ValueSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            p if p.starts_with('/') => ValueSource::Pointer(p.to_owned()),
+            "$key" => ValueSource::Key,
+            "$payload" => ValueSource::Payload,
+            "$position" => ValueSource::Position,
+            "$message_id" => ValueSource::MessageId,
+            "$subject" => ValueSource::Subject,
+            "$received_at" => ValueSource::ReceivedAt,
+            h if h.starts_with("$header.") && h.len() > 8 => ValueSource::Header(h[8..].to_owned()),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a value source: use a JSON pointer (\"/field\") or one of $key, $payload, $position, $message_id, $subject, $received_at, $header.NAME"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for ValueSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueSource::Pointer(p) => f.write_str(p),
+            ValueSource::Key => f.write_str("$key"),
+            ValueSource::Payload => f.write_str("$payload"),
+            ValueSource::Position => f.write_str("$position"),
+            ValueSource::MessageId => f.write_str("$message_id"),
+            ValueSource::Subject => f.write_str("$subject"),
+            ValueSource::ReceivedAt => f.write_str("$received_at"),
+            ValueSource::Header(h) => write!(f, "$header.{h}"),
+        }
+    }
+}
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Its name (a validated identifier).
+    pub name: Ident,
+    /// Its SQL type.
+    pub ty: ColumnType,
+    /// Where its value comes from.
+    pub from: ValueSource,
+    /// A missing value dead-letters the message instead of writing NULL.
+    pub required: bool,
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Insert; a row whose key exists already is skipped (redelivery never duplicates).
+    Insert,
+    /// Insert or update by key; with a version column, only a newer version updates.
+    Upsert {
+        /// Column compared with `<` before an update is applied.
+        version: Option<Ident>,
+    },
+}
+
+/// A checked SQL identifier: ASCII letters, digits and `_`, not starting with a digit, at most
+/// 63 characters. Always quoted when written into SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ident(String);
+
+impl Ident {
+    /// Checks `s`.
+    pub fn new(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(Ident(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not a valid SQL identifier (letters, digits and _, at most 63, not starting with a digit)"
+            ))
+        }
+    }
+
+    /// The identifier as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The identifier, double-quoted for SQL.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A table sink's complete, checked description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Table name, optionally schema-qualified (`schema.table`).
+    pub table: Vec<Ident>,
+    /// Columns in insert order.
+    pub columns: Vec<Column>,
+    /// Names of the key columns (the conflict target).
+    pub key: Vec<Ident>,
+    /// Insert or upsert.
+    pub mode: WriteMode,
+    /// Create the table at start if it does not exist.
+    pub create: bool,
+}
+
+impl TableSpec {
+    /// The table name, quoted.
+    pub fn table_sql(&self) -> String {
+        self.table
+            .iter()
+            .map(Ident::quoted)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// Checks that key and version columns exist.
+    pub fn check(&self) -> Result<(), String> {
+        if self.columns.is_empty() {
+            return Err("a table sink needs at least one column".into());
+        }
+        for k in &self.key {
+            if !self.columns.iter().any(|c| &c.name == k) {
+                return Err(format!("key column `{k}` is not among the columns"));
+            }
+        }
+        if let WriteMode::Upsert { version } = &self.mode {
+            if self.key.is_empty() {
+                return Err("upsert needs a key".into());
+            }
+            if let Some(v) = version
+                && !self.columns.iter().any(|c| &c.name == v)
+            {
+                return Err(format!("version column `{v}` is not among the columns"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the version column, if upserts are versioned.
+    pub fn version_index(&self) -> Option<usize> {
+        match &self.mode {
+            WriteMode::Upsert { version: Some(v) } => {
+                self.columns.iter().position(|c| &c.name == v)
+            }
+            _ => None,
+        }
+    }
+
+    /// The indexes of the key columns.
+    pub fn key_indexes(&self) -> Vec<usize> {
+        self.key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| &c.name == k))
+            .collect()
+    }
+}
+
+/// A value ready to bind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// NULL.
+    Null,
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Text (also decimals, bound as text and cast).
+    Text(String),
+    /// Boolean.
+    Bool(bool),
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// JSON.
+    Json(serde_json::Value),
+    /// Milliseconds since the epoch.
+    TimestampMs(i64),
+}
+
+impl SqlValue {
+    /// A value usable as part of a key or a version for comparisons within a batch.
+    pub fn sort_key(&self) -> String {
+        match self {
+            SqlValue::Int(i) | SqlValue::TimestampMs(i) => {
+                format!("{:020}", (*i as i128) - (i64::MIN as i128))
+            }
+            SqlValue::Float(f) => format!("{f:e}"),
+            SqlValue::Text(s) => s.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// Extracts every column value of a message; a missing required value or a value of the wrong
+/// type is a permanent failure of that message.
+pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure> {
+    let needs_body = spec.columns.iter().any(|c| {
+        matches!(c.from, ValueSource::Pointer(_))
+            || (c.from == ValueSource::Payload && c.ty == ColumnType::Json)
+    });
+    let decoded;
+    let body = match msg.json() {
+        Some(b) => Some(b),
+        None if needs_body => {
+            decoded = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                .map_err(|e| Failure::malformed(format!("payload is not valid JSON: {e}")))?;
+            Some(&decoded)
+        }
+        None => None,
+    };
+    let key_idx = spec.key_indexes();
+    let mut row = Vec::with_capacity(spec.columns.len());
+    for (i, c) in spec.columns.iter().enumerate() {
+        let v = crate::convert::value_of(c, msg, body)?;
+        if v == SqlValue::Null && (c.required || key_idx.contains(&i)) {
+            return Err(Failure::new(
+                "missing_field",
+                format!("column `{}` has no value at {}", c.name, c.from),
+            ));
+        }
+        row.push(v);
+    }
+    Ok(row)
+}

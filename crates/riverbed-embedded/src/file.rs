@@ -115,3 +115,60 @@ impl DeadLetterSink for LogOnlyDeadLetters {
         Ok(())
     }
 }
+
+/// Dead letters as JSON lines appended to a file, synced before the originals are acked.
+pub struct FileDeadLetters {
+    sink: JsonLinesSink,
+    path: PathBuf,
+}
+
+impl FileDeadLetters {
+    /// Appends letters to `path`.
+    pub fn new(path: PathBuf) -> Self {
+        FileDeadLetters {
+            sink: JsonLinesSink::new(LineTarget::File(path.clone()), false),
+            path,
+        }
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for FileDeadLetters {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    async fn write(&self, letters: &[DeadLetter]) -> Result<(), Failure> {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        let lines: Vec<Message> = letters
+            .iter()
+            .map(|l| {
+                Message::from_json(json!({
+                    "reason": l.reason,
+                    "error": l.error,
+                    "attempts": l.attempts,
+                    "stage": l.stage,
+                    "first_failure_ms": ms(l.first_failure),
+                    "last_failure_ms": ms(l.last_failure),
+                    "key": l.message.key,
+                    "message_id": l.message.meta.message_id,
+                    "position": l.message.meta.position,
+                    "headers": l.message.headers,
+                    "payload": String::from_utf8_lossy(&l.message.payload),
+                }))
+            })
+            .collect();
+        match self.sink.write(&lines).await {
+            BatchOutcome::Committed => Ok(()),
+            other => Err(other
+                .get(0)
+                .failure()
+                .cloned()
+                .unwrap_or_else(|| Failure::unavailable("write failed"))),
+        }
+    }
+}

@@ -64,7 +64,7 @@ impl Generator {
         let (key, mut value) = match self.kind {
             DataKind::Sensors => {
                 let base = 15.0 + (k % 10) as f64;
-                let v = (base + self.rng.random_range(-5.0..5.0) * 100.0).round() / 100.0;
+                let v = ((base + self.rng.random_range(-5.0..5.0)) * 100.0).round() / 100.0;
                 let key = format!("sensor-{k}");
                 (
                     key.clone(),

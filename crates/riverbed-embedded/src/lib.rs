@@ -23,7 +23,7 @@ mod writer;
 
 pub use dead_letter::{LogDeadLetters, StoredDeadLetter, list_dead_letters, redrive};
 pub use error::{Error, Result};
-pub use file::{JsonLinesSink, LineTarget, LogOnlyDeadLetters};
+pub use file::{FileDeadLetters, JsonLinesSink, LineTarget, LogOnlyDeadLetters};
 pub use generate::{CountingAcker, DataKind, GenerateSource, Generator};
 pub use log::{EmbeddedLog, Position};
 pub use schema::{Durability, connect_options};

@@ -1,0 +1,202 @@
+//! Turning a checked plan into a running pipeline: open the log, connect the sinks, restore
+//! aggregate state. The TOML daemon is a thin layer over the library's builder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use riverbed_core::processors::{AggregateState, Filter, RunningAggregate};
+use riverbed_core::{DeadLetterSink, NoopSink, Pipeline, Sink};
+use riverbed_embedded::{
+    Durability, EmbeddedLog, GenerateSource, Generator, JsonLinesSink, LineTarget, LogDeadLetters,
+    LogOnlyDeadLetters, LogSource,
+};
+use riverbed_sql::{SqliteWriter, TableSpec, ValueSource, sqlite_pool};
+use sqlx::{Row, SqlitePool};
+
+use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
+use super::raw::{DeadLetterKind, SourceKind};
+
+/// Shared handles: one embedded log per file, one SQLite writer pool per file.
+#[derive(Default)]
+struct Handles {
+    logs: HashMap<PathBuf, EmbeddedLog>,
+    pools: HashMap<PathBuf, SqlitePool>,
+}
+
+impl Handles {
+    async fn log(&mut self, path: &Path, durability: Durability) -> Result<EmbeddedLog> {
+        if let Some(l) = self.logs.get(path) {
+            return Ok(l.clone());
+        }
+        let log = EmbeddedLog::open(path, durability)
+            .await
+            .with_context(|| format!("opening the embedded log {}", path.display()))?;
+        self.logs.insert(path.to_owned(), log.clone());
+        Ok(log)
+    }
+
+    async fn pool(&mut self, path: &Path) -> Result<SqlitePool> {
+        if let Some(p) = self.pools.get(path) {
+            return Ok(p.clone());
+        }
+        let pool = sqlite_pool(path)
+            .await
+            .with_context(|| format!("opening SQLite file {}", path.display()))?;
+        self.pools.insert(path.to_owned(), pool.clone());
+        Ok(pool)
+    }
+}
+
+/// Builds the pipeline described by `plan`.
+pub async fn build(plan: Plan) -> Result<Pipeline> {
+    let mut handles = Handles::default();
+    let mut builder = Pipeline::builder()
+        .partitions(plan.partitions)
+        .max_in_flight(plan.max_in_flight)
+        .key(plan.key.clone())
+        .retry(plan.retry)
+        .shutdown_grace(plan.shutdown_grace);
+    builder = match &plan.source {
+        SourceKind::Embedded(e) => {
+            let log = handles.log(&e.path, e.durability).await?;
+            let source = LogSource::open(&log, &e.topic, &e.consumer, e.follow).await?;
+            builder.source(source)
+        }
+        SourceKind::Generate(g) => {
+            let generator = Generator::new(g.data, g.seed, g.keys, g.malformed_every);
+            builder.source(GenerateSource::new(generator, g.count, g.rate))
+        }
+    };
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
+    for s in &plan.sinks {
+        let sink: Arc<dyn Sink> = match &s.kind {
+            SinkPlanKind::Sqlite {
+                path,
+                spec,
+                offsets,
+            } => {
+                let pool = handles.pool(path).await?;
+                let writer = SqliteWriter::new(pool, spec.clone(), offsets.as_deref())
+                    .await
+                    .with_context(|| {
+                        format!("preparing table {} for sink `{}`", spec.table_sql(), s.name)
+                    })?;
+                Arc::new(writer.into_sink(&s.name))
+            }
+            SinkPlanKind::Stdout { envelope } => {
+                Arc::new(JsonLinesSink::new(LineTarget::Stdout, *envelope))
+            }
+            SinkPlanKind::File { path, envelope } => Arc::new(JsonLinesSink::new(
+                LineTarget::File(path.clone()),
+                *envelope,
+            )),
+            SinkPlanKind::Noop => Arc::new(NoopSink),
+        };
+        sinks.push(sink);
+    }
+    for p in &plan.processors {
+        builder = match p {
+            ProcessorPlan::Aggregate {
+                name,
+                field,
+                output,
+                restore_from,
+            } => {
+                let state = match restore_from {
+                    Some(i) => restore_state(&mut handles, &plan, *i).await?,
+                    None => HashMap::new(),
+                };
+                let (name, field, output) = (name.clone(), field.clone(), output.clone());
+                builder.processor(move |_| {
+                    Box::new(
+                        RunningAggregate::new(&name, &field, &output).with_state(state.clone()),
+                    )
+                })
+            }
+            ProcessorPlan::Filter {
+                name,
+                field,
+                equals,
+                negate,
+            } => {
+                let (name, field, equals, negate) =
+                    (name.clone(), field.clone(), equals.clone(), *negate);
+                builder.processor(move |_| {
+                    Box::new(if negate {
+                        Filter::drop(&name, &field, equals.clone())
+                    } else {
+                        Filter::keep(&name, &field, equals.clone())
+                    })
+                })
+            }
+        };
+    }
+    for (s, sink) in plan.sinks.iter().zip(sinks) {
+        builder = builder.sink_with(&s.name, &s.input, sink, s.batch);
+    }
+    if let Some(dl) = &plan.dead_letter {
+        let dest: Arc<dyn DeadLetterSink> = match dl {
+            DeadLetterKind::Embedded(e) => {
+                let log = handles.log(&e.path, Durability::Full).await?;
+                Arc::new(LogDeadLetters::new(&log, &e.topic))
+            }
+            DeadLetterKind::File(f) => {
+                Arc::new(riverbed_embedded::FileDeadLetters::new(f.path.clone()))
+            }
+            DeadLetterKind::Log(_) => Arc::new(LogOnlyDeadLetters),
+        };
+        builder = builder.dead_letters(dest);
+    }
+    Ok(builder.build()?)
+}
+
+/// Reads an aggregate's committed snapshots back from its SQL sink.
+async fn restore_state(
+    handles: &mut Handles,
+    plan: &Plan,
+    sink: usize,
+) -> Result<HashMap<String, AggregateState>> {
+    let SinkPlanKind::Sqlite { path, spec, .. } = &plan.sinks[sink].kind else {
+        unreachable!("checked: restore_from names a SQL sink")
+    };
+    let pool = handles.pool(path).await?;
+    if spec.create {
+        sqlx::query(sqlx::AssertSqlSafe(riverbed_sql::create_table(
+            spec,
+            riverbed_sql::Dialect::Sqlite,
+        )))
+        .execute(&pool)
+        .await?;
+    }
+    let cols: Vec<String> = RESTORE_FIELDS.iter().map(|f| column_for(spec, f)).collect();
+    let sql = format!("SELECT {} FROM {}", cols.join(", "), spec.table_sql());
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&pool)
+        .await?;
+    let mut state = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let key: String = r.try_get(0)?;
+        state.insert(
+            key,
+            AggregateState {
+                count: r.try_get::<i64, _>(1)? as u64,
+                sum: r.try_get(2)?,
+                min: r.try_get(3)?,
+                max: r.try_get(4)?,
+                last_position: r.try_get::<Option<i64>, _>(5)?.map(|p| p as u64),
+            },
+        );
+    }
+    tracing::info!(keys = state.len(), sink = %plan.sinks[sink].name, "Aggregate state restored");
+    Ok(state)
+}
+
+fn column_for(spec: &TableSpec, pointer: &str) -> String {
+    spec.columns
+        .iter()
+        .find(|c| c.from == ValueSource::Pointer(pointer.into()))
+        .map(|c| c.name.quoted())
+        .expect("checked: every restore field has a column")
+}

@@ -1,0 +1,386 @@
+//! Parse, don't validate: the raw file becomes checked settings in one place, with every
+//! semantic error pointing at its line. Nothing here connects to anything.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+
+use riverbed_core::{BatchSettings, KeySpec, RetryPolicy};
+use riverbed_sql::{Column, Ident, TableSpec, ValueSource, WriteMode};
+use toml::Spanned;
+
+use super::load::ConfigError;
+use super::raw::*;
+
+/// A pipeline file, checked.
+#[derive(Debug)]
+pub struct Plan {
+    /// Partitions.
+    pub partitions: NonZeroUsize,
+    /// In-flight limit.
+    pub max_in_flight: NonZeroUsize,
+    /// Partition key.
+    pub key: KeySpec,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Shutdown grace.
+    pub shutdown_grace: std::time::Duration,
+    /// The source.
+    pub source: SourceKind,
+    /// Processors in order.
+    pub processors: Vec<ProcessorPlan>,
+    /// Sinks.
+    pub sinks: Vec<SinkPlan>,
+    /// Dead letters, if named.
+    pub dead_letter: Option<DeadLetterKind>,
+}
+
+/// A checked processor.
+#[derive(Debug)]
+pub enum ProcessorPlan {
+    /// Running aggregate.
+    Aggregate {
+        /// Step name.
+        name: String,
+        /// Field pointer.
+        field: String,
+        /// Output stream.
+        output: String,
+        /// Index of the SQL sink to restore state from.
+        restore_from: Option<usize>,
+    },
+    /// Filter.
+    Filter {
+        /// Step name.
+        name: String,
+        /// Field pointer.
+        field: String,
+        /// Values.
+        equals: Vec<serde_json::Value>,
+        /// Drop matches instead.
+        negate: bool,
+    },
+}
+
+/// A checked sink.
+#[derive(Debug)]
+pub struct SinkPlan {
+    /// Name.
+    pub name: String,
+    /// Stream read.
+    pub input: String,
+    /// Batch settings, if given.
+    pub batch: Option<BatchSettings>,
+    /// What it is.
+    pub kind: SinkPlanKind,
+}
+
+/// Checked sink kinds.
+#[derive(Debug)]
+pub enum SinkPlanKind {
+    /// SQLite table.
+    Sqlite {
+        /// File.
+        path: std::path::PathBuf,
+        /// Table spec.
+        spec: Arc<TableSpec>,
+        /// Offsets consumer.
+        offsets: Option<String>,
+    },
+    /// JSON lines on stdout.
+    Stdout {
+        /// Envelope.
+        envelope: bool,
+    },
+    /// JSON lines in a file.
+    File {
+        /// File.
+        path: std::path::PathBuf,
+        /// Envelope.
+        envelope: bool,
+    },
+    /// Discard.
+    Noop,
+}
+
+struct Checker<'a> {
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        msg: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::at(self.text, span, msg))
+    }
+
+    fn nonzero(&self, v: &Spanned<usize>, field: &str) -> Result<NonZeroUsize, ConfigError> {
+        NonZeroUsize::new(*v.get_ref()).map_or_else(
+            || self.err(v.span(), format!("`{field}` must be at least 1")),
+            Ok,
+        )
+    }
+
+    fn pointer(&self, v: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
+        let p = v.get_ref();
+        if !p.starts_with('/') {
+            return self.err(
+                v.span(),
+                format!("`{field}` must be a JSON pointer such as \"/{p}\""),
+            );
+        }
+        Ok(p.clone())
+    }
+
+    fn ident(&self, v: &Spanned<String>, field: &str) -> Result<Ident, ConfigError> {
+        Ident::new(v.get_ref()).or_else(|e| self.err(v.span(), format!("`{field}`: {e}")))
+    }
+}
+
+/// Checks a parsed file.
+pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
+    let c = Checker { text };
+    let partitions = c.nonzero(&raw.pipeline.partitions, "pipeline.partitions")?;
+    let max_in_flight = c.nonzero(&raw.pipeline.max_in_flight, "pipeline.max_in_flight")?;
+    let key = match &raw.pipeline.key {
+        None => KeySpec::Source,
+        Some(k) => k
+            .get_ref()
+            .parse()
+            .or_else(|e: String| c.err(k.span(), format!("`pipeline.key`: {e}")))?,
+    };
+    let attempts = &raw.retry.max_attempts;
+    let Some(max_attempts) = NonZeroU32::new(*attempts.get_ref()) else {
+        return c.err(attempts.span(), "`retry.max_attempts` must be at least 1");
+    };
+    let retry = RetryPolicy {
+        max_attempts,
+        initial_backoff: raw.retry.initial_backoff,
+        max_backoff: raw.retry.max_backoff.max(raw.retry.initial_backoff),
+        mode: raw.retry.mode,
+    };
+    let sinks = raw
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| check_sink(&c, i, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if sinks.is_empty() {
+        return c.err(0..0, "a pipeline needs at least one [[sinks]] entry");
+    }
+    for (i, s) in raw.sinks.iter().enumerate() {
+        if sinks[..i].iter().any(|o| o.name == sinks[i].name) {
+            return c.err(
+                s.name.span(),
+                format!("two sinks are named `{}`", sinks[i].name),
+            );
+        }
+    }
+    let processors = raw
+        .processors
+        .iter()
+        .map(|p| check_processor(&c, p, &sinks))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut streams = vec!["main".to_owned()];
+    streams.extend(processors.iter().filter_map(|p| match p {
+        ProcessorPlan::Aggregate { output, .. } => Some(output.clone()),
+        ProcessorPlan::Filter { .. } => None,
+    }));
+    for (s, plan) in raw.sinks.iter().zip(&sinks) {
+        if !streams.contains(&plan.input) {
+            let span = s.input.as_ref().map(|i| i.span()).unwrap_or(s.name.span());
+            return c.err(
+                span,
+                format!(
+                    "sink `{}` reads stream `{}`, which nothing emits (streams: {})",
+                    plan.name,
+                    plan.input,
+                    streams.join(", ")
+                ),
+            );
+        }
+    }
+    Ok(Plan {
+        partitions,
+        max_in_flight,
+        key,
+        retry,
+        shutdown_grace: raw.pipeline.shutdown_grace,
+        source: raw.source.into_inner(),
+        processors,
+        sinks,
+        dead_letter: raw.dead_letter.map(Spanned::into_inner),
+    })
+}
+
+fn check_processor(
+    c: &Checker<'_>,
+    p: &ProcessorEntry,
+    sinks: &[SinkPlan],
+) -> Result<ProcessorPlan, ConfigError> {
+    Ok(match &p.kind {
+        ProcessorKind::Aggregate(a) => {
+            let restore_from = match &a.restore_from {
+                None => None,
+                Some(name) => Some(check_restore(c, name, sinks)?),
+            };
+            ProcessorPlan::Aggregate {
+                name: p.name.clone().unwrap_or_else(|| "aggregate".into()),
+                field: c.pointer(&a.field, "field")?,
+                output: a.output.clone(),
+                restore_from,
+            }
+        }
+        ProcessorKind::Filter(f) => ProcessorPlan::Filter {
+            name: p.name.clone().unwrap_or_else(|| "filter".into()),
+            field: c.pointer(&f.field, "field")?,
+            equals: f.equals.clone(),
+            negate: f.negate,
+        },
+    })
+}
+
+/// The columns an aggregate's state is restored from.
+pub const RESTORE_FIELDS: [&str; 6] = ["/key", "/count", "/sum", "/min", "/max", "/last_position"];
+
+fn check_restore(
+    c: &Checker<'_>,
+    name: &Spanned<String>,
+    sinks: &[SinkPlan],
+) -> Result<usize, ConfigError> {
+    let Some(i) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
+        return c.err(
+            name.span(),
+            format!("`restore_from`: no sink is named `{}`", name.get_ref()),
+        );
+    };
+    let SinkPlanKind::Sqlite { spec, .. } = &sinks[i].kind else {
+        return c.err(
+            name.span(),
+            format!(
+                "`restore_from`: sink `{}` is not a SQL table",
+                name.get_ref()
+            ),
+        );
+    };
+    for f in RESTORE_FIELDS {
+        if !spec
+            .columns
+            .iter()
+            .any(|col| col.from == ValueSource::Pointer(f.into()))
+        {
+            return c.err(
+                name.span(),
+                format!(
+                    "`restore_from`: table of sink `{}` has no column from \"{f}\"",
+                    name.get_ref()
+                ),
+            );
+        }
+    }
+    Ok(i)
+}
+
+fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, ConfigError> {
+    let batch = match &s.batch {
+        None => None,
+        Some(b) => {
+            let size = match &b.max_size {
+                Some(v) => c.nonzero(v, "batch.max_size")?,
+                None => NonZeroUsize::new(500).expect("500 is not zero"),
+            };
+            Some(BatchSettings {
+                max_size: size,
+                max_wait: b.max_wait.unwrap_or(std::time::Duration::from_millis(5)),
+            })
+        }
+    };
+    let kind = match &s.kind {
+        SinkKind::Sqlite(q) => SinkPlanKind::Sqlite {
+            path: q.path.clone(),
+            spec: Arc::new(check_table(c, q)?),
+            offsets: q.offsets.clone(),
+        },
+        SinkKind::Stdout(l) => SinkPlanKind::Stdout {
+            envelope: l.envelope,
+        },
+        SinkKind::File(f) => SinkPlanKind::File {
+            path: f.path.clone(),
+            envelope: f.envelope,
+        },
+        SinkKind::Noop(_) => SinkPlanKind::Noop,
+    };
+    Ok(SinkPlan {
+        name: s.name.get_ref().clone(),
+        input: s
+            .input
+            .as_ref()
+            .map(|i| i.get_ref().clone())
+            .unwrap_or_else(|| "main".into()),
+        batch,
+        kind,
+    })
+}
+
+fn check_table(c: &Checker<'_>, q: &SqliteSection) -> Result<TableSpec, ConfigError> {
+    let table = q
+        .table
+        .get_ref()
+        .split('.')
+        .map(|part| Ident::new(part).or_else(|e| c.err(q.table.span(), format!("`table`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut columns = Vec::with_capacity(q.columns.len());
+    for col in &q.columns {
+        let name = c.ident(&col.name, "columns.name")?;
+        if columns.iter().any(|x: &Column| x.name == name) {
+            return c.err(
+                col.name.span(),
+                format!("column `{name}` is declared twice"),
+            );
+        }
+        let from: ValueSource = col
+            .from
+            .get_ref()
+            .parse()
+            .or_else(|e: String| c.err(col.from.span(), format!("`columns.from`: {e}")))?;
+        columns.push(Column {
+            name,
+            ty: col.ty,
+            from,
+            required: col.required,
+        });
+    }
+    let key = q
+        .key
+        .iter()
+        .map(|k| c.ident(k, "key"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let version = q
+        .version
+        .as_ref()
+        .map(|v| c.ident(v, "version"))
+        .transpose()?;
+    let mode = match q.mode {
+        ModeName::Insert if version.is_some() => {
+            let span = q.version.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            return c.err(span, "`version` applies to mode = \"upsert\" only");
+        }
+        ModeName::Insert => WriteMode::Insert,
+        ModeName::Upsert => WriteMode::Upsert { version },
+    };
+    let spec = TableSpec {
+        table,
+        columns,
+        key,
+        mode,
+        create: q.create,
+    };
+    spec.check().or_else(|e| {
+        c.err(
+            q.table.span(),
+            format!("table `{}`: {e}", q.table.get_ref()),
+        )
+    })?;
+    Ok(spec)
+}

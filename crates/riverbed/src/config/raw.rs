@@ -1,0 +1,363 @@
+//! The configuration file as written: every section, field and default users can set.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use riverbed_embedded::{DataKind, Durability};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Partitions, in-flight limit, key and shutdown.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// How transient failures are retried.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// Where messages come from.
+    pub source: Spanned<SourceKind>,
+    /// Steps run in each partition, in order.
+    #[serde(default)]
+    pub processors: Vec<ProcessorEntry>,
+    /// Where messages go; each reads one stream (`main` by default).
+    #[serde(default)]
+    pub sinks: Vec<SinkEntry>,
+    /// Where messages that cannot be processed go (default: the source's own destination).
+    pub dead_letter: Option<Spanned<DeadLetterKind>>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Partitions processing in parallel; messages of one key always share a partition.
+    #[serde(default = "default_partitions")]
+    pub partitions: Spanned<usize>,
+    /// Most deliveries unsettled at once (bounds memory; backpressure reaches the source).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: Spanned<usize>,
+    /// Partition key: a JSON pointer ("/sensor_id"), "header:NAME", "subject", "message_id" or
+    /// "source" (the key the source set). Default: "source".
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// How long a stop may take to drain before unsettled messages are left to redelivery.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            partitions: default_partitions(),
+            max_in_flight: default_in_flight(),
+            key: None,
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+fn default_partitions() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+
+fn default_in_flight() -> Spanned<usize> {
+    Spanned::new(0..0, 4096)
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[retry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts in all, the first included; then the message is dead-lettered.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: Spanned<u32>,
+    /// Delay before the second attempt; doubles each time, with jitter.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Upper bound of a delay.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// `in_process` (the partition waits: per-key order kept) or `broker` (the broker holds the
+    /// message back: no slot held, but later messages of a key may overtake it).
+    #[serde(default)]
+    pub mode: riverbed_core::RetryMode,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            max_attempts: default_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            mode: Default::default(),
+        }
+    }
+}
+
+fn default_attempts() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[source]`, chosen by `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// The embedded durable log.
+    Embedded(EmbeddedSource),
+    /// Synthetic data (not durable): demos and benchmarks.
+    Generate(GenerateSection),
+}
+
+/// `kind = "embedded"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSource {
+    /// The log's SQLite file.
+    pub path: PathBuf,
+    /// The topic to consume.
+    pub topic: String,
+    /// The consumer name under which the position is stored.
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Keep waiting for new messages at the end of the topic (true), or stop there (false).
+    #[serde(default = "default_true")]
+    pub follow: bool,
+    /// `full` (survives power loss) or `normal` (survives a process crash).
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+fn default_consumer() -> String {
+    "riverbed".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `kind = "generate"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSection {
+    /// `sensors`, `orders` or `transactions`.
+    #[serde(default)]
+    pub data: DataKind,
+    /// How many messages; forever if absent.
+    pub count: Option<u64>,
+    /// At most this many per second; unlimited if absent.
+    pub rate: Option<u64>,
+    /// Seed of the generator: the same seed yields the same data.
+    #[serde(default)]
+    pub seed: u64,
+    /// Distinct keys (sensors, customers, providers).
+    #[serde(default = "default_keys")]
+    pub keys: u32,
+    /// Every n-th message is malformed on purpose (to exercise dead letters).
+    pub malformed_every: Option<u64>,
+}
+
+fn default_keys() -> u32 {
+    20
+}
+
+/// One `[[processors]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorEntry {
+    /// The step's name (in dead letters and logs); defaults to its kind.
+    pub name: Option<String>,
+    /// What the step does.
+    pub kind: ProcessorKind,
+}
+
+/// The processor kinds.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessorKind {
+    /// Running count/sum/min/max/mean of a numeric field per key, emitted on a stream.
+    Aggregate(AggregateSection),
+    /// Keep (or drop) messages by a field's value.
+    Filter(FilterSection),
+}
+
+/// `kind = "aggregate"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSection {
+    /// JSON pointer to the number aggregated.
+    pub field: Spanned<String>,
+    /// The stream the snapshots are emitted on.
+    pub output: String,
+    /// A SQL sink whose table holds earlier snapshots (columns mapped from /key, /count, /sum,
+    /// /min, /max, /last_position): the state is restored from it at start, so a restart
+    /// neither loses nor double-counts.
+    pub restore_from: Option<Spanned<String>>,
+}
+
+/// `kind = "filter"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    /// JSON pointer to the field tested.
+    pub field: Spanned<String>,
+    /// Keep messages whose field equals one of these (any value if empty: the field exists).
+    #[serde(default)]
+    pub equals: Vec<serde_json::Value>,
+    /// Drop the matching messages instead of keeping them.
+    #[serde(default)]
+    pub negate: bool,
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkEntry {
+    /// The sink's name (unique).
+    pub name: Spanned<String>,
+    /// The stream it reads (default `main`).
+    pub input: Option<Spanned<String>>,
+    /// When batches are written (default: derived from max_in_flight and partitions).
+    pub batch: Option<BatchSection>,
+    /// What the sink is.
+    pub kind: SinkKind,
+}
+
+/// `[sinks.batch]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSection {
+    /// Write as soon as this many messages wait.
+    pub max_size: Option<Spanned<usize>>,
+    /// Write at the latest this long after a batch's first message.
+    #[serde(default, with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
+}
+
+/// The sink kinds.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// A SQLite table.
+    Sqlite(SqliteSection),
+    /// JSON lines on standard output.
+    Stdout(LinesSection),
+    /// JSON lines appended to a file (synced after each batch).
+    File(FileSection),
+    /// Discards everything (benchmarks).
+    Noop(NoopSection),
+}
+
+/// `kind = "sqlite"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSection {
+    /// The database file.
+    pub path: PathBuf,
+    /// The table (optionally `schema.table`).
+    pub table: Spanned<String>,
+    /// `insert` (a row whose key exists is skipped) or `upsert` (replaced, if newer by `version`).
+    #[serde(default)]
+    pub mode: ModeName,
+    /// Key columns (the conflict target).
+    #[serde(default)]
+    pub key: Vec<Spanned<String>>,
+    /// Version column for upserts: only a newer version replaces a row.
+    pub version: Option<Spanned<String>>,
+    /// Create the table if it does not exist.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    /// Store source positions under this consumer name, in the same transaction as the rows.
+    pub offsets: Option<String>,
+    /// The columns, in order.
+    pub columns: Vec<ColumnSection>,
+}
+
+/// Write modes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    /// Insert if absent.
+    #[default]
+    Insert,
+    /// Insert or replace (versioned if `version` is set).
+    Upsert,
+}
+
+/// One `[[sinks.columns]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSection {
+    /// Column name.
+    pub name: Spanned<String>,
+    /// `text`, `integer`, `real`, `numeric`, `boolean`, `json`, `bytes` or `timestamp`.
+    #[serde(rename = "type")]
+    pub ty: riverbed_sql::ColumnType,
+    /// A JSON pointer ("/reading_id") or $key, $payload, $position, $message_id, $subject,
+    /// $received_at, $header.NAME.
+    pub from: Spanned<String>,
+    /// A missing value dead-letters the message instead of writing NULL.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `kind = "stdout"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinesSection {
+    /// Wrap each payload with its key, headers, position and message id.
+    #[serde(default)]
+    pub envelope: bool,
+}
+
+/// `kind = "file"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSection {
+    /// The file appended to.
+    pub path: PathBuf,
+    /// Wrap each payload with its key, headers, position and message id.
+    #[serde(default)]
+    pub envelope: bool,
+}
+
+/// `kind = "noop"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopSection {}
+
+/// `[dead_letter]`, chosen by `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    /// The dead-letter table of an embedded log file.
+    Embedded(EmbeddedDeadLetters),
+    /// JSON lines appended to a file (synced).
+    File(FileSection),
+    /// Only a structured error log line per letter (nothing stored).
+    Log(NoopSection),
+}
+
+/// `kind = "embedded"` dead letters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedDeadLetters {
+    /// The log's SQLite file.
+    pub path: PathBuf,
+    /// The topic the letters are filed under (redrive puts them back there).
+    pub topic: String,
+}

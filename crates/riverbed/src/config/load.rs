@@ -68,23 +68,46 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Sections chosen by `kind`, with the keys that stay outside the kind-specific part.
-/// `None` means the section itself becomes the enum.
-const TAGGED: &[(&str, Option<&[&str]>, &[&str])] = &[
-    ("source", None, &["embedded", "generate"]),
-    ("dead_letter", None, &["embedded", "file", "log"]),
-    ("processors", Some(&["name"]), &["aggregate", "filter"]),
-    (
-        "sinks",
-        Some(&["name", "input", "batch"]),
-        &["sqlite", "stdout", "file", "noop"],
-    ),
+/// A section chosen by `kind`: its name, the keys that stay outside the kind-specific part
+/// (`None`: the section itself becomes the enum), and the kinds (for error messages).
+struct Tagged {
+    section: &'static str,
+    common: Option<&'static [&'static str]>,
+    kinds: &'static [&'static str],
+}
+
+const TAGGED: &[Tagged] = &[
+    Tagged {
+        section: "source",
+        common: None,
+        kinds: &["embedded", "generate"],
+    },
+    Tagged {
+        section: "dead_letter",
+        common: None,
+        kinds: &["embedded", "file", "log"],
+    },
+    Tagged {
+        section: "processors",
+        common: Some(&["name"]),
+        kinds: &["aggregate", "filter"],
+    },
+    Tagged {
+        section: "sinks",
+        common: Some(&["name", "input", "batch"]),
+        kinds: &["sqlite", "stdout", "file", "noop"],
+    },
 ];
 
 /// Parses `text` into the raw configuration.
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     let mut root = DeTable::parse(text).map_err(|e| toml_error(text, e))?;
-    for (section, common, kinds) in TAGGED {
+    for Tagged {
+        section,
+        common,
+        kinds,
+    } in TAGGED
+    {
         let Some(value) = root.get_mut().get_mut(*section) else {
             continue;
         };

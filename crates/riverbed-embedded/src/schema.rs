@@ -43,6 +43,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         last_failure_ms INTEGER NOT NULL,
         created_at_ms INTEGER NOT NULL
     )",
+    // A message redelivered after a crash and refused again is one dead letter, not two.
+    "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_origin ON dead_letters (topic, log_offset)",
 ];
 
 /// How durable each commit is.

@@ -208,7 +208,7 @@ async fn insert_dead_letters(
 ) -> Result<()> {
     for l in letters {
         sqlx::query(
-            "INSERT INTO dead_letters (topic, log_offset, message_id, key, payload, headers, reason,
+            "INSERT OR IGNORE INTO dead_letters (topic, log_offset, message_id, key, payload, headers, reason,
                error, attempts, stage, first_failure_ms, last_failure_ms, created_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )

@@ -23,3 +23,6 @@ pub fn load_str(text: &str) -> Result<Plan, ConfigError> {
     let raw = load::parse(text)?;
     check::check(text, raw)
 }
+
+#[cfg(test)]
+mod tests;

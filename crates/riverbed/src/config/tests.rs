@@ -1,0 +1,133 @@
+//! Configuration errors name the field and the line; good files load.
+
+use super::load_str;
+
+const BASE: &str = r#"[pipeline]
+partitions = 2
+key = "/id"
+
+[source]
+kind = "generate"
+count = 10
+
+[[sinks]]
+name = "out"
+kind = "stdout"
+"#;
+
+fn err(text: &str) -> String {
+    load_str(text)
+        .expect_err("the file should be refused")
+        .to_string()
+}
+
+#[test]
+fn the_demo_and_a_minimal_file_load() {
+    load_str(BASE).unwrap();
+    let demo = crate::demo::DEMO_CONFIG.replace("{dir}", "/tmp/x");
+    let plan = load_str(&demo).unwrap();
+    assert_eq!(plan.sinks.len(), 2);
+    assert_eq!(plan.processors.len(), 1);
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_line() {
+    let e = err(&BASE.replace("count = 10", "count = 10\nrat = 5"));
+    assert!(
+        e.starts_with("line 8, column 1: unknown field `rat`"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}[sinks.batch]\nmax_sise = 3\n"));
+    assert!(
+        e.starts_with("line 13, column 1: unknown field `max_sise`, expected `max_size`"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("[pipeline]", "[pipeline]\nprefetch = 3"));
+    assert!(
+        e.starts_with("line 2, column 1: unknown field `prefetch`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_and_kinds_are_refused_with_their_line() {
+    let e = err(&BASE.replace("count = 10", "count = \"ten\""));
+    assert!(
+        e.starts_with("line 7, column 9: invalid type: string \"ten\""),
+        "{e}"
+    );
+    let e = err(&BASE.replace("kind = \"stdout\"", "kind = \"stdot\""));
+    assert!(
+        e.contains("line 11") && e.contains("unknown variant `stdot`"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("kind = \"generate\"\n", ""));
+    assert!(
+        e.starts_with("line 5, column 1: `source` needs `kind`, one of: embedded, generate"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("partitions = 2", "partitions = 0"));
+    assert!(
+        e.starts_with("line 2, column 14: `pipeline.partitions` must be at least 1"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("key = \"/id\"", "key = \"id\""));
+    assert!(e.starts_with("line 3, column 7: `pipeline.key`:"), "{e}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_field() {
+    let e = err(&format!("{BASE}input = \"aggregates\"\n"));
+    assert!(
+        e.starts_with(
+            "line 12, column 9: sink `out` reads stream `aggregates`, which nothing emits"
+        ),
+        "{e}"
+    );
+    let sqlite = r#"
+[[sinks]]
+name = "t"
+kind = "sqlite"
+path = "x.db"
+table = "bad-name"
+key = ["id"]
+columns = [{ name = "id", type = "text", from = "/id" }]
+"#;
+    let e = err(&format!("{BASE}{sqlite}"));
+    assert!(
+        e.starts_with("line 17, column 9: `table`: `bad-name` is not a valid SQL identifier"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BASE}{}",
+        sqlite
+            .replace("bad-name", "t")
+            .replace("from = \"/id\"", "from = \"id\"")
+    ));
+    assert!(
+        e.contains("line 19") && e.contains("`columns.from`: `id` is not a value source"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BASE}{}",
+        sqlite
+            .replace("bad-name", "t")
+            .replace("key = [\"id\"]", "key = [\"nope\"]")
+    ));
+    assert!(
+        e.contains("key column `nope` is not among the columns"),
+        "{e}"
+    );
+    let dup = format!("{BASE}[[sinks]]\nname = \"out\"\nkind = \"noop\"\n");
+    assert!(
+        err(&dup).starts_with("line 13, column 8: two sinks are named `out`"),
+        "{}",
+        err(&dup)
+    );
+}
+
+#[test]
+fn errors_show_the_offending_line() {
+    let e = err(&BASE.replace("count = 10", "count = -1"));
+    assert!(e.contains("\n  | count = -1\n  |         ^"), "{e}");
+}

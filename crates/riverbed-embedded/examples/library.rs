@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use riverbed_core::{BatchOutcome, Emitter, Failure, KeySpec, Message, Outcome, Pipeline, Processor, Report, Sink};
+use riverbed_core::{
+    BatchOutcome, Emitter, Failure, KeySpec, Message, Outcome, Pipeline, Processor, Report, Sink,
+};
 use riverbed_embedded::{DataKind, Durability, EmbeddedLog, Generator, LogSource, Record};
 
 /// Our processing step: adds `vat` to each order; an order without an amount is refused.
@@ -25,7 +27,11 @@ impl Processor for AddVat {
         "add_vat"
     }
 
-    fn process(&mut self, mut msg: Message, _out: &mut Emitter) -> Result<Option<Message>, Failure> {
+    fn process(
+        &mut self,
+        mut msg: Message,
+        _out: &mut Emitter,
+    ) -> Result<Option<Message>, Failure> {
         let body = msg.decode_json()?;
         let amount = body["amount"]
             .as_f64()
@@ -46,12 +52,17 @@ impl Sink for Revenue {
         let mut totals = self.0.lock().expect("revenue lock");
         let outcomes = batch
             .iter()
-            .map(|m| match m.json().and_then(|j| Some((j["model"].as_str()?, j["amount"].as_f64()?))) {
-                Some((model, amount)) => {
-                    *totals.entry(model.to_owned()).or_default() += amount;
-                    Outcome::Ok
+            .map(|m| {
+                match m
+                    .json()
+                    .and_then(|j| Some((j["model"].as_str()?, j["amount"].as_f64()?)))
+                {
+                    Some((model, amount)) => {
+                        *totals.entry(model.to_owned()).or_default() += amount;
+                        Outcome::Ok
+                    }
+                    None => Outcome::Permanent(Failure::rejected("order without model")),
                 }
-                None => Outcome::Permanent(Failure::rejected("order without model")),
             })
             .collect();
         BatchOutcome::Each(outcomes)
@@ -66,7 +77,8 @@ pub async fn run(dir: &Path, n: u64) -> anyhow::Result<(Report, BTreeMap<String,
         .map(|i| {
             let mut r = generator.next_record();
             if i % 50 == 49 {
-                let mut v: serde_json::Value = serde_json::from_slice(&r.payload).expect("generated JSON");
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&r.payload).expect("generated JSON");
                 v.as_object_mut().expect("object").remove("amount");
                 r.payload = serde_json::to_vec(&v).expect("JSON").into();
             }
@@ -93,7 +105,10 @@ pub async fn run(dir: &Path, n: u64) -> anyhow::Result<(Report, BTreeMap<String,
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (report, totals) = run(dir.path(), 10_000).await?;
-    println!("acked {}, dead-lettered {}", report.stats.acked, report.stats.dead_lettered);
+    println!(
+        "acked {}, dead-lettered {}",
+        report.stats.acked, report.stats.dead_lettered
+    );
     for (model, total) in totals {
         println!("{model:>10}: {total:>14.2} EUR");
     }

@@ -267,3 +267,55 @@ async fn concurrent_appends_share_commits() {
     }
     assert_eq!(log.topic_stats("t").await.unwrap().0, 400);
 }
+
+#[tokio::test]
+async fn json_lines_files_hold_every_committed_message() {
+    use riverbed_core::Sink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let sink = riverbed_embedded::JsonLinesSink::new(
+        riverbed_embedded::LineTarget::File(path.clone()),
+        true,
+    );
+    let batch: Vec<riverbed_core::Message> = (0..3)
+        .map(|i| riverbed_core::Message::new(format!(r#"{{"n":{i}}}"#)).with_key(format!("k{i}")))
+        .collect();
+    assert_eq!(
+        sink.write(&batch).await,
+        riverbed_core::BatchOutcome::Committed
+    );
+    assert_eq!(
+        sink.write(&batch[..1]).await,
+        riverbed_core::BatchOutcome::Committed
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[2]["payload"]["n"], 2);
+    assert_eq!(lines[2]["key"], "k2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_generator_keeps_its_rate_and_count() {
+    use riverbed_core::Source;
+    let mut source = riverbed_embedded::GenerateSource::new(
+        Generator::new(DataKind::Transactions, 9, 3, None),
+        Some(500),
+        Some(100),
+    );
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    while source.recv(&mut out, 64).await.unwrap() {}
+    assert_eq!(out.len(), 500);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(4900) && elapsed <= Duration::from_millis(5100),
+        "{elapsed:?}"
+    );
+    let providers: std::collections::HashSet<_> =
+        out.iter().map(|d| d.message.key.clone().unwrap()).collect();
+    assert_eq!(providers.len(), 3);
+}

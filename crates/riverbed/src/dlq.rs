@@ -11,7 +11,8 @@ pub enum DlqCommand {
     /// List dead letters, oldest first, one JSON object per line.
     List {
         /// The embedded log file.
-        log: PathBuf,
+        #[arg(value_name = "LOG_FILE")]
+        file: PathBuf,
         /// Only this topic.
         #[arg(long)]
         topic: Option<String>,
@@ -22,7 +23,8 @@ pub enum DlqCommand {
     /// Move dead letters back into their topic (all of the topic's, or the given ids).
     Redrive {
         /// The embedded log file.
-        log: PathBuf,
+        #[arg(value_name = "LOG_FILE")]
+        file: PathBuf,
         /// The topic.
         #[arg(long)]
         topic: String,
@@ -34,8 +36,8 @@ pub enum DlqCommand {
 /// Runs a dead-letter command.
 pub async fn run(cmd: DlqCommand) -> Result<()> {
     match cmd {
-        DlqCommand::List { log, topic, limit } => {
-            let log = EmbeddedLog::open(&log, Durability::Full).await?;
+        DlqCommand::List { file, topic, limit } => {
+            let log = EmbeddedLog::open(&file, Durability::Full).await?;
             for l in list_dead_letters(&log, topic.as_deref(), limit).await? {
                 let d = &l.letter;
                 println!(
@@ -54,8 +56,8 @@ pub async fn run(cmd: DlqCommand) -> Result<()> {
                 );
             }
         }
-        DlqCommand::Redrive { log, topic, ids } => {
-            let log = EmbeddedLog::open(&log, Durability::Full).await?;
+        DlqCommand::Redrive { file, topic, ids } => {
+            let log = EmbeddedLog::open(&file, Durability::Full).await?;
             let ids = (!ids.is_empty()).then_some(ids);
             let moved = redrive(&log, &topic, ids).await?;
             println!("redrove {moved} dead letters into {topic}");

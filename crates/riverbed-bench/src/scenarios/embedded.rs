@@ -1,0 +1,160 @@
+//! The embedded default: durable log -> SQLite table, against SQLite's own insert ceiling.
+
+use std::sync::Arc;
+
+use riverbed_core::{KeySpec, NoopSink, Pipeline};
+use riverbed_embedded::{DataKind, Durability, EmbeddedLog, Generator, LogSource, Record};
+use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
+
+use super::{Ctx, Scenario, no_prepare};
+use crate::measure::{Sample, timed};
+
+fn log_path(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.dir.join("bench-log.db")
+}
+
+async fn prepare_log(ctx: Ctx) -> anyhow::Result<()> {
+    let log = EmbeddedLog::open(log_path(&ctx), Durability::Full).await?;
+    let (have, _) = log.topic_stats("readings").await?;
+    let mut generator = Generator::new(DataKind::Sensors, 1, 64, None);
+    let mut left = ctx.count.saturating_sub(have);
+    while left > 0 {
+        let n = left.min(5000);
+        log.append(
+            "readings",
+            (0..n)
+                .map(|_| generator.next_record())
+                .collect::<Vec<Record>>(),
+        )
+        .await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+fn readings_spec() -> Arc<TableSpec> {
+    let col = |n: &str, ty, from: &str| Column {
+        name: Ident::new(n).expect("valid"),
+        ty,
+        from: from.parse().expect("valid"),
+        required: false,
+    };
+    Arc::new(TableSpec {
+        table: vec![Ident::new("readings").expect("valid")],
+        columns: vec![
+            col("reading_id", ColumnType::Text, "/reading_id"),
+            col("sensor_id", ColumnType::Text, "/sensor_id"),
+            col("value", ColumnType::Real, "/value"),
+        ],
+        key: vec![Ident::new("reading_id").expect("valid")],
+        mode: WriteMode::Insert,
+        create: true,
+    })
+}
+
+async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
+    let log = EmbeddedLog::open(log_path(&ctx), Durability::Full).await?;
+    let source = LogSource::open(
+        &log,
+        "readings",
+        &format!("bench-{}-{}", sqlite, ctx.run),
+        false,
+    )
+    .await?;
+    let out = ctx.dir.join(format!("out-{}.db", ctx.run));
+    let _ = std::fs::remove_file(&out);
+    let builder = Pipeline::builder()
+        .source(source)
+        .key(KeySpec::JsonPointer("/sensor_id".into()));
+    let builder = if sqlite {
+        let writer = SqliteWriter::new(sqlite_pool(&out).await?, readings_spec(), None).await?;
+        builder.sink("readings", writer.into_sink("readings"))
+    } else {
+        builder.sink("noop", NoopSink)
+    };
+    let pipeline = builder.build()?;
+    let count = ctx.count;
+    timed(|| async move {
+        let report = pipeline.run(std::future::pending()).await?;
+        anyhow::ensure!(
+            report.stats.acked == count,
+            "acked {} of {count}",
+            report.stats.acked
+        );
+        Ok(report.stats.acked)
+    })
+    .await
+}
+
+/// SQLite alone: the same rows in 1,000-row transactions of multi-row inserts (WAL, FULL sync).
+async fn sqlite_ceiling(ctx: Ctx) -> anyhow::Result<Sample> {
+    let out = ctx.dir.join(format!("raw-{}.db", ctx.run));
+    let _ = std::fs::remove_file(&out);
+    let pool = sqlite_pool(&out).await?;
+    let spec = readings_spec();
+    sqlx::query(sqlx::AssertSqlSafe(riverbed_sql::create_table(
+        &spec,
+        riverbed_sql::Dialect::Sqlite,
+    )))
+    .execute(&pool)
+    .await?;
+    let mut generator = Generator::new(DataKind::Sensors, 1, 64, None);
+    let rows: Vec<(String, String, f64)> = (0..ctx.count)
+        .map(|_| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&generator.next_record().payload).expect("JSON");
+            (
+                v["reading_id"].as_str().expect("id").to_owned(),
+                v["sensor_id"].as_str().expect("sensor").to_owned(),
+                v["value"].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    let per_statement = riverbed_sql::rows_per_statement(&spec, riverbed_sql::Dialect::Sqlite);
+    timed(|| async move {
+        for tx_rows in rows.chunks(1000) {
+            let mut tx = pool.begin().await?;
+            for chunk in tx_rows.chunks(per_statement) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(riverbed_sql::insert(
+                    &spec,
+                    riverbed_sql::Dialect::Sqlite,
+                    chunk.len(),
+                )));
+                for (id, sensor, value) in chunk {
+                    q = q.bind(id).bind(sensor).bind(value);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// The embedded scenarios.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "sqlite-ceiling",
+            what: "SQLite alone: multi-row inserts in 1,000-row transactions (WAL, synchronous=FULL)",
+            versus: None,
+            prepare: no_prepare,
+            run: |ctx| Box::pin(sqlite_ceiling(ctx)),
+        },
+        Scenario {
+            name: "embedded-noop",
+            what: "embedded log (durable, prefilled) -> runtime keyed by /sensor_id -> no-op sink",
+            versus: Some("runtime-noop-json-key"),
+            prepare: |ctx| Box::pin(prepare_log(ctx.clone())),
+            run: |ctx| Box::pin(log_to(ctx, false)),
+        },
+        Scenario {
+            name: "embedded-sqlite",
+            what: "embedded log -> runtime keyed by /sensor_id -> SQLite table (idempotent insert, FULL sync)",
+            versus: Some("sqlite-ceiling"),
+            prepare: |ctx| Box::pin(prepare_log(ctx.clone())),
+            run: |ctx| Box::pin(log_to(ctx, true)),
+        },
+    ]
+}

@@ -57,7 +57,7 @@ async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
     let source = LogSource::open(
         &log,
         "readings",
-        &format!("bench-{}-{}", sqlite, ctx.run),
+        &format!("bench-{}-{}", std::process::id(), ctx.run),
         false,
     )
     .await?;

@@ -19,7 +19,8 @@ where
 {
     let mut outcomes = vec![Outcome::Ok; n];
     let mut applied = 0;
-    let mut pending = vec![0..n];
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    pending.push(0..n);
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;

@@ -209,3 +209,42 @@ pub struct WindowCounterConfig {
 fn default_every() -> Duration {
     Duration::from_secs(60)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_with_defaults_hide_passwords_and_refuse_unknown_fields() {
+        let c: HashIncrConfig = toml::from_str(
+            r#"
+            key = "aggregator"
+            field = "/provider"
+            amount = "/amount"
+            redis = { url = "redis://:hunter2@127.0.0.1:6379/0", response_timeout = "500ms" }
+            dedup = { ttl = "2h" }
+            "#,
+        )
+        .unwrap();
+        assert!(c.dedup.enabled);
+        assert_eq!(c.dedup.ttl, Duration::from_secs(7200));
+        assert_eq!(c.redis.response_timeout, Duration::from_millis(500));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let w: WindowCounterConfig = toml::from_str(
+            r#"
+            query = "SELECT provider, sum(amount) AS sum FROM t GROUP BY provider"
+            every = "2s"
+            postgres = { url = "postgres://postgres@127.0.0.1/test" }
+            redis = { url = "redis://127.0.0.1" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(w.every, Duration::from_secs(2));
+        assert!(
+            toml::from_str::<LatestConfig>(
+                "key = \"a\"\nversion = \"/v\"\nvalu = \"/x\"\nredis = { url = \"redis://x\" }"
+            )
+            .is_err()
+        );
+    }
+}

@@ -8,6 +8,11 @@
 //! any redelivery (`ttl`, a day by default). A Redis that restarts without persistence loses
 //! markers and counters together; counters that must survive that come from committed data
 //! (see [`crate::window`]).
+//!
+//! Do not seed a `hash_incr` counter from PostgreSQL (reconciliation) while messages that
+//! PostgreSQL already committed may still be redelivered: their increments would run once
+//! more on top of totals that already hold them. Totals that must equal the committed data
+//! exactly come from [`crate::WindowCounter`].
 
 use async_trait::async_trait;
 use redis::Script;

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `config`: the TOML configuration of the PostgreSQL sink ([`PostgresSinkConfig`]).
+//! - `connection`: how to reach PostgreSQL ([`PostgresConnectionConfig`]).
 //! - `spec`: tables, columns, value sources, write modes (append, versioned upsert with
 //!   tombstones), identifiers.
 //! - `convert`: message fields to typed SQL values.
@@ -20,6 +21,7 @@
 
 mod classify;
 mod config;
+mod connection;
 mod convert;
 mod error;
 mod inbox;
@@ -32,9 +34,8 @@ mod table;
 mod url;
 
 pub use classify::{ErrorClass, classify};
-pub use config::{
-    ColumnConfig, PostgresConnectionConfig, PostgresSinkConfig, SinkMode, TombstoneConfig,
-};
+pub use config::{ColumnConfig, PostgresSinkConfig, SinkMode, TombstoneConfig};
+pub use connection::PostgresConnectionConfig;
 pub use error::{Error, Result};
 pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
 pub use offsets::{OFFSETS_TABLE, OffsetStore};

@@ -1,8 +1,9 @@
 //! TOML configuration of the PostgreSQL sink, checked once into a [`TableSpec`] and a pool.
 
+use std::sync::Arc;
+
 use riverbed_core::Sink;
 use serde::Deserialize;
-use std::sync::Arc;
 
 use crate::connection::PostgresConnectionConfig;
 use crate::error::{Error, Result};

@@ -77,6 +77,18 @@ mod tests {
             ErrorClass::Transient(_)
         ));
         assert!(matches!(
+            classify(&sqlx::Error::PoolTimedOut, Dialect::Postgres),
+            ErrorClass::Transient(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("40001", String::new()),
+            ErrorClass::Transient(_)
+        ));
+        assert!(matches!(
+            classify_sqlstate("57P01", String::new()),
+            ErrorClass::Transient(_)
+        ));
+        assert!(matches!(
             classify_sqlite(517, String::new()),
             ErrorClass::Transient(_)
         ));

@@ -59,6 +59,10 @@ pub fn value_of(c: &Column, msg: &Message, body: Option<&Value>) -> Result<SqlVa
             None => Value::Null,
             Some(v) => serde_json::to_value(v).unwrap_or(Value::Null),
         },
+        ValueSource::Equals { pointer, value } => {
+            let found = body.and_then(|b| b.pointer(pointer));
+            Value::Bool(found.and_then(Value::as_str) == Some(value.as_str()))
+        }
     };
     convert(c, json)
 }

@@ -2,27 +2,46 @@
 //! isolated and dead-lettered, and source positions committed in the same transaction.
 //!
 //! # Layout
-//! - `spec`: tables, columns, value sources, write modes, identifiers.
+//! - `config`: the TOML configuration of the PostgreSQL sink ([`PostgresSinkConfig`]).
+//! - `connection`: how to reach PostgreSQL ([`PostgresConnectionConfig`]).
+//! - `spec`: tables, columns, value sources, write modes (append, versioned upsert with
+//!   tombstones), identifiers.
 //! - `convert`: message fields to typed SQL values.
 //! - `sqlgen`: SQL text per dialect (values are always bound).
 //! - `classify`: transient vs row-refusing database errors.
 //! - `table`: the dialect-independent sink (dedup, batch splitting, outcomes).
 //! - `sqlite`: the SQLite backend.
-//! - `offsets`: source positions stored with the data.
+//! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
+//! - `inbox`: user SQL run once per message id (effectively-once for any statement).
+//! - `offsets`: source positions stored with the data (SQLite and PostgreSQL).
+//! - `url`: database URLs whose passwords never reach logs.
+//! - `error`: the errors of building sinks.
 
 #![forbid(unsafe_code)]
 
 mod classify;
+mod config;
+mod connection;
 mod convert;
+mod error;
+mod inbox;
 mod offsets;
+mod postgres;
 mod spec;
 mod sqlgen;
 mod sqlite;
 mod table;
+mod url;
 
 pub use classify::{ErrorClass, classify};
+pub use config::{ColumnConfig, PostgresSinkConfig, SinkMode, TombstoneConfig};
+pub use connection::PostgresConnectionConfig;
+pub use error::{Error, Result};
+pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
 pub use offsets::{OFFSETS_TABLE, OffsetStore};
+pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool};
 pub use spec::{Column, ColumnType, Ident, SqlValue, TableSpec, ValueSource, WriteMode, row_of};
-pub use sqlgen::{Dialect, create_table, insert, rows_per_statement};
+pub use sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
 pub use sqlite::{SqliteTableSink, SqliteWriter, sqlite_pool};
 pub use table::{OffsetUpdate, RowWriter, TableSink};
+pub use url::{DatabaseUrl, redact_url};

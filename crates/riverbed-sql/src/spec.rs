@@ -46,6 +46,14 @@ pub enum ValueSource {
     ReceivedAt,
     /// A header.
     Header(String),
+    /// True when the JSON field at `pointer` equals `value` (a string), else false: the
+    /// tombstone flag of a delete (`/op` equal to `delete`).
+    Equals {
+        /// The JSON pointer.
+        pointer: String,
+        /// The value that makes the flag true.
+        value: String,
+    },
 }
 
 impl std::str::FromStr for ValueSource {
@@ -81,6 +89,7 @@ impl fmt::Display for ValueSource {
             ValueSource::Subject => f.write_str("$subject"),
             ValueSource::ReceivedAt => f.write_str("$received_at"),
             ValueSource::Header(h) => write!(f, "$header.{h}"),
+            ValueSource::Equals { pointer, value } => write!(f, "{pointer} == {value:?}"),
         }
     }
 }
@@ -107,6 +116,10 @@ pub enum WriteMode {
     Upsert {
         /// Column compared with `<` before an update is applied.
         version: Option<Ident>,
+        /// A boolean column that marks deletes: a row whose flag is true is written as a
+        /// tombstone (key, version, flag; every other column NULL), so an older update that
+        /// arrives late cannot bring the entity back. On equal versions a delete wins.
+        tombstone: Option<Ident>,
     },
 }
 
@@ -183,7 +196,7 @@ impl TableSpec {
                 return Err(format!("key column `{k}` is not among the columns"));
             }
         }
-        if let WriteMode::Upsert { version } = &self.mode {
+        if let WriteMode::Upsert { version, tombstone } = &self.mode {
             if self.key.is_empty() {
                 return Err("upsert needs a key".into());
             }
@@ -192,6 +205,16 @@ impl TableSpec {
             {
                 return Err(format!("version column `{v}` is not among the columns"));
             }
+            if let Some(t) = tombstone {
+                if version.is_none() {
+                    return Err("tombstones need a version column".into());
+                }
+                match self.columns.iter().find(|c| &c.name == t) {
+                    Some(c) if c.ty == ColumnType::Boolean => {}
+                    Some(_) => return Err(format!("tombstone column `{t}` must be boolean")),
+                    None => return Err(format!("tombstone column `{t}` is not among the columns")),
+                }
+            }
         }
         Ok(())
     }
@@ -199,11 +222,28 @@ impl TableSpec {
     /// The index of the version column, if upserts are versioned.
     pub fn version_index(&self) -> Option<usize> {
         match &self.mode {
-            WriteMode::Upsert { version: Some(v) } => {
-                self.columns.iter().position(|c| &c.name == v)
-            }
+            WriteMode::Upsert {
+                version: Some(v), ..
+            } => self.columns.iter().position(|c| &c.name == v),
             _ => None,
         }
+    }
+
+    /// The index of the tombstone column, if deletes keep tombstones.
+    pub fn tombstone_index(&self) -> Option<usize> {
+        match &self.mode {
+            WriteMode::Upsert {
+                tombstone: Some(t), ..
+            } => self.columns.iter().position(|c| &c.name == t),
+            _ => None,
+        }
+    }
+
+    /// True when column `i` keeps its value in a tombstone (key, version and the flag itself).
+    pub fn kept_in_tombstone(&self, i: usize) -> bool {
+        self.key_indexes().contains(&i)
+            || self.version_index() == Some(i)
+            || self.tombstone_index() == Some(i)
     }
 
     /// The indexes of the key columns.
@@ -254,7 +294,7 @@ impl SqlValue {
 /// type is a permanent failure of that message.
 pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure> {
     let needs_body = spec.columns.iter().any(|c| {
-        matches!(c.from, ValueSource::Pointer(_))
+        matches!(c.from, ValueSource::Pointer(_) | ValueSource::Equals { .. })
             || (c.from == ValueSource::Payload && c.ty == ColumnType::Json)
     });
     let decoded;
@@ -268,10 +308,20 @@ pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure>
         None => None,
     };
     let key_idx = spec.key_indexes();
+    let deleted = match spec.tombstone_index() {
+        Some(t) => crate::convert::value_of(&spec.columns[t], msg, body)? == SqlValue::Bool(true),
+        None => false,
+    };
     let mut row = Vec::with_capacity(spec.columns.len());
     for (i, c) in spec.columns.iter().enumerate() {
+        if deleted && !spec.kept_in_tombstone(i) {
+            row.push(SqlValue::Null);
+            continue;
+        }
         let v = crate::convert::value_of(c, msg, body)?;
-        if v == SqlValue::Null && (c.required || key_idx.contains(&i)) {
+        let needed =
+            c.required || key_idx.contains(&i) || (deleted && spec.version_index() == Some(i));
+        if v == SqlValue::Null && needed {
             return Err(Failure::new(
                 "missing_field",
                 format!("column `{}` has no value at {}", c.name, c.from),

@@ -59,8 +59,12 @@ pub fn create_table(spec: &TableSpec, d: Dialect) -> String {
     let mut cols: Vec<String> = spec
         .columns
         .iter()
-        .map(|c| {
-            let not_null = if c.required || spec.key.contains(&c.name) {
+        .enumerate()
+        .map(|(i, c)| {
+            // A tombstone leaves every other column NULL, so only what it keeps may be NOT NULL.
+            let nullable_in_tombstone =
+                spec.tombstone_index().is_some() && !spec.kept_in_tombstone(i);
+            let not_null = if spec.key.contains(&c.name) || (c.required && !nullable_in_tombstone) {
                 " NOT NULL"
             } else {
                 ""
@@ -126,12 +130,22 @@ fn conflict_clause(spec: &TableSpec) -> String {
     match &spec.mode {
         WriteMode::Insert => format!("{target} DO NOTHING"),
         WriteMode::Upsert { .. } if updates.is_empty() => format!("{target} DO NOTHING"),
-        WriteMode::Upsert { version } => {
+        WriteMode::Upsert { version, tombstone } => {
+            let tie = tombstone
+                .as_ref()
+                .map(|t| {
+                    format!(
+                        " OR (tgt.{v} = excluded.{v} AND excluded.{t} AND tgt.{t} IS NOT TRUE)",
+                        v = version.as_ref().map(|v| v.quoted()).unwrap_or_default(),
+                        t = t.quoted()
+                    )
+                })
+                .unwrap_or_default();
             let guard = version
                 .as_ref()
                 .map(|v| {
                     format!(
-                        " WHERE tgt.{0} IS NULL OR tgt.{0} < excluded.{0}",
+                        " WHERE tgt.{0} IS NULL OR tgt.{0} < excluded.{0}{tie}",
                         v.quoted()
                     )
                 })
@@ -139,6 +153,43 @@ fn conflict_clause(spec: &TableSpec) -> String {
             format!("{target} DO UPDATE SET {}{guard}", updates.join(", "))
         }
     }
+}
+
+/// The array type a PostgreSQL `UNNEST` parameter of this column type is bound as, and the
+/// expression that turns the unnested element `u.col` into the column's type.
+fn unnest_types(ty: ColumnType, col: &str) -> (&'static str, String) {
+    match ty {
+        ColumnType::Text => ("text[]", col.to_owned()),
+        ColumnType::Integer => ("int8[]", col.to_owned()),
+        ColumnType::Real => ("float8[]", col.to_owned()),
+        ColumnType::Numeric => ("text[]", format!("{col}::numeric")),
+        ColumnType::Boolean => ("bool[]", col.to_owned()),
+        ColumnType::Json => ("text[]", format!("{col}::jsonb")),
+        ColumnType::Bytes => ("bytea[]", col.to_owned()),
+        ColumnType::Timestamp => ("int8[]", format!("to_timestamp({col} / 1000.0)")),
+    }
+}
+
+/// A PostgreSQL `INSERT ... SELECT ... FROM UNNEST($1, $2, ...)`: one array parameter per
+/// column, so one statement (prepared once) serves every batch size.
+pub fn insert_unnest(spec: &TableSpec) -> String {
+    let names: Vec<String> = spec.columns.iter().map(|c| c.name.quoted()).collect();
+    let mut arrays = Vec::with_capacity(names.len());
+    let mut exprs = Vec::with_capacity(names.len());
+    for (i, c) in spec.columns.iter().enumerate() {
+        let (array, expr) = unnest_types(c.ty, &format!("u.{}", c.name.quoted()));
+        arrays.push(format!("${}::{array}", i + 1));
+        exprs.push(expr);
+    }
+    format!(
+        "INSERT INTO {} AS tgt ({}) SELECT {} FROM UNNEST({}) AS u({}){}",
+        spec.table_sql(),
+        names.join(", "),
+        exprs.join(", "),
+        arrays.join(", "),
+        names.join(", "),
+        conflict_clause(spec)
+    )
 }
 
 #[cfg(test)]
@@ -175,6 +226,7 @@ mod tests {
         );
         let u = spec(WriteMode::Upsert {
             version: Some(Ident::new("version").unwrap()),
+            tombstone: None,
         });
         assert_eq!(
             insert(&u, Dialect::Postgres, 1),
@@ -184,5 +236,32 @@ mod tests {
             create_table(&s, Dialect::Postgres),
             r#"CREATE TABLE IF NOT EXISTS "orders" ("id" TEXT NOT NULL, "amount" NUMERIC, "version" BIGINT, PRIMARY KEY ("id"))"#
         );
+        assert_eq!(
+            insert_unnest(&s),
+            r#"INSERT INTO "orders" AS tgt ("id", "amount", "version") SELECT u."id", u."amount"::numeric, u."version" FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u("id", "amount", "version") ON CONFLICT ("id") DO NOTHING"#
+        );
+    }
+
+    #[test]
+    fn tombstones_win_ties_and_leave_data_columns_nullable() {
+        let mut s = spec(WriteMode::Upsert {
+            version: Some(Ident::new("version").unwrap()),
+            tombstone: Some(Ident::new("deleted").unwrap()),
+        });
+        s.columns[1].required = true;
+        s.columns.push(Column {
+            name: Ident::new("deleted").unwrap(),
+            ty: ColumnType::Boolean,
+            from: ValueSource::Equals {
+                pointer: "/op".into(),
+                value: "delete".into(),
+            },
+            required: false,
+        });
+        s.check().unwrap();
+        assert!(insert(&s, Dialect::Postgres, 1).ends_with(
+            r#"WHERE tgt."version" IS NULL OR tgt."version" < excluded."version" OR (tgt."version" = excluded."version" AND excluded."deleted" AND tgt."deleted" IS NOT TRUE)"#
+        ));
+        assert!(create_table(&s, Dialect::Sqlite).contains(r#""amount" NUMERIC, "#));
     }
 }

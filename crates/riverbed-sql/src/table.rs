@@ -87,6 +87,7 @@ fn dedupe(spec: &TableSpec, rows: Vec<Row>) -> (Vec<Row>, Vec<(usize, usize)>) {
         return (rows, Vec::new());
     }
     let version = spec.version_index();
+    let tombstone = spec.tombstone_index();
     let upsert = matches!(spec.mode, WriteMode::Upsert { .. });
     let mut kept: Vec<Row> = Vec::with_capacity(rows.len());
     let mut by_key: HashMap<Vec<String>, usize> = HashMap::with_capacity(rows.len());
@@ -99,8 +100,7 @@ fn dedupe(spec: &TableSpec, rows: Vec<Row>) -> (Vec<Row>, Vec<(usize, usize)>) {
                 kept.push((i, row));
             }
             Some(&slot) => {
-                let newer = upsert
-                    && version.is_none_or(|v| row[v].sort_key() >= kept[slot].1[v].sort_key());
+                let newer = upsert && supersedes(&row, &kept[slot].1, version, tombstone);
                 if newer {
                     dropped.push((kept[slot].0, slot));
                     kept[slot] = (i, row);
@@ -111,6 +111,23 @@ fn dedupe(spec: &TableSpec, rows: Vec<Row>) -> (Vec<Row>, Vec<(usize, usize)>) {
         }
     }
     (kept, dropped)
+}
+
+/// Whether `row` replaces `kept` (same key, same batch): a newer version does, an older one does
+/// not; on a tie the later row does, unless only the kept one is a tombstone (deletes win ties).
+fn supersedes(
+    row: &[SqlValue],
+    kept: &[SqlValue],
+    version: Option<usize>,
+    tombstone: Option<usize>,
+) -> bool {
+    let Some(v) = version else { return true };
+    match row[v].sort_key().cmp(&kept[v].sort_key()) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => tombstone
+            .is_none_or(|t| row[t] == SqlValue::Bool(true) || kept[t] != SqlValue::Bool(true)),
+    }
 }
 
 #[async_trait]
@@ -169,7 +186,11 @@ impl<W: RowWriter> Sink for TableSink<W> {
             .iter()
             .zip(&kept_outcome)
             .filter(|(_, o)| o.is_ok())
-            .count() as u64;
+            .count() as u64
+            + dropped
+                .iter()
+                .filter(|(_, slot)| kept_outcome[*slot].is_ok())
+                .count() as u64;
         if attempted > written {
             metrics::counter!("riverbed_sql_rows_skipped_total", "sink" => self.name.clone())
                 .increment(attempted - written);

@@ -77,7 +77,13 @@ async fn versioned_upserts_keep_the_newest_under_shuffled_redelivery() {
     let version = Some(Ident::new("version").unwrap());
     let sink = SqliteWriter::new(
         pool.clone(),
-        spec(WriteMode::Upsert { version }, true),
+        spec(
+            WriteMode::Upsert {
+                version,
+                tombstone: None,
+            },
+            true,
+        ),
         None,
     )
     .await
@@ -198,4 +204,59 @@ fn value_sources_parse() {
     );
     assert!("amount".parse::<ValueSource>().is_err());
     assert!(Ident::new("x; DROP TABLE y").is_err());
+}
+
+#[tokio::test]
+async fn tombstones_keep_deleted_entities_deleted_on_sqlite_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_pool(&dir.path().join("out.db")).await.unwrap();
+    let mut spec = (*spec(
+        WriteMode::Upsert {
+            version: Some(Ident::new("version").unwrap()),
+            tombstone: Some(Ident::new("deleted").unwrap()),
+        },
+        true,
+    ))
+    .clone();
+    spec.columns.push(Column {
+        name: Ident::new("deleted").unwrap(),
+        ty: ColumnType::Boolean,
+        from: ValueSource::Equals {
+            pointer: "/op".into(),
+            value: "delete".into(),
+        },
+        required: false,
+    });
+    let sink = SqliteWriter::new(pool.clone(), Arc::new(spec), None)
+        .await
+        .unwrap()
+        .into_sink("items");
+    let delete = |id: &str, v: i64| {
+        Message::from_json(serde_json::json!({"id": id, "version": v, "op": "delete"}))
+    };
+    // Delete first, then the older update arrives late; an equal-version update loses too.
+    for batch in [
+        vec![delete("a", 3)],
+        vec![msg("a", 1.0, 2), msg("a", 5.0, 3)],
+        vec![msg("b", 1.0, 1), delete("b", 2), msg("b", 9.0, 2)],
+        vec![msg("c", 1.0, 1), delete("c", 2), msg("c", 7.0, 3)],
+    ] {
+        assert_eq!(sink.write(&batch).await, BatchOutcome::Committed);
+    }
+    let rows = sqlx::query("SELECT id, amount, version, deleted FROM items ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<f64>, i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), None, 3, true),
+            ("b".into(), None, 2, true),
+            ("c".into(), Some(7.0), 3, false),
+        ]
+    );
 }

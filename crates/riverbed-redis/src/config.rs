@@ -1,0 +1,250 @@
+//! TOML configuration of the Redis sinks, the window counter and reconciliation; each checks
+//! itself once into the typed settings the rest of the crate trusts.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use riverbed_sql::{DatabaseUrl, PostgresConnectionConfig};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::totals::TotalsLayout;
+
+/// How to reach Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:6379[/db]` (the password never appears in logs).
+    pub url: DatabaseUrl,
+    /// A command without an answer after this long fails transiently.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// A connection attempt fails after this long.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Reconnection attempts per command before it fails transiently (the pipeline's retry
+    /// policy takes over from there).
+    #[serde(default = "default_reconnect_retries")]
+    pub reconnect_retries: usize,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_reconnect_retries() -> usize {
+    2
+}
+
+impl RedisConfig {
+    /// A config for `url` with the defaults.
+    pub fn new(url: &str) -> Self {
+        RedisConfig {
+            url: DatabaseUrl::new(url),
+            response_timeout: default_timeout(),
+            connect_timeout: default_timeout(),
+            reconnect_retries: default_reconnect_retries(),
+        }
+    }
+
+    /// Connects (the manager reconnects by itself after a connection loss).
+    pub async fn connect(&self) -> Result<ConnectionManager> {
+        let client = redis::Client::open(self.url.expose())
+            .map_err(|e| Error::Config(format!("url {}: {e}", self.url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.response_timeout))
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_number_of_retries(self.reconnect_retries)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(ConnectionManager::new_with_config(client, config).await?)
+    }
+}
+
+/// Per-message dedup of counter increments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Record each counted message id and skip ids seen before (on by default: without it a
+    /// redelivered message is counted twice).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where the message id comes from: `$message_id` or a JSON pointer.
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// How long a message id is remembered: longer than any redelivery can take.
+    #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Prefix of the marker keys (`<prefix><message id>`).
+    #[serde(default = "default_marker_prefix")]
+    pub prefix: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_id() -> String {
+    "$message_id".into()
+}
+fn default_dedup_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_marker_prefix() -> String {
+    "riverbed:seen:".into()
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            enabled: true,
+            id: default_id(),
+            ttl: default_dedup_ttl(),
+            prefix: default_marker_prefix(),
+        }
+    }
+}
+
+/// Number kind of a counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Amount {
+    /// `HINCRBY`: exact integers (use minor units, such as cents, for money).
+    Integer,
+    /// `HINCRBYFLOAT`: decimals, with floating point rounding.
+    #[default]
+    Float,
+}
+
+/// The `hash_incr` sink: `HINCRBY`/`HINCRBYFLOAT key field amount` per message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashIncrConfig {
+    /// How to reach Redis.
+    pub redis: RedisConfig,
+    /// The hash key, a template such as `totals` or `provider:{/provider}`.
+    pub key: String,
+    /// The hash field: a JSON pointer, `$key` or `$message_id`.
+    pub field: String,
+    /// JSON pointer of the amount to add (a number or a numeric string).
+    pub amount: String,
+    /// `integer` or `float` (default).
+    #[serde(default)]
+    pub kind: Amount,
+    /// Per-message dedup (on by default).
+    #[serde(default)]
+    pub dedup: DedupConfig,
+}
+
+/// How deletes are recognised by the `latest` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteConfig {
+    /// JSON pointer of the operation field.
+    #[serde(default = "default_op")]
+    pub field: String,
+    /// The value that means "delete".
+    #[serde(default = "default_delete")]
+    pub value: String,
+}
+
+fn default_op() -> String {
+    "/op".into()
+}
+fn default_delete() -> String {
+    "delete".into()
+}
+
+/// The `latest` sink: the newest state per key, by version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatestConfig {
+    /// How to reach Redis.
+    pub redis: RedisConfig,
+    /// The key template, such as `account:{/id}`: one hash `{version, value, deleted}` each.
+    pub key: String,
+    /// JSON pointer of the integer version; only a greater version replaces the state.
+    pub version: String,
+    /// JSON pointer of the stored value (default: the whole payload).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Deletes keep a tombstone (version and `deleted = 1`) that older updates cannot undo.
+    #[serde(default)]
+    pub delete: Option<DeleteConfig>,
+}
+
+/// Totals derived from committed data in PostgreSQL and written to Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotalsConfig {
+    /// Where the committed data is.
+    pub postgres: PostgresConnectionConfig,
+    /// Where the totals go.
+    pub redis: RedisConfig,
+    /// The query: first column the group (e.g. provider), each further column one total
+    /// named by its alias: `SELECT provider, count(*) AS count, sum(amount) AS sum FROM
+    /// historical_transactions GROUP BY provider`.
+    pub query: String,
+    /// How totals are laid out in Redis.
+    #[serde(default)]
+    pub layout: TotalsLayout,
+}
+
+/// The window counter: totals written at every wall-clock-aligned boundary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowCounterConfig {
+    /// Where the committed data is.
+    pub postgres: PostgresConnectionConfig,
+    /// Where the totals go.
+    pub redis: RedisConfig,
+    /// The totals query (see [`TotalsConfig::query`]).
+    pub query: String,
+    /// How totals are laid out in Redis.
+    #[serde(default)]
+    pub layout: TotalsLayout,
+    /// Boundaries are the multiples of this since the Unix epoch (every full minute by
+    /// default).
+    #[serde(default = "default_every", with = "humantime_serde")]
+    pub every: Duration,
+}
+
+fn default_every() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_with_defaults_hide_passwords_and_refuse_unknown_fields() {
+        let c: HashIncrConfig = toml::from_str(
+            r#"
+            key = "aggregator"
+            field = "/provider"
+            amount = "/amount"
+            redis = { url = "redis://:hunter2@127.0.0.1:6379/0", response_timeout = "500ms" }
+            dedup = { ttl = "2h" }
+            "#,
+        )
+        .unwrap();
+        assert!(c.dedup.enabled);
+        assert_eq!(c.dedup.ttl, Duration::from_secs(7200));
+        assert_eq!(c.redis.response_timeout, Duration::from_millis(500));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let w: WindowCounterConfig = toml::from_str(
+            r#"
+            query = "SELECT provider, sum(amount) AS sum FROM t GROUP BY provider"
+            every = "2s"
+            postgres = { url = "postgres://postgres@127.0.0.1/test" }
+            redis = { url = "redis://127.0.0.1" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(w.every, Duration::from_secs(2));
+        assert!(
+            toml::from_str::<LatestConfig>(
+                "key = \"a\"\nversion = \"/v\"\nvalu = \"/x\"\nredis = { url = \"redis://x\" }"
+            )
+            .is_err()
+        );
+    }
+}

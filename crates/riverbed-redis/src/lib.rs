@@ -1,0 +1,42 @@
+//! Riverbed's Redis sinks: counters that never count a redelivered message twice, the latest
+//! state per entity by version, and per-group totals written at wall-clock-aligned boundaries,
+//! derived from committed data so that crashes and Redis restarts cannot skew them.
+//!
+//! # Layout
+//! - `config`: TOML configuration ([`RedisConfig`], [`HashIncrConfig`], [`LatestConfig`],
+//!   [`TotalsConfig`], [`WindowCounterConfig`]).
+//! - `hash_incr`: [`HashIncrSink`], `HINCRBY`/`HINCRBYFLOAT` with a per-message-id dedup guard.
+//! - `latest`: [`LatestSink`], versioned state per key with tombstones.
+//! - `totals`: [`Totals`], a PostgreSQL query's groups written with `HSET` in one
+//!   `MULTI`/`EXEC`; [`reconcile`] at startup.
+//! - `window`: [`WindowCounter`], totals flushed at every aligned boundary, lateness measured.
+//! - `field`: message fields and key templates.
+//! - `batch`: script calls over a batch, refused messages isolated by splitting.
+//! - `error`: errors and their transient/permanent classification.
+//!
+//! # Delivery
+//! Every sink reports per-message outcomes: connection loss, timeouts, `LOADING` and `BUSY`
+//! are transient (the pipeline retries), `WRONGTYPE` and non-numeric values are permanent
+//! for the message concerned (dead-lettered; the rest of its batch is written).
+
+#![forbid(unsafe_code)]
+
+mod batch;
+mod config;
+mod error;
+mod field;
+mod hash_incr;
+mod latest;
+mod totals;
+mod window;
+
+pub use config::{
+    Amount, DedupConfig, DeleteConfig, HashIncrConfig, LatestConfig, RedisConfig, TotalsConfig,
+    WindowCounterConfig,
+};
+pub use error::{Error, ErrorClass, Result, classify};
+pub use field::{Field, KeyTemplate};
+pub use hash_incr::HashIncrSink;
+pub use latest::LatestSink;
+pub use totals::{GroupTotals, Totals, TotalsLayout, epoch_ms, reconcile};
+pub use window::{Flush, WindowCounter, next_boundary};

@@ -1,0 +1,179 @@
+//! The window counter: per-group totals written to Redis at every wall-clock-aligned boundary
+//! (every full minute by default), in one `MULTI`/`EXEC`, well under a second after it.
+//!
+//! # Design: totals from committed data, never from an in-memory tally
+//! An in-memory tally fed by the pipeline cannot be made safe: a message is acknowledged once
+//! its sinks commit, so after a crash the tally of acknowledged-but-unflushed messages is gone
+//! (loss), and redelivered unacknowledged ones are counted again (duplicates). Instead the
+//! pipeline writes each transaction idempotently to PostgreSQL (an `append` sink keyed by the
+//! transaction id: redelivery never duplicates a row), and at each boundary the counter asks
+//! PostgreSQL for the committed totals and `HSET`s them — absolute values, so writing them
+//! twice changes nothing:
+//! - a crash of Riverbed: the next boundary writes the totals of everything committed,
+//!   redelivered messages included exactly once (their rows were skipped as duplicates);
+//! - a restart of Redis that lost every key: the next boundary writes them all again;
+//! - a failed flush (Redis or PostgreSQL down): retried with backoff until the next boundary,
+//!   which then writes the newer totals.
+//!
+//! A boundary's totals hold everything committed when the query ran (a few milliseconds after
+//! the boundary); `<prefix>@as_of_ms` says which boundary they are for. The query is the
+//! user's: `SELECT provider, count(*) AS count, sum(amount) AS sum FROM historical_transactions
+//! GROUP BY provider` scans the table; when it grows past what a second allows, keep a summary
+//! table (`provider_totals`) maintained by the inbox sink (`INSERT ... ON CONFLICT DO UPDATE
+//! SET sum = sum + :amount`, once per message id, in the same transaction) and query that.
+//!
+//! Flush lateness (time from the boundary to `EXEC` answered) is recorded in the histogram
+//! `riverbed_redis_window_flush_lateness_seconds` and the gauge
+//! `riverbed_redis_window_flush_lateness_last_seconds`.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use riverbed_core::Backoff;
+use tokio::sync::watch;
+
+use crate::config::WindowCounterConfig;
+use crate::error::{Error, Result};
+use crate::totals::Totals;
+
+/// One completed flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flush {
+    /// The boundary the totals were written for.
+    pub boundary: SystemTime,
+    /// Groups written.
+    pub groups: usize,
+    /// How long after the boundary the write was answered.
+    pub lateness: Duration,
+}
+
+/// Writes totals at every aligned boundary; see the module docs.
+pub struct WindowCounter {
+    name: String,
+    totals: Totals,
+    every: Duration,
+    flushed: watch::Sender<Option<Flush>>,
+}
+
+/// The first boundary strictly after `now`: the next multiple of `every` since the epoch.
+pub fn next_boundary(now: SystemTime, every: Duration) -> SystemTime {
+    let every_ms = every.as_millis().max(1);
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let next = (now_ms / every_ms + 1) * every_ms;
+    UNIX_EPOCH + Duration::from_millis(next as u64)
+}
+
+impl WindowCounter {
+    /// A counter named `name` writing `totals` every `every` (at least a millisecond).
+    pub fn new(name: &str, totals: Totals, every: Duration) -> Result<Self> {
+        if every < Duration::from_millis(1) {
+            return Err(Error::Config("every: at least 1ms".into()));
+        }
+        Ok(WindowCounter {
+            name: name.to_owned(),
+            totals,
+            every,
+            flushed: watch::channel(None).0,
+        })
+    }
+
+    /// Connects and builds the counter named `name`.
+    pub async fn from_config(name: &str, c: &WindowCounterConfig) -> Result<Self> {
+        let totals = Totals::new(
+            c.postgres.connect().await?,
+            c.redis.connect().await?,
+            &c.query,
+            c.layout.clone(),
+        );
+        WindowCounter::new(name, totals, c.every)
+    }
+
+    /// Watches the last completed flush (for health checks and tests).
+    pub fn watch(&self) -> watch::Receiver<Option<Flush>> {
+        self.flushed.subscribe()
+    }
+
+    /// Startup reconciliation: writes the current totals now, before consuming.
+    pub async fn reconcile(&self) -> Result<usize> {
+        self.totals.sync(SystemTime::now()).await
+    }
+
+    /// Writes the totals for `boundary` and records the lateness.
+    pub async fn flush(&self, boundary: SystemTime) -> Result<Flush> {
+        let groups = self.totals.sync(boundary).await?;
+        let lateness = SystemTime::now()
+            .duration_since(boundary)
+            .unwrap_or_default();
+        let secs = lateness.as_secs_f64();
+        metrics::histogram!("riverbed_redis_window_flush_lateness_seconds", "counter" => self.name.clone())
+            .record(secs);
+        metrics::gauge!("riverbed_redis_window_flush_lateness_last_seconds", "counter" => self.name.clone())
+            .set(secs);
+        metrics::counter!("riverbed_redis_window_flushes_total", "counter" => self.name.clone())
+            .increment(1);
+        if lateness >= Duration::from_secs(1) {
+            tracing::warn!(counter = %self.name, lateness_ms = lateness.as_millis() as u64, groups, "Window flush a second or more late");
+        } else {
+            tracing::debug!(counter = %self.name, lateness_ms = lateness.as_millis() as u64, groups, "Window flushed");
+        }
+        let flush = Flush {
+            boundary,
+            groups,
+            lateness,
+        };
+        self.flushed.send_replace(Some(flush));
+        Ok(flush)
+    }
+
+    /// Flushes at every boundary until `shutdown` completes. A failed flush is retried with
+    /// backoff until the next boundary, which supersedes it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let boundary = next_boundary(SystemTime::now(), self.every);
+            let wait = boundary
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let superseded_at = boundary + self.every;
+            let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+            loop {
+                let Err(e) = self.flush(boundary).await else {
+                    break;
+                };
+                metrics::counter!("riverbed_redis_window_flush_failures_total", "counter" => self.name.clone())
+                    .increment(1);
+                let delay = backoff.next_delay();
+                if SystemTime::now() + delay >= superseded_at {
+                    tracing::error!(counter = %self.name, error = %e, "Window flush failed; the next boundary will write newer totals");
+                    break;
+                }
+                tracing::warn!(counter = %self.name, error = %e, retry_in_ms = delay.as_millis() as u64, "Window flush failed; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_aligned_to_the_epoch() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_boundary(at(119_999), minute), at(120_000));
+        assert_eq!(next_boundary(at(120_000), minute), at(180_000));
+        assert_eq!(next_boundary(at(4_001), Duration::from_secs(2)), at(6_000));
+    }
+}

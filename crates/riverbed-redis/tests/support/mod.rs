@@ -1,0 +1,162 @@
+//! Shared helpers of the Redis tests: services, unique names, the service lock, restarts.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use riverbed_redis::RedisConfig;
+
+/// The test database.
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The test Redis.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Serialises tests that restart or kill services (exclusive) against the others (shared).
+pub static SERVICE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Whether Redis and PostgreSQL are there (or fails under `RIVERBED_REQUIRE_SERVICES=1`).
+pub fn services_available() -> bool {
+    riverbed_core::testing::require_service("Redis", "127.0.0.1:6379")
+        && riverbed_core::testing::require_service("PostgreSQL", "127.0.0.1:5432")
+}
+
+/// A name unique to this process and call: `prefix_<pid>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The Redis config of the tests.
+pub fn redis_config() -> RedisConfig {
+    RedisConfig::new(REDIS_URL)
+}
+
+/// A plain Redis connection for checks.
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Deletes every key starting with `prefix`.
+pub async fn delete_prefix(prefix: &str) {
+    let mut c = redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+/// A pool on the test database named `app` in `pg_stat_activity`.
+pub async fn pg(app: &str) -> sqlx::PgPool {
+    let options: sqlx::postgres::PgConnectOptions = PG_URL.parse().unwrap();
+    riverbed_sql::postgres_pool(
+        options.application_name(app),
+        4,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+}
+
+fn ping() -> bool {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+}
+
+/// Stops Redis without saving (every key is lost, as in production without persistence).
+pub fn stop_redis() {
+    let _ = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    wait_for("Redis to stop", || !ping());
+}
+
+/// Starts Redis as the CI does and waits until it answers PING.
+pub fn start_redis() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ping() {
+        assert!(std::time::Instant::now() < deadline, "Redis did not start");
+        let _ = Command::new("redis-server")
+            .args([
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "-::1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                "/var/lib/redis",
+                "--logfile",
+                "/var/log/redis/ci.log",
+            ])
+            .stdout(Stdio::null())
+            .status();
+        wait_until(Duration::from_secs(2), ping);
+    }
+}
+
+/// Polls `cond` until it holds, for at most `limit`; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(20), cond),
+        "waited 20s for {what}"
+    );
+}
+
+/// Restarts Redis with every key lost.
+pub fn restart_redis() {
+    stop_redis();
+    start_redis();
+}
+
+/// A deterministic shuffle.
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed;
+    for i in (1..items.len()).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, (state >> 33) as usize % (i + 1));
+    }
+}

@@ -1,0 +1,261 @@
+//! The PostgreSQL table sink: a connection pool, batches written as one `UNNEST` (or multi-row
+//! `VALUES`) statement per transaction, offsets committed in the same transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::query::Query;
+
+use crate::offsets::OffsetStore;
+use crate::spec::{ColumnType, SqlValue, TableSpec};
+use crate::sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
+use crate::table::{OffsetUpdate, RowWriter, TableSink};
+
+/// A [`TableSink`] on PostgreSQL.
+pub type PostgresTableSink = TableSink<PostgresWriter>;
+
+/// How a batch becomes SQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InsertStyle {
+    /// One array parameter per column, `INSERT ... SELECT ... FROM UNNEST(...)`: one prepared
+    /// statement for every batch size (the faster one, see BENCHMARKS.md).
+    #[default]
+    Unnest,
+    /// Multi-row `INSERT ... VALUES (...), (...)`, one parameter per value.
+    Values,
+}
+
+/// Opens a pool on `options` with at most `max_connections` connections; every statement is
+/// cancelled after `statement_timeout` (a timeout is a transient failure, retried). Set the
+/// application name on `options` to tell Riverbed's connections apart in `pg_stat_activity`.
+pub async fn postgres_pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let ms = statement_timeout.as_millis().to_string();
+    let options = options.options([("statement_timeout", ms.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await
+}
+
+/// Writes rows into one PostgreSQL table.
+pub struct PostgresWriter {
+    pool: PgPool,
+    spec: Arc<TableSpec>,
+    offsets: Option<OffsetStore>,
+    style: InsertStyle,
+    unnest_sql: String,
+    values_sql: String,
+    rows_per_statement: usize,
+}
+
+impl PostgresWriter {
+    /// A writer for `spec` on `pool`, creating the table if the spec asks; with `offsets`, it
+    /// also commits source positions under that consumer name.
+    pub async fn new(
+        pool: PgPool,
+        spec: Arc<TableSpec>,
+        offsets: Option<&str>,
+        style: InsertStyle,
+    ) -> Result<Self, sqlx::Error> {
+        if spec.create {
+            sqlx::query(sqlx::AssertSqlSafe(create_table(&spec, Dialect::Postgres)))
+                .execute(&pool)
+                .await?;
+        }
+        let offsets = match offsets {
+            Some(consumer) => Some(OffsetStore::postgres(pool.clone(), consumer).await?),
+            None => None,
+        };
+        let rows_per_statement = rows_per_statement(&spec, Dialect::Postgres);
+        Ok(PostgresWriter {
+            unnest_sql: insert_unnest(&spec),
+            values_sql: insert(&spec, Dialect::Postgres, rows_per_statement),
+            rows_per_statement,
+            pool,
+            spec,
+            offsets,
+            style,
+        })
+    }
+
+    /// Builds the sink named `name` on this writer.
+    pub fn into_sink(self, name: &str) -> PostgresTableSink {
+        let store_offsets = self.offsets.is_some();
+        let spec = self.spec.clone();
+        TableSink::new(name, self, spec, store_offsets)
+    }
+
+    async fn write_values(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        rows: &[&[SqlValue]],
+    ) -> Result<u64, sqlx::Error> {
+        let mut affected = 0;
+        for chunk in rows.chunks(self.rows_per_statement) {
+            let sql = if chunk.len() == self.rows_per_statement {
+                self.values_sql.clone()
+            } else {
+                insert(&self.spec, Dialect::Postgres, chunk.len())
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                for (v, c) in row.iter().zip(&self.spec.columns) {
+                    q = bind_value(q, v, c.ty)?;
+                }
+            }
+            affected += q.execute(&mut **tx).await?.rows_affected();
+        }
+        Ok(affected)
+    }
+
+    async fn write_unnest(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        rows: &[&[SqlValue]],
+    ) -> Result<u64, sqlx::Error> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.unnest_sql.clone()));
+        for (i, c) in self.spec.columns.iter().enumerate() {
+            q = bind_array(q, rows.iter().map(|r| &r[i]), c.ty)?;
+        }
+        Ok(q.execute(&mut **tx).await?.rows_affected())
+    }
+}
+
+fn encode_error(v: &SqlValue, ty: ColumnType) -> sqlx::Error {
+    sqlx::Error::Encode(format!("{v:?} cannot be written to a {ty:?} column").into())
+}
+
+/// The value as text (text, decimals bound as text, JSON documents).
+pub(crate) fn text_of(v: &SqlValue, ty: ColumnType) -> Result<Option<String>, sqlx::Error> {
+    Ok(match v {
+        SqlValue::Null => None,
+        SqlValue::Text(s) => Some(s.clone()),
+        SqlValue::Json(j) => Some(j.to_string()),
+        SqlValue::Int(i) | SqlValue::TimestampMs(i) => Some(i.to_string()),
+        SqlValue::Float(f) => Some(f.to_string()),
+        SqlValue::Bool(b) => Some(b.to_string()),
+        SqlValue::Bytes(_) => return Err(encode_error(v, ty)),
+    })
+}
+
+pub(crate) fn int_of(v: &SqlValue, ty: ColumnType) -> Result<Option<i64>, sqlx::Error> {
+    match v {
+        SqlValue::Null => Ok(None),
+        SqlValue::Int(i) | SqlValue::TimestampMs(i) => Ok(Some(*i)),
+        SqlValue::Text(s) => s.parse().map(Some).map_err(|_| encode_error(v, ty)),
+        _ => Err(encode_error(v, ty)),
+    }
+}
+
+pub(crate) fn float_of(v: &SqlValue, ty: ColumnType) -> Result<Option<f64>, sqlx::Error> {
+    match v {
+        SqlValue::Null => Ok(None),
+        SqlValue::Float(f) => Ok(Some(*f)),
+        SqlValue::Int(i) => Ok(Some(*i as f64)),
+        SqlValue::Text(s) => s.parse().map(Some).map_err(|_| encode_error(v, ty)),
+        _ => Err(encode_error(v, ty)),
+    }
+}
+
+fn bool_of(v: &SqlValue, ty: ColumnType) -> Result<Option<bool>, sqlx::Error> {
+    match v {
+        SqlValue::Null => Ok(None),
+        SqlValue::Bool(b) => Ok(Some(*b)),
+        _ => Err(encode_error(v, ty)),
+    }
+}
+
+fn bytes_of(v: &SqlValue, ty: ColumnType) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    match v {
+        SqlValue::Null => Ok(None),
+        SqlValue::Bytes(b) => Ok(Some(b.clone())),
+        SqlValue::Text(s) => Ok(Some(s.clone().into_bytes())),
+        _ => Err(encode_error(v, ty)),
+    }
+}
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+/// Binds one value as the type its placeholder expects (NULLs typed too).
+pub(crate) fn bind_value<'q>(
+    q: PgQuery<'q>,
+    v: &SqlValue,
+    ty: ColumnType,
+) -> Result<PgQuery<'q>, sqlx::Error> {
+    Ok(match ty {
+        ColumnType::Text | ColumnType::Numeric | ColumnType::Json => q.bind(text_of(v, ty)?),
+        ColumnType::Integer | ColumnType::Timestamp => q.bind(int_of(v, ty)?),
+        ColumnType::Real => q.bind(float_of(v, ty)?),
+        ColumnType::Boolean => q.bind(bool_of(v, ty)?),
+        ColumnType::Bytes => q.bind(bytes_of(v, ty)?),
+    })
+}
+
+/// Binds one column of a batch as an array.
+fn bind_array<'q, 'v>(
+    q: PgQuery<'q>,
+    values: impl Iterator<Item = &'v SqlValue>,
+    ty: ColumnType,
+) -> Result<PgQuery<'q>, sqlx::Error> {
+    Ok(match ty {
+        ColumnType::Text | ColumnType::Numeric | ColumnType::Json => q.bind(
+            values
+                .map(|v| text_of(v, ty))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        ColumnType::Integer | ColumnType::Timestamp => q.bind(
+            values
+                .map(|v| int_of(v, ty))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        ColumnType::Real => q.bind(
+            values
+                .map(|v| float_of(v, ty))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        ColumnType::Boolean => q.bind(
+            values
+                .map(|v| bool_of(v, ty))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        ColumnType::Bytes => q.bind(
+            values
+                .map(|v| bytes_of(v, ty))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    })
+}
+
+#[async_trait]
+impl RowWriter for PostgresWriter {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn write_rows(
+        &self,
+        rows: &[&[SqlValue]],
+        offset: Option<OffsetUpdate>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let affected = match self.style {
+            InsertStyle::Unnest => self.write_unnest(&mut tx, rows).await?,
+            InsertStyle::Values => self.write_values(&mut tx, rows).await?,
+        };
+        if let (Some(store), Some(o)) = (&self.offsets, offset) {
+            store.commit_postgres(&mut tx, o).await?;
+        }
+        tx.commit().await?;
+        Ok(affected)
+    }
+}

@@ -367,7 +367,10 @@ fn check_table(c: &Checker<'_>, q: &SqliteSection) -> Result<TableSpec, ConfigEr
             return c.err(span, "`version` applies to mode = \"upsert\" only");
         }
         ModeName::Insert => WriteMode::Insert,
-        ModeName::Upsert => WriteMode::Upsert { version },
+        ModeName::Upsert => WriteMode::Upsert {
+            version,
+            tombstone: None,
+        },
     };
     let spec = TableSpec {
         table,

@@ -44,7 +44,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     prepare_dir(&args.dir)?;
     let plan = config::load_str(&text).context("the built-in demo configuration")?;
-    let pipeline = config::build(plan).await?;
+    let pipeline = config::build(plan).await?.pipeline;
     let stats = pipeline.stats();
     let log = EmbeddedLog::open(args.dir.join("log.db"), Durability::Full).await?;
     let produced = Arc::new(AtomicBool::new(false));

@@ -128,13 +128,23 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 
 async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let plan = config::load(&path)?;
-    let pipeline = config::build(plan).await?;
+    let config::Built { pipeline, tasks } = config::build(plan).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .map(|t| t(Box::pin(stop.clone().cancelled_owned())))
+        .collect();
     let progress = (!quiet && std::io::stderr().is_terminal())
         .then(|| progress::Progress::start(pipeline.stats(), None));
-    let report = pipeline.run(signals::shutdown()).await?;
+    let report = pipeline.run(signals::shutdown()).await;
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
     if let Some(p) = progress {
         p.finish();
     }
+    let report = report?;
     let s = report.stats;
     println!(
         "{}",

@@ -16,7 +16,8 @@ use riverbed_sql::{SqliteWriter, TableSpec, ValueSource, sqlite_pool};
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
-use super::raw::{DeadLetterKind, SourceKind};
+use super::raw::{DeadLetterKind, SourceKind, TaskKind};
+use futures::future::BoxFuture;
 
 /// Shared handles: one embedded log per file, one SQLite writer pool per file.
 #[derive(Default)]
@@ -49,8 +50,53 @@ impl Handles {
     }
 }
 
-/// Builds the pipeline described by `plan`.
-pub async fn build(plan: Plan) -> Result<Pipeline> {
+/// A task that runs beside the pipeline until the given future completes.
+pub type Task = Box<dyn FnOnce(BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> + Send>;
+
+/// A built pipeline and the tasks that run beside it.
+pub struct Built {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Its companion tasks (already reconciled: they run from the first boundary on).
+    pub tasks: Vec<Task>,
+}
+
+/// Builds the pipeline described by `plan`, and runs startup reconciliation before it.
+pub async fn build(plan: Plan) -> Result<Built> {
+    let tasks = build_tasks(&plan).await?;
+    Ok(Built {
+        pipeline: build_pipeline(plan).await?,
+        tasks,
+    })
+}
+
+async fn build_tasks(plan: &Plan) -> Result<Vec<Task>> {
+    let mut tasks: Vec<Task> = Vec::new();
+    for t in &plan.tasks {
+        match &t.kind {
+            TaskKind::WindowCounter(c) => {
+                let counter = riverbed_redis::WindowCounter::from_config(&t.name, c)
+                    .await
+                    .with_context(|| format!("building task `{}`", t.name))?;
+                let groups = counter
+                    .reconcile()
+                    .await
+                    .with_context(|| format!("reconciling `{}` at start", t.name))?;
+                tracing::info!(task = %t.name, groups, "Startup reconciliation written");
+                tasks.push(Box::new(move |stop| tokio::spawn(counter.run(stop))));
+            }
+            TaskKind::Reconcile(c) => {
+                let groups = riverbed_redis::reconcile(c)
+                    .await
+                    .with_context(|| format!("reconciling `{}` at start", t.name))?;
+                tracing::info!(task = %t.name, groups, "Startup reconciliation written");
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
     let mut handles = Handles::default();
     let mut builder = Pipeline::builder()
         .partitions(plan.partitions)
@@ -93,6 +139,20 @@ pub async fn build(plan: Plan) -> Result<Pipeline> {
                 *envelope,
             )),
             SinkPlanKind::Noop => Arc::new(NoopSink),
+            SinkPlanKind::Postgres(p) => p
+                .build(&s.name)
+                .await
+                .with_context(|| format!("building sink `{}`", s.name))?,
+            SinkPlanKind::RedisHashIncr(r) => Arc::new(
+                riverbed_redis::HashIncrSink::from_config(&s.name, r)
+                    .await
+                    .with_context(|| format!("building sink `{}`", s.name))?,
+            ),
+            SinkPlanKind::RedisLatest(r) => Arc::new(
+                riverbed_redis::LatestSink::from_config(&s.name, r)
+                    .await
+                    .with_context(|| format!("building sink `{}`", s.name))?,
+            ),
         };
         sinks.push(sink);
     }

@@ -32,6 +32,8 @@ pub struct Plan {
     pub sinks: Vec<SinkPlan>,
     /// Dead letters, if named.
     pub dead_letter: Option<DeadLetterKind>,
+    /// Tasks beside the pipeline.
+    pub tasks: Vec<TaskEntry>,
 }
 
 /// A checked processor.
@@ -100,6 +102,12 @@ pub enum SinkPlanKind {
     },
     /// Discard.
     Noop,
+    /// PostgreSQL table.
+    Postgres(Box<riverbed_sql::PostgresSinkConfig>),
+    /// Redis counters.
+    RedisHashIncr(Box<riverbed_redis::HashIncrConfig>),
+    /// Redis latest state.
+    RedisLatest(Box<riverbed_redis::LatestConfig>),
 }
 
 struct Checker<'a> {
@@ -211,6 +219,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         processors,
         sinks,
         dead_letter: raw.dead_letter.map(Spanned::into_inner),
+        tasks: raw.tasks,
     })
 }
 
@@ -310,6 +319,21 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
             envelope: f.envelope,
         },
         SinkKind::Noop(_) => SinkPlanKind::Noop,
+        SinkKind::Postgres(p) => {
+            let checked = match p.mode {
+                riverbed_sql::SinkMode::Inbox if p.statement.is_none() => {
+                    Err("mode \"inbox\" needs `statement`".to_owned())
+                }
+                riverbed_sql::SinkMode::Inbox => Ok(()),
+                _ => p.table_spec().map(|_| ()).map_err(|e| e.to_string()),
+            };
+            if let Err(e) = checked {
+                return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
+            }
+            SinkPlanKind::Postgres(p.clone())
+        }
+        SinkKind::RedisHashIncr(r) => SinkPlanKind::RedisHashIncr(r.clone()),
+        SinkKind::RedisLatest(r) => SinkPlanKind::RedisLatest(r.clone()),
     };
     Ok(SinkPlan {
         name: s.name.get_ref().clone(),

@@ -95,7 +95,20 @@ const TAGGED: &[Tagged] = &[
     Tagged {
         section: "sinks",
         common: Some(&["name", "input", "batch"]),
-        kinds: &["sqlite", "stdout", "file", "noop"],
+        kinds: &[
+            "sqlite",
+            "postgres",
+            "redis_hash_incr",
+            "redis_latest",
+            "stdout",
+            "file",
+            "noop",
+        ],
+    },
+    Tagged {
+        section: "tasks",
+        common: Some(&["name"]),
+        kinds: &["window_counter", "reconcile"],
     },
 ];
 

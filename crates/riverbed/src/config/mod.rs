@@ -7,7 +7,7 @@ pub mod raw;
 
 use std::path::Path;
 
-pub use build::build;
+pub use build::{Built, build};
 pub use check::Plan;
 pub use load::ConfigError;
 

@@ -27,6 +27,30 @@ pub struct RawConfig {
     pub sinks: Vec<SinkEntry>,
     /// Where messages that cannot be processed go (default: the source's own destination).
     pub dead_letter: Option<Spanned<DeadLetterKind>>,
+    /// Tasks that run beside the pipeline and stop with it (window counters, reconciliation).
+    #[serde(default)]
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// One `[[tasks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEntry {
+    /// The task's name (in logs and metrics).
+    pub name: String,
+    /// What it does.
+    pub kind: TaskKind,
+}
+
+/// Task kinds.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Totals from a PostgreSQL query written to Redis at every aligned boundary (and once at
+    /// start, before consuming: startup reconciliation).
+    WindowCounter(riverbed_redis::WindowCounterConfig),
+    /// Totals from a PostgreSQL query written to Redis once, before consuming.
+    Reconcile(riverbed_redis::TotalsConfig),
 }
 
 /// `[pipeline]`
@@ -260,6 +284,12 @@ pub enum SinkKind {
     File(FileSection),
     /// Discards everything (benchmarks).
     Noop(NoopSection),
+    /// A PostgreSQL table: append, versioned upsert with tombstones, or inbox.
+    Postgres(Box<riverbed_sql::PostgresSinkConfig>),
+    /// Redis `HINCRBY`/`HINCRBYFLOAT` counters, deduplicated per message id.
+    RedisHashIncr(Box<riverbed_redis::HashIncrConfig>),
+    /// The newest state per key in Redis, by version.
+    RedisLatest(Box<riverbed_redis::LatestConfig>),
 }
 
 /// `kind = "sqlite"`

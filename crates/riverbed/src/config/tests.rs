@@ -131,3 +131,58 @@ fn errors_show_the_offending_line() {
     let e = err(&BASE.replace("count = 10", "count = -1"));
     assert!(e.contains("\n  | count = -1\n  |         ^"), "{e}");
 }
+
+#[test]
+fn postgres_redis_sinks_and_tasks_load() {
+    let text = r#"
+[source]
+kind = "generate"
+data = "transactions"
+count = 10
+
+[[sinks]]
+name = "history"
+kind = "postgres"
+connection = { url = "postgres://postgres:secret@127.0.0.1:5432/test" }
+mode = "append"
+table = "historical_transactions"
+key = ["id"]
+columns = [
+  { name = "id", type = "text", from = "/id" },
+  { name = "amount", type = "numeric", from = "/amount" },
+]
+
+[[sinks]]
+name = "counters"
+kind = "redis_hash_incr"
+redis = { url = "redis://127.0.0.1:6379" }
+key = "aggregator"
+field = "/provider"
+amount = "/amount"
+
+[[tasks]]
+name = "per_minute"
+kind = "window_counter"
+postgres = { url = "postgres://postgres@127.0.0.1:5432/test" }
+redis = { url = "redis://127.0.0.1:6379" }
+query = "SELECT provider, count(*), sum(amount) FROM historical_transactions GROUP BY provider"
+"#;
+    let plan = load_str(text).unwrap();
+    assert_eq!(plan.sinks.len(), 2);
+    assert_eq!(plan.tasks.len(), 1);
+    assert!(
+        !format!("{plan:?}").contains("secret"),
+        "credentials never reach Debug output"
+    );
+    let e = load_str(&text.replace("mode = \"append\"", "mode = \"append\"\nversion = \"v\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sink `history`") && e.contains("need mode = \"upsert\""),
+        "{e}"
+    );
+    let e = load_str(&text.replace("query = ", "qurey = "))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `qurey`"), "{e}");
+}

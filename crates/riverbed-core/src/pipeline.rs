@@ -135,6 +135,7 @@ impl Pipeline {
         }
         let intake = Intake {
             key: plan.key,
+            max_in_flight: plan.max_in_flight,
             inputs,
             permits: Arc::new(Semaphore::new(plan.max_in_flight)),
             shared,
@@ -211,6 +212,7 @@ async fn drain(
 /// The intake loop: takes in-flight permits, receives, keys and routes deliveries.
 struct Intake {
     key: KeySpec,
+    max_in_flight: usize,
     inputs: Vec<mpsc::Sender<Vec<Item>>>,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
@@ -226,8 +228,14 @@ impl Intake {
     ) -> Result<bool, SourceError> {
         let mut buf = Vec::with_capacity(RECV_CHUNK);
         let mut chunks: Vec<Vec<Item>> = (0..self.inputs.len()).map(|_| Vec::new()).collect();
+        // Under backpressure few permits are free at a time; asking the source for one or two
+        // messages per call would make every call a round trip. Wait for a useful chunk.
+        let min_chunk = (self.max_in_flight / 8).clamp(1, RECV_CHUNK / 4);
         loop {
-            let want = self.permits.available_permits().clamp(1, RECV_CHUNK);
+            let want = self
+                .permits
+                .available_permits()
+                .clamp(min_chunk, RECV_CHUNK);
             let permits = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(false),

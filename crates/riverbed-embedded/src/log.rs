@@ -49,7 +49,7 @@ impl EmbeddedLog {
             .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.read_only(true).row_buffer_size(1024))
             .await?;
         let (tx, rx) = mpsc::channel(1024);
         let (last_tx, last_rx) = watch::channel(last as u64);

@@ -277,15 +277,34 @@ pub enum SqlValue {
 }
 
 impl SqlValue {
-    /// A value usable as part of a key or a version for comparisons within a batch.
-    pub fn sort_key(&self) -> String {
+    /// Orders two values of a version column: numbers numerically, text lexically.
+    pub fn compare(&self, other: &SqlValue) -> std::cmp::Ordering {
+        use SqlValue::*;
+        match (self, other) {
+            (Int(a) | TimestampMs(a), Int(b) | TimestampMs(b)) => a.cmp(b),
+            (Float(a), Float(b)) => a.total_cmp(b),
+            (Int(a) | TimestampMs(a), Float(b)) => (*a as f64).total_cmp(b),
+            (Float(a), Int(b) | TimestampMs(b)) => a.total_cmp(&(*b as f64)),
+            (Text(a), Text(b)) => a.cmp(b),
+            (Null, Null) => std::cmp::Ordering::Equal,
+            (Null, _) => std::cmp::Ordering::Less,
+            (_, Null) => std::cmp::Ordering::Greater,
+            (a, b) => format!("{a:?}").cmp(&format!("{b:?}")),
+        }
+    }
+
+    /// Feeds the value to a hasher (equal values hash equally), for grouping rows by key.
+    pub fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        std::mem::discriminant(self).hash(h);
         match self {
-            SqlValue::Int(i) | SqlValue::TimestampMs(i) => {
-                format!("{:020}", (*i as i128) - (i64::MIN as i128))
-            }
-            SqlValue::Float(f) => format!("{f:e}"),
-            SqlValue::Text(s) => s.clone(),
-            other => format!("{other:?}"),
+            SqlValue::Null => {}
+            SqlValue::Int(i) | SqlValue::TimestampMs(i) => i.hash(h),
+            SqlValue::Float(f) => f.to_bits().hash(h),
+            SqlValue::Text(s) => s.hash(h),
+            SqlValue::Bool(b) => b.hash(h),
+            SqlValue::Bytes(b) => b.hash(h),
+            SqlValue::Json(j) => j.to_string().hash(h),
         }
     }
 }

@@ -79,35 +79,39 @@ impl<W: RowWriter> TableSink<W> {
 /// A row with the index of its message in the batch.
 type Row = (usize, Vec<SqlValue>);
 
-/// Keeps one row per key: the first for inserts, the newest (by version, else last) for upserts.
-/// Returns the kept rows and, for each dropped one, the kept row it follows.
+/// Keeps one row per key: the first for inserts (what a redelivery-proof insert means, and what
+/// the inbox relies on: one run per message id), the newest (by version, else the last) for
+/// upserts (a statement may not update a row twice). Returns the kept rows and, for each dropped
+/// one, the kept row it follows.
 fn dedupe(spec: &TableSpec, rows: Vec<Row>) -> (Vec<Row>, Vec<(usize, usize)>) {
     let key_idx = spec.key_indexes();
     if key_idx.is_empty() {
         return (rows, Vec::new());
     }
+    let upsert = matches!(spec.mode, WriteMode::Upsert { .. });
     let version = spec.version_index();
     let tombstone = spec.tombstone_index();
-    let upsert = matches!(spec.mode, WriteMode::Upsert { .. });
+    let key_hash = |row: &[SqlValue]| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key_idx.iter().for_each(|k| row[*k].hash_into(&mut h));
+        std::hash::Hasher::finish(&h)
+    };
+    let same_key = |a: &[SqlValue], b: &[SqlValue]| key_idx.iter().all(|k| a[*k] == b[*k]);
     let mut kept: Vec<Row> = Vec::with_capacity(rows.len());
-    let mut by_key: HashMap<Vec<String>, usize> = HashMap::with_capacity(rows.len());
+    let mut by_key: HashMap<u64, Vec<usize>> = HashMap::with_capacity(rows.len());
     let mut dropped = Vec::new();
     for (i, row) in rows {
-        let key: Vec<String> = key_idx.iter().map(|k| row[*k].sort_key()).collect();
-        match by_key.get(&key) {
+        let slots = by_key.entry(key_hash(&row)).or_default();
+        match slots.iter().copied().find(|s| same_key(&kept[*s].1, &row)) {
             None => {
-                by_key.insert(key, kept.len());
+                slots.push(kept.len());
                 kept.push((i, row));
             }
-            Some(&slot) => {
-                let newer = upsert && supersedes(&row, &kept[slot].1, version, tombstone);
-                if newer {
-                    dropped.push((kept[slot].0, slot));
-                    kept[slot] = (i, row);
-                } else {
-                    dropped.push((i, slot));
-                }
+            Some(slot) if upsert && supersedes(&row, &kept[slot].1, version, tombstone) => {
+                dropped.push((kept[slot].0, slot));
+                kept[slot] = (i, row);
             }
+            Some(slot) => dropped.push((i, slot)),
         }
     }
     (kept, dropped)
@@ -122,7 +126,7 @@ fn supersedes(
     tombstone: Option<usize>,
 ) -> bool {
     let Some(v) = version else { return true };
-    match row[v].sort_key().cmp(&kept[v].sort_key()) {
+    match row[v].compare(&kept[v]) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => tombstone

@@ -260,3 +260,44 @@ async fn tombstones_keep_deleted_entities_deleted_on_sqlite_too() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_share_commits_and_a_refused_row_stays_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_pool(&dir.path().join("out.db")).await.unwrap();
+    sqlx::query("CREATE TABLE items (id TEXT PRIMARY KEY, amount REAL CHECK (amount >= 0), version INTEGER)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sink = Arc::new(
+        SqliteWriter::new(pool.clone(), spec(WriteMode::Insert, false), None)
+            .await
+            .unwrap()
+            .into_sink("items"),
+    );
+    let writes = (0..8).map(|w| {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let batch: Vec<Message> = (0..100)
+                .map(|i| {
+                    msg(
+                        &format!("w{w}-{i}"),
+                        if w == 5 && i == 42 { -1.0 } else { i as f64 },
+                        1,
+                    )
+                })
+                .collect();
+            sink.write(&batch).await
+        })
+    });
+    let mut refused = 0;
+    for w in writes {
+        match w.await.unwrap() {
+            BatchOutcome::Committed => {}
+            BatchOutcome::Each(o) => refused += o.iter().filter(|o| !o.is_ok()).count(),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 1);
+    assert_eq!(count(&pool).await, 799);
+}

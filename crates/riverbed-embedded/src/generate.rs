@@ -61,6 +61,11 @@ impl Generator {
         self.next += 1;
         let k = self.rng.random_range(0..self.keys);
         let ts = epoch_ms(SystemTime::now());
+        let id = match self.kind {
+            DataKind::Sensors => format!("r-{i}"),
+            DataKind::Orders => format!("ord-{i}"),
+            DataKind::Transactions => format!("tx-{i}"),
+        };
         let (key, mut value) = match self.kind {
             DataKind::Sensors => {
                 let base = 15.0 + (k % 10) as f64;
@@ -68,13 +73,13 @@ impl Generator {
                 let key = format!("sensor-{k}");
                 (
                     key.clone(),
-                    json!({"reading_id": format!("r-{i}"), "sensor_id": key, "value": v, "unit": "C", "ts": ts}),
+                    json!({"reading_id": id, "sensor_id": key, "value": v, "unit": "C", "ts": ts}),
                 )
             }
             DataKind::Orders => {
                 const MODELS: [&str; 3] = ["edison-s", "edison-x", "edison-3"];
                 let amount = self.rng.random_range(20_000..90_000);
-                let key = format!("ord-{i}");
+                let key = id.clone();
                 let model = MODELS[(k % 3) as usize];
                 (
                     key.clone(),
@@ -86,7 +91,7 @@ impl Generator {
                 let key = format!("provider-{k}");
                 (
                     key.clone(),
-                    json!({"id": format!("tx-{i}"), "provider": key, "amount": cents as f64 / 100.0, "currency": "EUR", "ts": ts}),
+                    json!({"id": id, "provider": key, "amount": cents as f64 / 100.0, "currency": "EUR", "ts": ts}),
                 )
             }
         };
@@ -94,7 +99,7 @@ impl Generator {
             && (i + 1).is_multiple_of(n)
         {
             if (i / n).is_multiple_of(2) {
-                return Record::new(Some(key), format!("{{\"broken\": {i}, "));
+                return Record::new(Some(key), format!("{{\"broken\": {i}, ")).with_message_id(id);
             }
             let obj = value.as_object_mut().expect("generated objects");
             for field in ["sensor_id", "external_id", "provider"] {
@@ -105,6 +110,7 @@ impl Generator {
             Some(key),
             serde_json::to_vec(&value).expect("JSON serialises"),
         )
+        .with_message_id(id)
     }
 }
 
@@ -165,7 +171,8 @@ impl Source for GenerateSource {
             let mut m = Message::new(r.payload);
             m.key = r.key;
             m.meta.position = Some(token);
-            m.meta.message_id = Some(format!("gen-{token}"));
+            m.meta.message_id = r.message_id;
+            m.headers = r.headers;
             out.push(Delivery { message: m, token });
         }
         Ok(true)

@@ -44,6 +44,17 @@ impl EmbeddedLog {
         for ddl in SCHEMA {
             sqlx::query(*ddl).execute(&mut conn).await?;
         }
+        // Files made before message ids were stored get the column.
+        let has_ids: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM pragma_table_info('log') WHERE name = 'message_id'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if !has_ids {
+            sqlx::query("ALTER TABLE log ADD COLUMN message_id TEXT")
+                .execute(&mut conn)
+                .await?;
+        }
         let last: i64 = sqlx::query_scalar("SELECT coalesce(max(offset), 0) FROM log")
             .fetch_one(&mut conn)
             .await?;
@@ -99,7 +110,7 @@ impl EmbeddedLog {
         redelivered_upto: u64,
     ) -> Result<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT offset, key, payload, headers, appended_at_ms FROM log
+            "SELECT offset, key, payload, headers, appended_at_ms, message_id FROM log
              WHERE topic = ? AND offset > ? ORDER BY offset LIMIT ?",
         )
         .bind(topic)
@@ -121,6 +132,7 @@ impl EmbeddedLog {
                     position: Some(offset),
                     exchange: Some(topic.to_owned()),
                     timestamp: Some(from_epoch_ms(r.get(4))),
+                    message_id: r.get(5),
                     received_at,
                     ..Metadata::default()
                 };

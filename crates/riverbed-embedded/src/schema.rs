@@ -16,7 +16,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         key TEXT,
         payload BLOB NOT NULL,
         headers TEXT,
-        appended_at_ms INTEGER NOT NULL
+        appended_at_ms INTEGER NOT NULL,
+        message_id TEXT
     )",
     "CREATE INDEX IF NOT EXISTS log_topic_offset ON log (topic, offset)",
     "CREATE TABLE IF NOT EXISTS positions (

@@ -28,6 +28,8 @@ pub struct Record {
     pub payload: Bytes,
     /// Headers.
     pub headers: Headers,
+    /// The producer's message id, if it has one (sinks deduplicate by it).
+    pub message_id: Option<String>,
 }
 
 impl Record {
@@ -37,7 +39,14 @@ impl Record {
             key,
             payload: payload.into(),
             headers: Headers::new(),
+            message_id: None,
         }
+    }
+
+    /// Sets the producer's message id.
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
     }
 }
 
@@ -128,14 +137,15 @@ async fn write_group(
             } => {
                 for chunk in records.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO log (topic, key, payload, headers, appended_at_ms) ",
+                        "INSERT INTO log (topic, key, payload, headers, appended_at_ms, message_id) ",
                     );
                     q.push_values(chunk, |mut b, r| {
                         b.push_bind(&*topic)
                             .push_bind(r.key.as_deref())
                             .push_bind(&r.payload[..])
                             .push_bind(encode_headers(&r.headers))
-                            .push_bind(now);
+                            .push_bind(now)
+                            .push_bind(r.message_id.as_deref());
                     });
                     q.build().execute(&mut *tx).await?;
                 }
@@ -240,8 +250,8 @@ async fn redrive(
     let ids_json = ids.map(|v| serde_json::to_string(v).expect("ids serialise"));
     let filter = "topic = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
     let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO log (topic, key, payload, headers, appended_at_ms)
-         SELECT topic, key, payload, headers, ?3 FROM dead_letters WHERE {filter} ORDER BY id"
+        "INSERT INTO log (topic, key, payload, headers, appended_at_ms, message_id)
+         SELECT topic, key, payload, headers, ?3, message_id FROM dead_letters WHERE {filter} ORDER BY id"
     )))
     .bind(topic)
     .bind(ids_json.as_deref())

@@ -126,7 +126,7 @@ impl Raw {
 
     /// Publishes one persistent message (confirm awaited later by `wait_for_confirms`).
     pub async fn publish(&self, exchange: &str, routing_key: &str, id: &str, payload: String) {
-        let _ = self
+        let confirm = self
             .channel
             .basic_publish(
                 exchange.into(),
@@ -139,6 +139,8 @@ impl Raw {
             )
             .await
             .unwrap();
+        // A dropped confirm is awaited by `wait_for_confirms`.
+        drop(confirm);
     }
 
     /// Ready messages in `queue` (unacknowledged ones are not counted).

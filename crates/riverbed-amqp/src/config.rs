@@ -20,8 +20,10 @@ fn default_urls() -> Vec<BrokerUrl> {
 fn yes() -> bool {
     true
 }
+/// Matches the pipeline's default in-flight window (4096): the pipeline derives its batch sizes
+/// from that window, and a smaller prefetch would leave batches waiting for their timer.
 fn default_prefetch() -> u32 {
-    1000
+    4096
 }
 fn default_ack_interval() -> Duration {
     Duration::from_millis(5)
@@ -197,7 +199,9 @@ pub struct AmqpSourceConfig {
     /// Bindings of the queue, re-declared after every reconnect.
     #[serde(default)]
     pub bindings: Vec<BindingConfig>,
-    /// Unacknowledged deliveries the broker may push at once (1 to 65535).
+    /// Unacknowledged deliveries the broker may push at once (1 to 65535). The default, 4096,
+    /// matches the pipeline's default `max_in_flight`; keep it at least that large, or batches
+    /// wait for their timer instead of filling.
     #[serde(default = "default_prefetch")]
     pub prefetch: u32,
     /// The consumer tag; empty lets the broker choose.

@@ -147,7 +147,11 @@ fn unknown_fields_and_bad_urls_are_refused_without_echoing_secrets() {
         toml::from_str::<AmqpSourceConfig>("urls = [\"amqp//bob:hunter2@host\"]").unwrap_err();
     // The message is ours; toml's `Display` adds an excerpt of the input line on its own.
     assert!(!bad.message().contains("hunter2"), "{}", bad.message());
-    assert!(bad.message().contains("not a valid amqp"), "{}", bad.message());
+    assert!(
+        bad.message().contains("not a valid amqp"),
+        "{}",
+        bad.message()
+    );
 }
 
 #[test]

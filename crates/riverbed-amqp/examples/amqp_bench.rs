@@ -179,9 +179,11 @@ async fn main() {
             rb_best = rb_best.min((rb, cpu));
         }
     }
-    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
+    for q in [queue.clone(), format!("{queue}.dlq")] {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let cpu_per_msg = |c: Duration| c.as_secs_f64() * 1e6 / n as f64;
     println!(

@@ -133,6 +133,9 @@ impl AckShared {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(g) = st.current.as_mut().filter(|g| g.id == id) else {
+            // Cannot happen: a session registers only while it is the live generation. The
+            // deliveries stay unacknowledged and return to the queue with their channel.
+            tracing::error!(generation = id, "Deliveries of a retired channel dropped");
             return;
         };
         let mut skipped = false;

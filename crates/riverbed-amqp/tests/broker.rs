@@ -364,3 +364,36 @@ async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
     raw.delete(&[stream.clone(), format!("{stream}.dlq")]).await;
     let _ = Arc::new(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    let queue = unique("refused");
+    let raw = Raw::connect().await;
+    raw.declare(&queue, FieldTable::default()).await;
+    let start = |config| async move {
+        let pipeline = Pipeline::builder()
+            .source(AmqpSource::new(config).unwrap())
+            .sink("recorder", Recorder::new())
+            .build()
+            .unwrap();
+        tokio::time::timeout(LIMIT, pipeline.run(std::future::pending()))
+            .await
+            .expect("a fatal error ends the run")
+            .expect_err("the source cannot start")
+            .to_string()
+    };
+    let wrong_password: riverbed_amqp::AmqpSourceConfig = toml::from_str(&format!(
+        "urls = [\"amqp://guest:not-the-password@127.0.0.1:5672/%2f\"]\nqueue = \"{queue}\""
+    ))
+    .unwrap();
+    let err = start(wrong_password).await;
+    assert!(!err.contains("not-the-password"), "{err}");
+    // The queue exists as a classic queue: declaring it as a quorum queue cannot work.
+    let err = start(source_config(&queue, "queue_type = \"quorum\"")).await;
+    assert!(err.contains(&queue), "{err}");
+    raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+}

@@ -1,6 +1,6 @@
 //! What users write: the raw, deserialisable configuration of the source, sink and dead letters.
 //!
-//! Nothing here is trusted yet: [`crate::settings`] turns these structs into checked settings
+//! Nothing here is trusted yet: the constructors (`AmqpSource::new`...) turn these structs into checked settings
 //! in one place, and everything after that relies on the checks.
 
 use std::collections::BTreeMap;
@@ -133,6 +133,10 @@ pub enum StreamOffsetConfig {
 }
 
 /// Broker-side delayed retry through TTL queues that dead-letter back to the consumed queue.
+///
+/// Used when the pipeline's retry mode is `broker`. While a message waits in a retry queue,
+/// later messages with the same key are processed: broker retry gives up per-key order for not
+/// holding a prefetch slot. Pipelines that need per-key order keep the default in-process retry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryQueueConfig {
@@ -154,7 +158,8 @@ pub struct RetryQueueConfig {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSourceConfig {
     /// Broker URLs (`amqp://user:password@host:port/vhost`), tried in turn: each reconnect
-    /// moves to the next one. Credentials are never logged.
+    /// moves to the next one. Credentials are never logged. Add `?heartbeat=10` to notice a
+    /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
     /// Name shown for the connection in the broker's management tools.
@@ -229,7 +234,8 @@ pub struct AmqpSourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSinkConfig {
     /// Broker URLs (`amqp://user:password@host:port/vhost`), tried in turn: each reconnect
-    /// moves to the next one. Credentials are never logged.
+    /// moves to the next one. Credentials are never logged. Add `?heartbeat=10` to notice a
+    /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
     /// Name shown for the connection in the broker's management tools.
@@ -265,7 +271,8 @@ pub struct AmqpSinkConfig {
 #[serde(deny_unknown_fields)]
 pub struct AmqpDeadLetterConfig {
     /// Broker URLs (`amqp://user:password@host:port/vhost`), tried in turn: each reconnect
-    /// moves to the next one. Credentials are never logged.
+    /// moves to the next one. Credentials are never logged. Add `?heartbeat=10` to notice a
+    /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
     /// Name shown for the connection in the broker's management tools.

@@ -18,6 +18,22 @@
 //! [`AmqpDeadLetterConfig`] (serde, unknown fields refused); constructors check it once and
 //! report the faulty field. Credentials in URLs never reach logs or `Debug` output.
 //!
+//! # Example
+//! ```toml
+//! urls = ["amqp://riverbed:secret@rabbit-1:5672/%2f", "amqp://riverbed:secret@rabbit-2:5672/%2f"]
+//! queue = "orders"
+//! queue_type = "quorum"
+//! exchanges = [{ name = "orders", kind = "topic" }]
+//! bindings = [{ exchange = "orders", routing_key = "order.#" }]
+//! # dead letters go to `orders.dlq`, broker retries through `orders.retry.<tier>ms`
+//! ```
+//! A stream read from its beginning, resumable after an offset stored with the sink's data:
+//! ```toml
+//! queue = "readings"
+//! queue_type = "stream"
+//! stream_offset = "first"   # or "last", "next", 1234, "2024-05-01T00:00:00Z"
+//! ```
+//!
 //! # Layout
 //! - [`config`]: the raw configuration users write; `settings`: the checked form.
 //! - [`url`]: broker URLs that hide their credentials.

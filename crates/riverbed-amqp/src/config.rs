@@ -1,7 +1,7 @@
 //! What users write: the raw, deserialisable configuration of the source, sink and dead letters.
 //!
-//! Nothing here is trusted yet: the constructors (`AmqpSource::new`...) turn these structs into checked settings
-//! in one place, and everything after that relies on the checks.
+//! Nothing here is trusted yet: the constructors (`AmqpSource::new`...) turn these structs
+//! into checked settings in one place, and everything after that relies on the checks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

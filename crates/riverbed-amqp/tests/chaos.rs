@@ -120,19 +120,22 @@ async fn survives_a_broker_restart_mid_stream() {
         return;
     }
     let _exclusive = BROKER.write().await;
-    let _restart = RestartOnDrop;
-    let test = survives("restart", 4000, || async {
-        tokio::task::spawn_blocking(|| {
-            rabbitmqctl(&["stop_app"]);
-            rabbitmqctl(&["start_app"]);
-            rabbitmqctl(&["await_startup", "--timeout", "60"]);
-        })
-        .await
-        .unwrap();
-    });
-    tokio::time::timeout(Duration::from_secs(150), test)
-        .await
-        .expect("test finishes in time");
+    common::bounded(async {
+        let _restart = RestartOnDrop;
+        let test = survives("restart", 4000, || async {
+            tokio::task::spawn_blocking(|| {
+                rabbitmqctl(&["stop_app"]);
+                rabbitmqctl(&["start_app"]);
+                rabbitmqctl(&["await_startup", "--timeout", "60"]);
+            })
+            .await
+            .unwrap();
+        });
+        tokio::time::timeout(Duration::from_secs(150), test)
+            .await
+            .expect("test finishes in time");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,14 +144,17 @@ async fn survives_closed_connections_mid_stream() {
         return;
     }
     let _exclusive = BROKER.write().await;
-    let test = survives("closed", 4000, || async {
-        tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+    common::bounded(async {
+        let test = survives("closed", 4000, || async {
+            tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+                .await
+                .unwrap();
+        });
+        tokio::time::timeout(Duration::from_secs(150), test)
             .await
-            .unwrap();
-    });
-    tokio::time::timeout(Duration::from_secs(150), test)
-        .await
-        .expect("test finishes in time");
+            .expect("test finishes in time");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +163,7 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
         return;
     }
     let _exclusive = BROKER.write().await;
+    common::bounded(async {
     let exchange = unique("fanout");
     let config = source_config(
         "",
@@ -222,6 +229,8 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
         .await
         .delete(&[format!("{exchange}.dlq")])
         .await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,89 +239,98 @@ async fn stream_consumer_resumes_after_the_settled_offset_on_reconnect() {
         return;
     }
     let _exclusive = BROKER.write().await;
-    let stream = unique("stream-chaos");
-    const N: usize = 5000;
-    {
-        let raw = Raw::connect().await;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("stream".into()),
-        );
-        raw.declare(&stream, args).await;
-        raw.publish_range("", &stream, 0, N).await;
-    }
-    let source = AmqpSource::new(source_config(
-        &stream,
-        "queue_type = \"stream\"\nstream_offset = \"first\"\nprefetch = 50",
-    ))
-    .unwrap();
-    let status = source.status();
-    let sink = Recorder::new().slowed(Duration::from_millis(50));
-    let committed = sink.committed.clone();
-    let pipeline = Pipeline::builder()
-        .source(source)
-        .sink("recorder", sink)
-        .build()
+    common::bounded(async {
+        let stream = unique("stream-chaos");
+        const N: usize = 5000;
+        {
+            let raw = Raw::connect().await;
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                lapin::types::AMQPValue::LongString("stream".into()),
+            );
+            raw.declare(&stream, args).await;
+            raw.publish_range("", &stream, 0, N).await;
+        }
+        let source = AmqpSource::new(source_config(
+            &stream,
+            "queue_type = \"stream\"\nstream_offset = \"first\"\nprefetch = 50",
+        ))
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline.run(async move {
-        let _ = stopped.await;
-    }));
-    let positions = |c: &std::sync::Mutex<Vec<common::Seen>>| {
-        c.lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.position.unwrap())
-            .collect::<BTreeSet<u64>>()
-    };
-    let test = async {
-        let c = committed.clone();
-        wait_until("a tenth read", LIMIT, || positions(&c).len() >= N / 10).await;
-        assert!(
-            positions(&committed).len() < N,
-            "the stream is still being read"
-        );
-        tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
-            .await
+        let status = source.status();
+        let sink = Recorder::new().slowed(Duration::from_millis(50));
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", sink)
+            .build()
             .unwrap();
-        let c = committed.clone();
-        wait_until("the whole stream", LIMIT, || positions(&c).len() == N).await;
-    };
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .expect("test finishes in time");
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
-    assert!(status.reconnects() >= 1);
-    let seen = committed.lock().unwrap().clone();
-    assert_eq!(
-        positions(&committed),
-        (0..N as u64).collect::<BTreeSet<_>>(),
-        "no gap across the reconnect"
-    );
-    let mut reads = std::collections::BTreeMap::new();
-    for s in &seen {
-        *reads.entry(s.position.unwrap()).or_insert(0) += 1;
-    }
-    let twice: Vec<u64> = reads
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(p, _)| *p)
-        .collect();
-    // Only what was in flight when the connection dropped may be read twice: a prefetch
-    // window (the broker delivers streams by chunks, so it may overshoot it a little), all
-    // after the settled prefix. Resuming from `first` would read the first tenth twice.
-    assert!(
-        twice.len() <= 200 && twice.first().is_none_or(|p| *p >= N as u64 / 10),
-        "read twice: {:?}..{:?} ({}): the consumer did not resume after the settled offset",
-        twice.first(),
-        twice.last(),
-        twice.len()
-    );
-    eprintln!("stream: {} reads for {N} messages", seen.len());
-    Raw::connect()
-        .await
-        .delete(&[stream.clone(), format!("{stream}.dlq")])
-        .await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(pipeline.run(async move {
+            let _ = stopped.await;
+        }));
+        let positions = |c: &std::sync::Mutex<Vec<common::Seen>>| {
+            c.lock()
+                .unwrap()
+                .iter()
+                .map(|s| s.position.unwrap())
+                .collect::<BTreeSet<u64>>()
+        };
+        let test = async {
+            let c = committed.clone();
+            wait_until("a tenth read", LIMIT, || positions(&c).len() >= N / 10).await;
+            assert!(
+                positions(&committed).len() < N,
+                "the stream is still being read"
+            );
+            tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+                .await
+                .unwrap();
+            let c = committed.clone();
+            wait_until("the whole stream", LIMIT, || positions(&c).len() == N).await;
+        };
+        tokio::time::timeout(Duration::from_secs(120), test)
+            .await
+            .expect("test finishes in time");
+        let _ = stop.send(());
+        run.await.unwrap().unwrap();
+        assert!(status.reconnects() >= 1);
+        let seen = committed.lock().unwrap().clone();
+        assert_eq!(
+            positions(&committed),
+            (0..N as u64).collect::<BTreeSet<_>>(),
+            "no gap across the reconnect"
+        );
+        let mut reads = std::collections::BTreeMap::new();
+        for s in &seen {
+            *reads.entry(s.position.unwrap()).or_insert(0) += 1;
+        }
+        let twice: Vec<u64> = reads
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(p, _)| *p)
+            .collect();
+        // Only what was in flight when the connection dropped may be read twice: one range
+        // starting right after the settled prefix, about a prefetch window long (the broker
+        // sends streams by chunks, so it overshoots the window by up to a chunk). Resuming from
+        // `first` would read the first tenth twice.
+        if let (Some(first), Some(last)) = (twice.first(), twice.last()) {
+            assert!(
+                *first >= N as u64 / 10 && twice.len() < N / 5,
+                "read twice: {first}..{last} ({}): not resumed after the settled offset",
+                twice.len()
+            );
+            assert_eq!(
+                (last - first + 1) as usize,
+                twice.len(),
+                "the re-read positions form one range"
+            );
+        }
+        eprintln!("stream: {} reads for {N} messages", seen.len());
+        Raw::connect()
+            .await
+            .delete(&[stream.clone(), format!("{stream}.dlq")])
+            .await;
+    })
+    .await;
 }

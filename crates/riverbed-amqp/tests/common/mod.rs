@@ -49,6 +49,13 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Runs a test body, failing it if it takes longer than two minutes.
+pub async fn bounded<F: Future>(body: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("test finishes in time")
+}
+
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

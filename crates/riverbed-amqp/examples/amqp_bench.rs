@@ -187,7 +187,8 @@ async fn main() {
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let cpu_per_msg = |c: Duration| c.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "| consumer ({n} persistent messages, best of {rounds}) | msg/s | ratio | client CPU µs/msg |"
+        "| consumer ({n} persistent messages, best of {rounds}) | msg/s | ratio \
+         | client CPU µs/msg |"
     );
     println!("|---|---:|---:|---:|");
     println!(

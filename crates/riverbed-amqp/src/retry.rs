@@ -80,7 +80,11 @@ pub(crate) async fn run(
         for job in batch.drain(..) {
             let q = retry_queue(&spec, &target, job.delay);
             if let Err(e) = publisher.ensure_queue(&q).await {
-                tracing::error!(queue = %q.name, error = %e, "Retry queue unavailable; requeueing the message");
+                tracing::error!(
+                    queue = %q.name,
+                    error = %e,
+                    "Retry queue unavailable; requeueing the message"
+                );
                 acker.retry_done(job.generation, job.seq, false);
                 continue;
             }
@@ -106,7 +110,12 @@ async fn publish(publisher: &Publisher, acker: &AckShared, queue: &str, group: V
     let results = match publisher.publish(&outgoing, true).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(queue, error = %e, messages = group.len(), "Retry publish failed; requeueing");
+            tracing::warn!(
+                queue,
+                error = %e,
+                messages = group.len(),
+                "Retry publish failed; requeueing"
+            );
             vec![Published::Lost(e.to_string()); group.len()]
         }
     };

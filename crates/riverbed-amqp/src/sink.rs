@@ -83,7 +83,8 @@ impl AmqpSink {
             Published::Returned { code, text } => Outcome::Permanent(Failure::new(
                 "unroutable",
                 format!(
-                    "broker returned the message ({code} {text}): no queue is bound to exchange `{}` for routing key `{}`",
+                    "broker returned the message ({code} {text}): no queue is bound to \
+                     exchange `{}` for routing key `{}`",
                     self.settings.exchange, o.routing_key
                 ),
             )),
@@ -122,7 +123,11 @@ impl Sink for AmqpSink {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(exchange = %self.settings.exchange, error = %e, "Cannot publish");
+                    tracing::warn!(
+                        exchange = %self.settings.exchange,
+                        error = %e,
+                        "Cannot publish"
+                    );
                     return BatchOutcome::transient(Failure::unavailable(e.to_string()));
                 }
             };

@@ -39,6 +39,7 @@ async fn consumes_everything_with_coalesced_acks() {
     let _shared = BROKER.read().await;
     common::bounded(async {
         let queue = unique("consume");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
         const N: usize = 3000;
@@ -87,6 +88,7 @@ async fn poison_message_goes_to_the_dead_letter_queue_and_the_pipeline_goes_on()
     let _shared = BROKER.read().await;
     common::bounded(async {
         let queue = unique("poison");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
         let dlq = format!("{queue}.dlq");
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
@@ -151,6 +153,7 @@ async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
     let _shared = BROKER.read().await;
     common::bounded(async {
         let queue = unique("retry");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
         let dlq = format!("{queue}.dlq");
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
@@ -246,65 +249,70 @@ async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
     }
     let _shared = BROKER.read().await;
     common::bounded(async {
-    let exchange = unique("orders");
-    let bound = unique("orders-bound");
-    let config: AmqpSinkConfig = toml::from_str(&format!(
-        r#"
-        urls = ["{}"]
-        exchange = "{exchange}"
-        routing_key = "orders.{{key}}"
-        exchanges = [{{ name = "{exchange}", kind = "direct", durable = false, auto_delete = true }}]
-        "#,
-        common::URL
-    ))
-    .unwrap();
-    let sink = AmqpSink::new(config).unwrap();
-    let raw = Raw::connect().await;
-    // The sink declares its exchange on first use; bind a queue for one key only.
-    let warmup = sink.write(&[]).await;
-    assert_eq!(warmup, BatchOutcome::Committed);
-    let probe = Message::new("probe").with_key("nobody");
-    let first = sink.write(&[probe]).await;
-    assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
-    raw.declare(&bound, FieldTable::default()).await;
-    raw.channel
-        .queue_bind(
-            bound.as_str().into(),
-            exchange.as_str().into(),
-            "orders.a".into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
+        let exchange = unique("orders");
+        let bound = unique("orders-bound");
+        let _cleanup = common::DeleteOnPanic(bound.clone());
+        let config: AmqpSinkConfig = toml::from_str(&format!(
+            r#"
+            urls = ["{}"]
+            exchange = "{exchange}"
+            routing_key = "orders.{{key}}"
+            [[exchanges]]
+            name = "{exchange}"
+            kind = "direct"
+            durable = false
+            auto_delete = true
+            "#,
+            common::URL
+        ))
         .unwrap();
+        let sink = AmqpSink::new(config).unwrap();
+        let raw = Raw::connect().await;
+        // The sink declares its exchange on first use; bind a queue for one key only.
+        let warmup = sink.write(&[]).await;
+        assert_eq!(warmup, BatchOutcome::Committed);
+        let probe = Message::new("probe").with_key("nobody");
+        let first = sink.write(&[probe]).await;
+        assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
+        raw.declare(&bound, FieldTable::default()).await;
+        raw.channel
+            .queue_bind(
+                bound.as_str().into(),
+                exchange.as_str().into(),
+                "orders.a".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
 
-    let batch: Vec<Message> = ["a", "b", "a"]
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let mut m = Message::new(format!("{i}")).with_key(*k);
-            m.meta.message_id = Some(format!("o{i}"));
-            m
-        })
-        .collect();
-    let outcome = sink.write(&batch).await;
-    assert!(outcome.get(0).is_ok(), "{outcome:?}");
-    assert!(outcome.get(2).is_ok(), "{outcome:?}");
-    match outcome.get(1) {
-        Outcome::Permanent(f) => {
-            assert_eq!(f.reason, "unroutable");
-            assert!(f.error.contains("orders.b"), "{f}");
+        let batch: Vec<Message> = ["a", "b", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut m = Message::new(format!("{i}")).with_key(*k);
+                m.meta.message_id = Some(format!("o{i}"));
+                m
+            })
+            .collect();
+        let outcome = sink.write(&batch).await;
+        assert!(outcome.get(0).is_ok(), "{outcome:?}");
+        assert!(outcome.get(2).is_ok(), "{outcome:?}");
+        match outcome.get(1) {
+            Outcome::Permanent(f) => {
+                assert_eq!(f.reason, "unroutable");
+                assert!(f.error.contains("orders.b"), "{f}");
+            }
+            other => panic!("an unroutable message must fail permanently, got {other:?}"),
         }
-        other => panic!("an unroutable message must fail permanently, got {other:?}"),
-    }
-    common::wait_until_async("two routed messages", LIMIT, || async {
-        raw.ready(&bound).await == 2
-    })
-    .await;
-    let ok = sink.write(&batch[..1]).await;
-    assert_eq!(ok, BatchOutcome::Committed);
-    sink.close().await.unwrap();
-    raw.delete(&[bound]).await;
+        common::wait_until_async("two routed messages", LIMIT, || async {
+            raw.ready(&bound).await == 2
+        })
+        .await;
+        let ok = sink.write(&batch[..1]).await;
+        assert_eq!(ok, BatchOutcome::Committed);
+        sink.close().await.unwrap();
+        raw.delete(&[bound]).await;
     })
     .await;
 }
@@ -317,6 +325,7 @@ async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
     let _shared = BROKER.read().await;
     common::bounded(async {
         let stream = unique("stream");
+        let _cleanup = common::DeleteOnPanic(stream.clone());
         let raw = Raw::connect().await;
         let mut args = FieldTable::default();
         args.insert(
@@ -390,6 +399,7 @@ async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
     let _shared = BROKER.read().await;
     common::bounded(async {
         let queue = unique("refused");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
         let start = |config| async move {

@@ -46,6 +46,7 @@ impl Drop for RestartOnDrop {
 /// redeliveries.
 async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOnce() -> F) {
     let queue = unique(name);
+    let _cleanup = common::DeleteOnPanic(queue.clone());
     {
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
@@ -164,71 +165,73 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
     }
     let _exclusive = BROKER.write().await;
     common::bounded(async {
-    let exchange = unique("fanout");
-    let config = source_config(
-        "",
-        &format!(
-            r#"dead_letter_queue = "{exchange}.dlq"
-            exchanges = [{{ name = "{exchange}", kind = "fanout", durable = false, auto_delete = true }}]
-            bindings = [{{ exchange = "{exchange}" }}]"#
-        ),
-    );
-    let source = AmqpSource::new(config).unwrap();
-    let status = source.status();
-    let sink = Recorder::new();
-    let committed = sink.committed.clone();
-    let pipeline = Pipeline::builder()
-        .source(source)
-        .sink("recorder", sink)
-        .build()
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline.run(async move {
-        let _ = stopped.await;
-    }));
-    let test = async {
-        let s = status.clone();
-        wait_until("the first session", LIMIT, || s.sessions() == 1).await;
-        let first = status.queue();
-        assert!(first.starts_with("amq.gen-"), "{first}");
-        Raw::connect()
-            .await
-            .publish_range(&exchange, "", 0, 10)
-            .await;
-        let c = committed.clone();
-        wait_until("first ten", LIMIT, || c.lock().unwrap().len() == 10).await;
-
-        tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
-            .await
+        let exchange = unique("fanout");
+        let _cleanup = common::DeleteOnPanic(exchange.clone());
+        let config = source_config(
+            "",
+            &format!(
+                "dead_letter_queue = \"{exchange}.dlq\"\n\
+                 [[exchanges]]\nname = \"{exchange}\"\nkind = \"fanout\"\n\
+                 durable = false\nauto_delete = true\n\
+                 [[bindings]]\nexchange = \"{exchange}\""
+            ),
+        );
+        let source = AmqpSource::new(config).unwrap();
+        let status = source.status();
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", sink)
+            .build()
             .unwrap();
-        let s = status.clone();
-        wait_until("a new session", LIMIT, || s.sessions() == 2).await;
-        let second = status.queue();
-        assert!(second.starts_with("amq.gen-"), "{second}");
-        assert_ne!(first, second, "a server-named queue gets a new name");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(pipeline.run(async move {
+            let _ = stopped.await;
+        }));
+        let test = async {
+            let s = status.clone();
+            wait_until("the first session", LIMIT, || s.sessions() == 1).await;
+            let first = status.queue();
+            assert!(first.starts_with("amq.gen-"), "{first}");
+            Raw::connect()
+                .await
+                .publish_range(&exchange, "", 0, 10)
+                .await;
+            let c = committed.clone();
+            wait_until("first ten", LIMIT, || c.lock().unwrap().len() == 10).await;
+
+            tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+                .await
+                .unwrap();
+            let s = status.clone();
+            wait_until("a new session", LIMIT, || s.sessions() == 2).await;
+            let second = status.queue();
+            assert!(second.starts_with("amq.gen-"), "{second}");
+            assert_ne!(first, second, "a server-named queue gets a new name");
+            Raw::connect()
+                .await
+                .publish_range(&exchange, "", 10, 20)
+                .await;
+            let c = committed.clone();
+            wait_until("next ten", LIMIT, || c.lock().unwrap().len() == 20).await;
+        };
+        tokio::time::timeout(Duration::from_secs(120), test)
+            .await
+            .expect("test finishes in time");
+        let _ = stop.send(());
+        run.await.unwrap().unwrap();
+        let ids: BTreeSet<String> = committed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        assert_eq!(ids.len(), 20);
         Raw::connect()
             .await
-            .publish_range(&exchange, "", 10, 20)
+            .delete(&[format!("{exchange}.dlq")])
             .await;
-        let c = committed.clone();
-        wait_until("next ten", LIMIT, || c.lock().unwrap().len() == 20).await;
-    };
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .expect("test finishes in time");
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
-    let ids: BTreeSet<String> = committed
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.id.clone())
-        .collect();
-    assert_eq!(ids.len(), 20);
-    Raw::connect()
-        .await
-        .delete(&[format!("{exchange}.dlq")])
-        .await;
     })
     .await;
 }
@@ -241,6 +244,7 @@ async fn stream_consumer_resumes_after_the_settled_offset_on_reconnect() {
     let _exclusive = BROKER.write().await;
     common::bounded(async {
         let stream = unique("stream-chaos");
+        let _cleanup = common::DeleteOnPanic(stream.clone());
         const N: usize = 5000;
         {
             let raw = Raw::connect().await;

@@ -122,7 +122,11 @@ impl AmqpSource {
                     return Ok(());
                 }
                 Err(e) if e.is_fatal() && !self.ever_connected => {
-                    tracing::error!(queue = %self.settings.queue.name, error = %e, "Cannot consume");
+                    tracing::error!(
+                        queue = %self.settings.queue.name,
+                        error = %e,
+                        "Cannot consume"
+                    );
                     return Err(SourceError::Config(e.to_string()));
                 }
                 Err(e) => {

@@ -200,10 +200,27 @@ pub fn queues_with_prefix(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Deletes every queue whose name starts with its prefix when a test panics, so a failed run
+/// leaves nothing behind (a passing test deletes its queues itself).
+pub struct DeleteOnPanic(pub String);
+
+impl Drop for DeleteOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for q in queues_with_prefix(&self.0) {
+                let _ = std::process::Command::new("rabbitmqctl")
+                    .args(["delete_queue", &q])
+                    .output();
+            }
+        }
+    }
+}
+
 /// A source configuration for `queue` written the way users write it.
 pub fn source_config(queue: &str, extra: &str) -> AmqpSourceConfig {
     let text = format!(
-        "urls = [\"{URL}\"]\nqueue = \"{queue}\"\nreconnect_initial = \"50ms\"\nreconnect_max = \"500ms\"\n{extra}"
+        "urls = [\"{URL}\"]\nqueue = \"{queue}\"\n\
+         reconnect_initial = \"50ms\"\nreconnect_max = \"500ms\"\n{extra}"
     );
     toml::from_str(&text).expect("test config parses")
 }

@@ -53,6 +53,12 @@ impl AmqpDeadLetters {
         &self.queue
     }
 
+    /// Connects and declares the queue now, rather than on the first letter: a refused login
+    /// or a conflicting queue shows at start. Optional.
+    pub async fn connect(&self) -> Result<()> {
+        self.publisher.connect().await
+    }
+
     /// Closes the connection (a later write reconnects).
     pub async fn close(&self) {
         self.publisher.close().await;

@@ -128,6 +128,13 @@ impl Publisher {
         }
     }
 
+    /// Connects (declaring the topology) unless connected already.
+    pub async fn connect(&self) -> Result<()> {
+        let (generation, ch) = self.checkout().await?;
+        self.checkin(generation, ch);
+        Ok(())
+    }
+
     /// Declares `q` once per connection (retry tiers are declared on first use).
     pub async fn ensure_queue(&self, q: &QueueSpec) -> Result<()> {
         let (generation, ch) = self.checkout().await?;

@@ -50,6 +50,12 @@ impl AmqpSink {
         })
     }
 
+    /// Connects and declares the exchanges now, rather than on the first write: a refused
+    /// login or a conflicting exchange shows at start. Optional.
+    pub async fn connect(&self) -> Result<()> {
+        self.publisher.connect().await
+    }
+
     fn outgoing(&self, m: &Message) -> Result<Outgoing, String> {
         let routing_key = self.settings.routing_key.render(m)?;
         let mut p = BasicProperties::default().with_headers(to_table(&m.headers));

@@ -268,9 +268,8 @@ async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
         .unwrap();
         let sink = AmqpSink::new(config).unwrap();
         let raw = Raw::connect().await;
-        // The sink declares its exchange on first use; bind a queue for one key only.
-        let warmup = sink.write(&[]).await;
-        assert_eq!(warmup, BatchOutcome::Committed);
+        // Declares the exchange; then bind a queue for one key only.
+        sink.connect().await.unwrap();
         let probe = Message::new("probe").with_key("nobody");
         let first = sink.write(&[probe]).await;
         assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
@@ -424,6 +423,71 @@ async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
         let err = start(source_config(&queue, "queue_type = \"quorum\"")).await;
         assert!(err.contains(&queue), "{err}");
         raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alternate_exchange_catches_what_no_binding_routes() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let exchange = unique("ae-main");
+        let caught = unique("ae-caught");
+        let _cleanup = common::DeleteOnPanic(caught.clone());
+        let config: AmqpSinkConfig = toml::from_str(&format!(
+            r#"
+            urls = ["{}"]
+            exchange = "{exchange}"
+            routing_key = "{{key}}"
+            [[exchanges]]
+            name = "{exchange}.unrouted"
+            kind = "fanout"
+            durable = false
+            [[exchanges]]
+            name = "{exchange}"
+            kind = "direct"
+            durable = false
+            auto_delete = true
+            alternate_exchange = "{exchange}.unrouted"
+            "#,
+            common::URL
+        ))
+        .unwrap();
+        let sink = AmqpSink::new(config).unwrap();
+        sink.connect().await.unwrap();
+        let raw = Raw::connect().await;
+        raw.declare(&caught, FieldTable::default()).await;
+        raw.channel
+            .queue_bind(
+                caught.as_str().into(),
+                format!("{exchange}.unrouted").as_str().into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let outcome = sink.write(&[Message::new("x").with_key("nobody")]).await;
+        assert_eq!(
+            outcome,
+            BatchOutcome::Committed,
+            "the alternate exchange routed it"
+        );
+        common::wait_until_async("the caught message", LIMIT, || async {
+            raw.ready(&caught).await == 1
+        })
+        .await;
+        sink.close().await.unwrap();
+        raw.delete(&[caught]).await;
+        for x in [exchange.clone(), format!("{exchange}.unrouted")] {
+            raw.channel
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
     })
     .await;
 }

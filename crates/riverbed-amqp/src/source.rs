@@ -23,6 +23,9 @@ use crate::status::SourceStatus;
 
 mod session;
 
+/// With fewer deliveries than this at hand, `recv` lingers to collect more.
+const LINGER_BELOW: usize = 64;
+
 use session::Session;
 
 /// A RabbitMQ source: a classic or quorum queue, a server-named exclusive queue, or a stream.
@@ -51,6 +54,8 @@ pub struct AmqpSource {
     dead_letters: Option<Arc<AmqpDeadLetters>>,
     retry_jobs: Option<mpsc::UnboundedReceiver<RetryJob>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Registered deliveries not yet handed to the pipeline.
+    ready: Vec<Delivery>,
 }
 
 impl AmqpSource {
@@ -95,6 +100,7 @@ impl AmqpSource {
             dead_letters,
             retry_jobs,
             tasks: Vec::new(),
+            ready: Vec::new(),
             settings,
         }
     }
@@ -146,6 +152,39 @@ impl AmqpSource {
     }
 }
 
+impl AmqpSource {
+    fn session_mut(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("a session is established before deliveries are taken")
+    }
+
+    /// Takes `first` (an item the consumer yielded) and whatever else is ready without
+    /// waiting, up to `max` in `ready`, registered with the acker in delivery order.
+    fn take(&mut self, first: Option<Option<lapin::Result<lapin::message::Delivery>>>, max: usize) {
+        let max = max.max(1);
+        let session = self.session.as_mut().expect("taking needs a session");
+        let mut received = Vec::new();
+        let mut next = first.or_else(|| session.consumer.next().now_or_never());
+        while let Some(item) = next.take() {
+            match item {
+                Some(Ok(d)) => received.push(receive(d)),
+                Some(Err(e)) => session.lost = Some(e.to_string()),
+                None => session.lost = Some("consumer cancelled by the broker".into()),
+            }
+            if session.lost.is_none() && self.ready.len() + received.len() < max {
+                next = session.consumer.next().now_or_never();
+            }
+        }
+        self.acker.register(
+            session.generation,
+            received.into_iter(),
+            session.floor,
+            &mut self.ready,
+        );
+    }
+}
+
 #[async_trait]
 impl Source for AmqpSource {
     fn describe(&self) -> String {
@@ -163,31 +202,28 @@ impl Source for AmqpSource {
             return Ok(false);
         }
         loop {
+            if !self.ready.is_empty() {
+                let n = self.ready.len().min(max.max(1));
+                out.extend(self.ready.drain(..n));
+                return Ok(true);
+            }
             self.end_session().await;
             if self.session.is_none() {
                 self.establish().await?;
             }
-            let session = self.session.as_mut().expect("established above");
-            // The only await: the consumer keeps deliveries until they are taken, so dropping
-            // this future loses nothing.
-            let first = session.consumer.next().await;
-            let mut received = Vec::new();
-            let mut next = Some(first);
-            while let Some(item) = next.take() {
-                match item {
-                    Some(Ok(d)) => received.push(receive(d)),
-                    Some(Err(e)) => session.lost = Some(e.to_string()),
-                    None => session.lost = Some("consumer cancelled by the broker".into()),
-                }
-                if session.lost.is_none() && received.len() < max.max(1) {
-                    next = session.consumer.next().now_or_never();
-                }
-            }
-            let before = out.len();
-            self.acker
-                .register(session.generation, received.into_iter(), session.floor, out);
-            if out.len() > before {
-                return Ok(true);
+            // Awaiting the consumer is cancel-safe: it keeps deliveries until they are taken.
+            let first = self.session_mut().consumer.next().await;
+            self.take(Some(first), max);
+            let linger = self.settings.linger;
+            if !linger.is_zero()
+                && self.ready.len() < max.min(LINGER_BELOW)
+                && self.session_mut().lost.is_none()
+            {
+                // A trickle of deliveries would wake the whole pipeline for a few messages
+                // each time: wait a moment for more. Taken deliveries wait in `ready`, so this
+                // await is cancel-safe too.
+                tokio::time::sleep(linger).await;
+                self.take(None, max);
             }
         }
     }

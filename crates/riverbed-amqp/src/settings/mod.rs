@@ -82,6 +82,7 @@ pub(crate) struct SourceSettings {
     /// Present exactly when the queue is a stream.
     pub stream: Option<StreamStart>,
     pub ack_interval: Duration,
+    pub linger: Duration,
     pub retry: Option<RetrySpec>,
     pub dead_letter_queue: Option<QueueSpec>,
     pub confirm_timeout: Duration,

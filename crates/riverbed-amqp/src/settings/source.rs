@@ -149,6 +149,9 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
         if c.ack_interval > Duration::from_secs(10) {
             return Err(config("ack_interval", "must be at most 10s"));
         }
+        if c.linger > Duration::from_secs(1) {
+            return Err(config("linger", "must be at most 1s"));
+        }
         let dead_letter_queue = match (&c.dead_letter_queue, c.queue.is_empty()) {
             (Some(name), _) => {
                 short("dead_letter_queue", name)?;
@@ -166,6 +169,7 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             consumer_tag: c.consumer_tag.clone(),
             stream,
             ack_interval: c.ack_interval,
+            linger: c.linger,
             retry: retry(&c, is_stream)?,
             dead_letter_queue,
             confirm_timeout: c.confirm_timeout,

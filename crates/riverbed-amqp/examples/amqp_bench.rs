@@ -202,8 +202,17 @@ async fn main() {
         rate(raw4k_best.0) / rate(raw_best.0),
         cpu_per_msg(raw4k_best.1)
     );
+    let extra = std::env::var("BENCH_SOURCE").unwrap_or_default();
+    let label = if extra.is_empty() {
+        "riverbed AmqpSource (prefetch 4096) -> NoopSink, defaults".to_owned()
+    } else {
+        format!(
+            "riverbed AmqpSource -> NoopSink, `{}`",
+            extra.replace('\n', "; ")
+        )
+    };
     println!(
-        "| riverbed AmqpSource (prefetch 4096) -> NoopSink, defaults | {:.0} | {:.2} | {:.1} |",
+        "| {label} | {:.0} | {:.2} | {:.1} |",
         rate(rb_best.0),
         rate(rb_best.0) / rate(raw_best.0),
         cpu_per_msg(rb_best.1)

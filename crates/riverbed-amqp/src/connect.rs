@@ -1,0 +1,64 @@
+//! Opening connections: one attempt per URL in turn, with a timeout, credentials kept out of logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::error::{Error, Result};
+use crate::url::BrokerUrl;
+
+/// Rotates through the broker URLs: each call starts with the URL after the one used last.
+#[derive(Debug)]
+pub(crate) struct Connector {
+    urls: Arc<[BrokerUrl]>,
+    next: usize,
+    name: String,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// A connector over `urls` (never empty: the settings checked it).
+    pub fn new(urls: Arc<[BrokerUrl]>, name: String, timeout: Duration) -> Self {
+        Connector {
+            urls,
+            next: 0,
+            name,
+            timeout,
+        }
+    }
+
+    /// Tries every URL once, starting with the next in turn; returns the first connection and
+    /// the URL it went to, or the last error.
+    pub async fn connect(&mut self) -> Result<(Connection, BrokerUrl)> {
+        let mut last = None;
+        for _ in 0..self.urls.len() {
+            let url = self.urls[self.next % self.urls.len()].clone();
+            self.next = (self.next + 1) % self.urls.len();
+            let props =
+                ConnectionProperties::default().with_connection_name(self.name.clone().into());
+            let attempt = Connection::connect_uri(url.uri().clone(), props);
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok(conn)) => return Ok((conn, url)),
+                Ok(Err(source)) => {
+                    let e = Error::Connect {
+                        url: url.to_string(),
+                        source,
+                    };
+                    if e.is_fatal() {
+                        return Err(e);
+                    }
+                    tracing::debug!(url = %url, error = %e, "Connection attempt failed");
+                    last = Some(e);
+                }
+                Err(_) => {
+                    tracing::debug!(url = %url, "Connection attempt timed out");
+                    last = Some(Error::ConnectTimeout {
+                        url: url.to_string(),
+                    });
+                }
+            }
+        }
+        Err(last.expect("the settings guarantee at least one url"))
+    }
+}

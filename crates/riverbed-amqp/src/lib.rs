@@ -1,0 +1,78 @@
+//! Riverbed's RabbitMQ connector (AMQP 0.9.1, on `lapin`): a source for queues and streams, a
+//! publishing sink, and a dead-letter queue.
+//!
+//! - [`AmqpSource`] consumes with manual acknowledgements, coalesced into cumulative
+//!   `basic.ack` frames; it reconnects forever with jittered backoff, rotating through its URLs,
+//!   and declares its topology again each time. It can consume streams from an offset and
+//!   resume after the offset stored with the sink's data ([`AmqpSource::resume_after`]).
+//! - Broker retry: with `RetryMode::Broker`, a transiently failed message is republished to a
+//!   TTL queue that dead-letters it back after the delay, carrying its attempt in the
+//!   `x-riverbed-attempt` header. **Later messages of the same key overtake it while it
+//!   waits**: use broker retry only for pipelines that do not need per-key order. In-process
+//!   retry, the core default, keeps the order.
+//! - [`AmqpSink`] publishes with confirms, persistent messages and `mandatory`: an unroutable
+//!   message is a permanent failure (it goes to the dead-letter queue), never a silent drop.
+//! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers.
+//!
+//! Configuration comes from [`AmqpSourceConfig`], [`AmqpSinkConfig`] and
+//! [`AmqpDeadLetterConfig`] (serde, unknown fields refused); constructors check it once and
+//! report the faulty field. Credentials in URLs never reach logs or `Debug` output.
+//!
+//! # Example
+//! ```toml
+//! urls = ["amqp://riverbed:secret@rabbit-1:5672/%2f", "amqp://riverbed:secret@rabbit-2:5672/%2f"]
+//! queue = "orders"
+//! queue_type = "quorum"
+//! exchanges = [{ name = "orders", kind = "topic" }]
+//! bindings = [{ exchange = "orders", routing_key = "order.#" }]
+//! # dead letters go to `orders.dlq`, broker retries through `orders.retry.<tier>ms`
+//! ```
+//! A stream read from its beginning, resumable after an offset stored with the sink's data:
+//! ```toml
+//! queue = "readings"
+//! queue_type = "stream"
+//! stream_offset = "first"   # or "last", "next", 1234, "2024-05-01T00:00:00Z"
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the raw configuration users write; `settings`: the checked form.
+//! - [`url`]: broker URLs that hide their credentials.
+//! - `connect`: connecting with URL rotation; `topology`: declaring exchanges, queues, bindings.
+//! - [`source`]: the consumer and its reconnect loop; `delivery`: delivery → message.
+//! - `acker` and `window`: coalesced acknowledgements per channel generation.
+//! - `retry`: the broker-retry worker; `publisher`: confirms, returns and channel pooling.
+//! - [`sink`] and [`dead_letter`]: publishing destinations.
+//! - `headers`: AMQP field tables ↔ Riverbed headers; `routing`: routing-key templates.
+//! - [`status`]: live counters of a source; [`error`]: the error type.
+
+#![forbid(unsafe_code)]
+
+mod acker;
+pub mod config;
+mod connect;
+pub mod dead_letter;
+mod delivery;
+pub mod error;
+mod headers;
+mod publisher;
+mod retry;
+mod routing;
+mod settings;
+pub mod sink;
+pub mod source;
+pub mod status;
+mod topology;
+pub mod url;
+mod window;
+
+pub use config::{
+    AmqpDeadLetterConfig, AmqpSinkConfig, AmqpSourceConfig, ArgValue, BindingConfig,
+    ExchangeConfig, ExchangeType, QueueType, RetryQueueConfig, StreamOffsetConfig,
+};
+pub use dead_letter::AmqpDeadLetters;
+pub use error::{Error, Result};
+pub use headers::ATTEMPT_HEADER;
+pub use sink::AmqpSink;
+pub use source::AmqpSource;
+pub use status::SourceStatus;
+pub use url::BrokerUrl;

@@ -1,0 +1,109 @@
+//! Checked settings: the one place where raw configuration is validated and turned into types
+//! the rest of the crate trusts (non-empty URL lists, prefetch in range, AMQP tables built).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+use crate::config::QueueType;
+use crate::routing::RoutingKey;
+use crate::url::BrokerUrl;
+
+mod parts;
+mod source;
+
+pub(crate) use parts::short;
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSettings {
+    pub urls: Arc<[BrokerUrl]>,
+    pub name: String,
+    pub connect_timeout: Duration,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// A queue to declare.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueSpec {
+    /// Empty for a server-named queue.
+    pub name: String,
+    pub options: QueueDeclareOptions,
+    pub arguments: FieldTable,
+}
+
+/// An exchange to declare.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeSpec {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub options: ExchangeDeclareOptions,
+    pub arguments: FieldTable,
+}
+
+/// A binding of the consumed queue.
+#[derive(Debug, Clone)]
+pub(crate) struct BindingSpec {
+    pub exchange: String,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+/// Where a stream consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamStart {
+    First,
+    Last,
+    Next,
+    Offset(u64),
+    Timestamp(SystemTime),
+}
+
+/// Broker retry through TTL queues.
+#[derive(Debug, Clone)]
+pub(crate) struct RetrySpec {
+    pub prefix: String,
+    pub queue_type: QueueType,
+}
+
+/// Everything the source needs, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceSettings {
+    pub connection: ConnectionSettings,
+    pub queue: QueueSpec,
+    pub exchanges: Vec<ExchangeSpec>,
+    pub bindings: Vec<BindingSpec>,
+    pub prefetch: u16,
+    pub consumer_tag: String,
+    /// Present exactly when the queue is a stream.
+    pub stream: Option<StreamStart>,
+    pub ack_interval: Duration,
+    pub linger: Duration,
+    pub retry: Option<RetrySpec>,
+    pub dead_letter_queue: Option<QueueSpec>,
+    pub confirm_timeout: Duration,
+}
+
+/// Everything the sink needs, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct SinkSettings {
+    pub connection: ConnectionSettings,
+    pub exchange: String,
+    pub routing_key: RoutingKey,
+    pub exchanges: Vec<ExchangeSpec>,
+    pub mandatory: bool,
+    pub persistent: bool,
+    pub confirm_timeout: Duration,
+}
+
+/// Everything the dead-letter queue needs, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetterSettings {
+    pub connection: ConnectionSettings,
+    pub queue: QueueSpec,
+    pub confirm_timeout: Duration,
+}

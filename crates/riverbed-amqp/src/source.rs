@@ -1,0 +1,273 @@
+//! `AmqpSource`: consumes a RabbitMQ queue or stream with manual acks, and reconnects by itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use riverbed_core::{Acker, Backoff, Capabilities, DeadLetterSink, Delivery, Source, SourceError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::acker::AckShared;
+use crate::config::AmqpSourceConfig;
+use crate::connect::Connector;
+use crate::dead_letter::AmqpDeadLetters;
+use crate::delivery::receive;
+use crate::error::Result;
+use crate::publisher::{Publisher, Topology};
+use crate::retry::{self, RetryJob};
+use crate::settings::SourceSettings;
+use crate::status::SourceStatus;
+
+mod session;
+
+/// With fewer deliveries than this at hand, `recv` lingers to collect more.
+const LINGER_BELOW: usize = 64;
+
+use session::Session;
+
+/// A RabbitMQ source: a classic or quorum queue, a server-named exclusive queue, or a stream.
+///
+/// It owns its reconnect loop: when the connection or channel is lost, or the broker cancels
+/// the consumer, it reconnects with jittered exponential backoff, rotating through the URLs,
+/// declares its exchanges, queue and bindings again (a server-named queue gets a new name) and
+/// resumes. Deliveries carry a token naming their channel generation, so a settlement for a
+/// delivery of a dead channel is dropped (the broker redelivers the message) and no ack ever
+/// reaches a channel that did not deliver it.
+///
+/// Acknowledgements are coalesced: completed deliveries are acknowledged with one cumulative
+/// `basic.ack` up to the highest contiguous completed delivery, every `ack_interval` or at once
+/// when half the prefetch window waits.
+pub struct AmqpSource {
+    settings: SourceSettings,
+    connector: Connector,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    session: Option<Session>,
+    next_generation: u32,
+    ever_connected: bool,
+    closed: bool,
+    acker: Arc<AckShared>,
+    status: Arc<SourceStatus>,
+    dead_letters: Option<Arc<AmqpDeadLetters>>,
+    retry_jobs: Option<mpsc::UnboundedReceiver<RetryJob>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Registered deliveries not yet handed to the pipeline.
+    ready: Vec<Delivery>,
+}
+
+impl AmqpSource {
+    /// Checks `config` and builds the source. Nothing connects until the first `recv`.
+    pub fn new(config: AmqpSourceConfig) -> Result<Self> {
+        Ok(Self::from_settings(SourceSettings::try_from(config)?))
+    }
+
+    fn from_settings(settings: SourceSettings) -> Self {
+        let status = Arc::new(SourceStatus::default());
+        let (retry_tx, retry_jobs) = match settings.retry {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let acker = Arc::new(AckShared::new(
+            usize::from(settings.prefetch) / 2,
+            settings.stream.is_some(),
+            retry_tx,
+            status.clone(),
+        ));
+        let dead_letters = settings.dead_letter_queue.clone().map(|queue| {
+            Arc::new(AmqpDeadLetters::from_parts(
+                &settings.connection,
+                queue,
+                settings.confirm_timeout,
+            ))
+        });
+        let c = &settings.connection;
+        AmqpSource {
+            connector: Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout),
+            backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+            retry_at: None,
+            session: None,
+            next_generation: 1,
+            ever_connected: false,
+            closed: false,
+            acker,
+            status,
+            dead_letters,
+            retry_jobs,
+            tasks: Vec::new(),
+            ready: Vec::new(),
+            settings,
+        }
+    }
+
+    /// Resumes a stream after `offset`, such as the last offset stored with the sink's data:
+    /// the first delivery will be `offset + 1`. Later reconnects resume after the highest
+    /// settled offset. Only streams have offsets: for a queue this does nothing.
+    pub fn resume_after(self, offset: u64) -> Self {
+        if self.settings.stream.is_some() {
+            self.acker.resume_after(offset);
+        } else {
+            tracing::warn!(queue = %self.settings.queue.name, "resume_after ignored: not a stream");
+        }
+        self
+    }
+
+    /// Live counters: reconnects, ack frames, the current queue name.
+    pub fn status(&self) -> Arc<SourceStatus> {
+        self.status.clone()
+    }
+
+    /// The default dead-letter queue of this source (`<queue>.dlq` unless configured), if any.
+    pub fn dead_letter_queue(&self) -> Option<Arc<AmqpDeadLetters>> {
+        self.dead_letters.clone()
+    }
+
+    /// Starts the ack flusher and the retry worker (needs a runtime, hence not in `new`).
+    fn start_tasks(&mut self) {
+        if !self.tasks.is_empty() {
+            return;
+        }
+        self.tasks
+            .push(self.acker.spawn_flusher(self.settings.ack_interval));
+        if let (Some(jobs), Some(spec)) = (self.retry_jobs.take(), self.settings.retry.clone()) {
+            let publisher = Publisher::new(
+                &self.settings.connection,
+                Topology::default(),
+                self.settings.confirm_timeout,
+                "retry",
+            );
+            self.tasks.push(tokio::spawn(retry::run(
+                jobs,
+                publisher,
+                spec,
+                self.settings.queue.name.clone(),
+                Arc::downgrade(&self.acker),
+            )));
+        }
+    }
+}
+
+impl AmqpSource {
+    fn session_mut(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("a session is established before deliveries are taken")
+    }
+
+    /// Takes `first` (an item the consumer yielded) and whatever else is ready without
+    /// waiting, up to `max` in `ready`, registered with the acker in delivery order.
+    fn take(&mut self, first: Option<Option<lapin::Result<lapin::message::Delivery>>>, max: usize) {
+        let max = max.max(1);
+        let session = self.session.as_mut().expect("taking needs a session");
+        let mut received = Vec::new();
+        let mut next = first.or_else(|| session.consumer.next().now_or_never());
+        while let Some(item) = next.take() {
+            match item {
+                Some(Ok(d)) => received.push(receive(d)),
+                Some(Err(e)) => session.lost = Some(e.to_string()),
+                None => session.lost = Some("consumer cancelled by the broker".into()),
+            }
+            if session.lost.is_none() && self.ready.len() + received.len() < max {
+                next = session.consumer.next().now_or_never();
+            }
+        }
+        self.acker.register(
+            session.generation,
+            received.into_iter(),
+            session.floor,
+            &mut self.ready,
+        );
+    }
+}
+
+#[async_trait]
+impl Source for AmqpSource {
+    fn describe(&self) -> String {
+        let q = &self.settings.queue.name;
+        let what = match (self.settings.stream.is_some(), q.is_empty()) {
+            (true, _) => format!("stream `{q}`"),
+            (false, true) => "server-named queue".to_owned(),
+            (false, false) => format!("queue `{q}`"),
+        };
+        format!("amqp {what} at {}", self.settings.connection.urls[0])
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Delivery>, max: usize) -> Result<bool, SourceError> {
+        if self.closed {
+            return Ok(false);
+        }
+        loop {
+            if !self.ready.is_empty() {
+                let n = self.ready.len().min(max.max(1));
+                out.extend(self.ready.drain(..n));
+                return Ok(true);
+            }
+            self.end_session().await;
+            if self.session.is_none() {
+                self.establish().await?;
+            }
+            // Awaiting the consumer is cancel-safe: it keeps deliveries until they are taken.
+            let first = self.session_mut().consumer.next().await;
+            self.take(Some(first), max);
+            let linger = self.settings.linger;
+            if !linger.is_zero()
+                && self.ready.len() < max.min(LINGER_BELOW)
+                && self.session_mut().lost.is_none()
+            {
+                // A trickle of deliveries would wake the whole pipeline for a few messages
+                // each time: wait a moment for more. Taken deliveries wait in `ready`, so this
+                // await is cancel-safe too.
+                tokio::time::sleep(linger).await;
+                self.take(None, max);
+            }
+        }
+    }
+
+    fn acker(&self) -> Arc<dyn Acker> {
+        self.acker.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_retry: self.settings.retry.is_some(),
+        }
+    }
+
+    fn dead_letters(&self) -> Option<Arc<dyn DeadLetterSink>> {
+        self.dead_letters
+            .clone()
+            .map(|d| d as Arc<dyn DeadLetterSink>)
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        self.closed = true;
+        self.acker
+            .wait_for_retries(self.settings.confirm_timeout + Duration::from_secs(1))
+            .await;
+        self.acker.retire().await;
+        if let Some(s) = self.session.take() {
+            let _ = s.channel.close(200, "OK".into()).await;
+            let _ = s.connection.close(200, "OK".into()).await;
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(d) = &self.dead_letters {
+            d.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AmqpSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Opening a consuming session (connect, declare, consume) and ending a lost one.
+
+use std::time::SystemTime;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, Consumer};
+use riverbed_core::SourceError;
+use tokio::time::Instant;
+
+use super::AmqpSource;
+use crate::error::{Error, Result};
+use crate::settings::{StreamStart, short};
+use crate::topology;
+use crate::window::GEN_MASK;
+
+/// One connection, channel and consumer: a generation of deliveries.
+pub(super) struct Session {
+    pub connection: Connection,
+    pub channel: Channel,
+    pub consumer: Consumer,
+    pub generation: u32,
+    pub queue: String,
+    /// Stream deliveries below this offset are skipped (chunks start before the asked offset).
+    pub floor: Option<u64>,
+    /// Why the session ended, once it did.
+    pub lost: Option<String>,
+}
+
+impl AmqpSource {
+    /// The `x-stream-offset` to consume from, and the floor below which deliveries are skipped.
+    fn stream_position(&self) -> Option<(AMQPValue, Option<u64>)> {
+        let start = self.settings.stream?;
+        if let Some(n) = self.acker.resume_offset() {
+            return Some((AMQPValue::LongLongInt(n as i64), Some(n)));
+        }
+        Some(match start {
+            StreamStart::First => (AMQPValue::LongString("first".into()), None),
+            StreamStart::Last => (AMQPValue::LongString("last".into()), None),
+            StreamStart::Next => (AMQPValue::LongString("next".into()), None),
+            StreamStart::Offset(n) => (AMQPValue::LongLongInt(n as i64), Some(n)),
+            StreamStart::Timestamp(t) => {
+                let secs = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (AMQPValue::Timestamp(secs), None)
+            }
+        })
+    }
+
+    /// Connects, declares the topology and starts consuming: one new generation.
+    pub(super) async fn open_session(&mut self) -> Result<Session> {
+        let s = &self.settings;
+        let (connection, url) = self.connector.connect().await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(s.prefetch, BasicQosOptions { global: false })
+            .await?;
+        topology::declare_exchanges(&channel, &s.exchanges).await?;
+        let queue = topology::declare_queue(&channel, &s.queue).await?;
+        topology::bind(&channel, &queue, &s.bindings).await?;
+        if let Some(dlq) = &s.dead_letter_queue {
+            topology::declare_queue(&channel, dlq).await?;
+        }
+        let mut args = FieldTable::default();
+        let position = self.stream_position();
+        let floor = position.as_ref().and_then(|(_, f)| *f);
+        if let Some((offset, _)) = position {
+            args.insert("x-stream-offset".into(), offset);
+        }
+        let consumer = channel
+            .basic_consume(
+                short("queue", &queue)?,
+                short("consumer_tag", &s.consumer_tag)?,
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .map_err(|source| Error::Topology {
+                action: format!("consume queue `{queue}`"),
+                source,
+            })?;
+        let generation = self.next_generation;
+        self.next_generation = (generation + 1) & GEN_MASK;
+        // No await from here until the session is stored: a cancelled `recv` cannot leave a
+        // generation installed without its session.
+        self.acker.install(generation, channel.clone());
+        self.acker.resumed();
+        tracing::info!(
+            queue = %queue,
+            url = %url,
+            generation,
+            stream_offset = floor,
+            "Consuming"
+        );
+        Ok(Session {
+            connection,
+            channel,
+            consumer,
+            generation,
+            queue,
+            floor,
+            lost: None,
+        })
+    }
+
+    /// Opens a session, retrying with backoff forever, except for errors that cannot heal
+    /// before the first session succeeded (bad credentials, mismatched queue arguments).
+    pub(super) async fn establish(&mut self) -> Result<(), SourceError> {
+        self.start_tasks();
+        loop {
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
+            }
+            match self.open_session().await {
+                Ok(session) => {
+                    self.retry_at = None;
+                    self.backoff.reset();
+                    self.ever_connected = true;
+                    self.status.session_opened(&session.queue);
+                    self.session = Some(session);
+                    return Ok(());
+                }
+                Err(e) if e.is_fatal() && !self.ever_connected => {
+                    tracing::error!(
+                        queue = %self.settings.queue.name,
+                        error = %e,
+                        "Cannot consume"
+                    );
+                    return Err(SourceError::Config(e.to_string()));
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    self.retry_at = Some(Instant::now() + delay);
+                    metrics::counter!("riverbed_amqp_connect_failures_total", "role" => "source")
+                        .increment(1);
+                    tracing::warn!(
+                        queue = %self.settings.queue.name,
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Cannot consume; retrying"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends a lost session: sends what its channel can still take, then forgets it.
+    pub(super) async fn end_session(&mut self) {
+        let Some(reason) = self.session.as_ref().and_then(|s| s.lost.clone()) else {
+            return;
+        };
+        self.acker.retire().await;
+        if let Some(s) = self.session.take() {
+            tracing::warn!(
+                queue = %s.queue,
+                generation = s.generation,
+                reason = %reason,
+                "Consumer lost; reconnecting"
+            );
+        }
+    }
+}

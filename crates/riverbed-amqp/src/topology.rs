@@ -1,0 +1,130 @@
+//! Declaring what a connection needs: exchanges, queues, bindings, retry and dead-letter queues.
+
+use std::time::Duration;
+
+use lapin::Channel;
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::config::QueueType;
+use crate::error::{Error, Result};
+use crate::settings::{BindingSpec, ExchangeSpec, QueueSpec, RetrySpec, short};
+
+fn refused(action: String) -> impl FnOnce(lapin::Error) -> Error {
+    move |source| Error::Topology { action, source }
+}
+
+/// Declares every exchange of `list`.
+pub(crate) async fn declare_exchanges(ch: &Channel, list: &[ExchangeSpec]) -> Result<()> {
+    for x in list {
+        ch.exchange_declare(
+            short("exchanges.name", &x.name)?,
+            x.kind.clone(),
+            x.options,
+            x.arguments.clone(),
+        )
+        .await
+        .map_err(refused(format!("declare exchange `{}`", x.name)))?;
+    }
+    Ok(())
+}
+
+/// Declares `q` and returns its name (the broker's choice for a server-named queue).
+pub(crate) async fn declare_queue(ch: &Channel, q: &QueueSpec) -> Result<String> {
+    let declared = ch
+        .queue_declare(short("queue", &q.name)?, q.options, q.arguments.clone())
+        .await
+        .map_err(refused(if q.name.is_empty() {
+            "declare a server-named queue".to_owned()
+        } else {
+            format!("declare queue `{}`", q.name)
+        }))?;
+    Ok(declared.name().to_string())
+}
+
+/// Binds `queue` as `bindings` say.
+pub(crate) async fn bind(ch: &Channel, queue: &str, bindings: &[BindingSpec]) -> Result<()> {
+    for b in bindings {
+        ch.queue_bind(
+            short("queue", queue)?,
+            short("bindings.exchange", &b.exchange)?,
+            short("bindings.routing_key", &b.routing_key)?,
+            QueueBindOptions::default(),
+            b.arguments.clone(),
+        )
+        .await
+        .map_err(refused(format!(
+            "bind queue `{queue}` to exchange `{}` with key `{}`",
+            b.exchange, b.routing_key
+        )))?;
+    }
+    Ok(())
+}
+
+/// The retry queue holding messages for about `delay` before they return to `target`.
+///
+/// Per-message TTLs only expire at the head of a queue, so one queue for every delay would let
+/// a long delay hold back the short ones behind it. Delays are therefore grouped in tiers of
+/// powers of two milliseconds (`<prefix>.256ms` holds delays from 129 to 256 ms): within a
+/// tier, a message waits at most twice its delay.
+pub(crate) fn retry_queue(spec: &RetrySpec, target: &str, delay: Duration) -> QueueSpec {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
+    let tier = ms.checked_next_power_of_two().unwrap_or(1 << 63);
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(target.into()),
+    );
+    if spec.queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        // Quorum queues can dead-letter at least once (a classic queue's dead-lettering
+        // could drop a message if the target refused it).
+        arguments.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
+    QueueSpec {
+        name: format!("{}.{tier}ms", spec.prefix),
+        options: QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        arguments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_tiers_are_powers_of_two() {
+        let spec = RetrySpec {
+            prefix: "orders.retry".into(),
+            queue_type: QueueType::Classic,
+        };
+        let q = |ms| retry_queue(&spec, "orders", Duration::from_millis(ms)).name;
+        assert_eq!(q(0), "orders.retry.1ms");
+        assert_eq!(q(100), "orders.retry.128ms");
+        assert_eq!(q(128), "orders.retry.128ms");
+        assert_eq!(q(129), "orders.retry.256ms");
+        let rq = retry_queue(&spec, "orders", Duration::from_millis(5));
+        assert!(rq.options.durable);
+        assert_eq!(
+            rq.arguments.inner().get("x-dead-letter-routing-key"),
+            Some(&AMQPValue::LongString("orders".into()))
+        );
+    }
+}

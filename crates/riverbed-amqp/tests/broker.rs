@@ -1,0 +1,493 @@
+//! The connector against a real RabbitMQ on 127.0.0.1:5672: consuming through a pipeline with
+//! coalesced acks, dead letters, broker retry, unroutable publishes and streams.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{BROKER, Raw, Recorder, available, queues_with_prefix, source_config, unique};
+use lapin::types::{AMQPValue, FieldTable};
+use riverbed_amqp::{AmqpSink, AmqpSinkConfig, AmqpSource};
+use riverbed_core::{
+    BatchOutcome, Failure, KeySpec, Message, Outcome, Pipeline, RetryMode, RetryPolicy, Sink,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap()
+}
+
+/// Runs `pipeline` until `done` holds, then stops it and returns its report.
+async fn run_until(
+    pipeline: Pipeline,
+    what: &'static str,
+    done: impl Fn() -> bool + Send + 'static,
+) -> riverbed_core::Report {
+    let shutdown = async move { common::wait_until(what, LIMIT, done).await };
+    pipeline.run(shutdown).await.expect("pipeline runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_everything_with_coalesced_acks() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let queue = unique("consume");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        const N: usize = 3000;
+        raw.publish_range("", &queue, 0, N).await;
+
+        let source = AmqpSource::new(source_config(&queue, "prefetch = 500")).unwrap();
+        let status = source.status();
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let stats = pipeline.stats();
+        let report = tokio::time::timeout(
+            LIMIT,
+            run_until(pipeline, "every message acked", move || {
+                stats.snapshot().acked >= N as u64
+            }),
+        )
+        .await
+        .expect("test finishes in time");
+
+        assert!(report.drained);
+        let counts = Recorder::counts(&committed);
+        assert_eq!(counts.len(), N, "every message committed");
+        assert!(counts.values().all(|c| *c == 1), "no duplicates");
+        assert_eq!(status.acked(), N as u64, "every delivery acknowledged");
+        assert!(
+            status.ack_frames() * 10 < N as u64,
+            "acks are coalesced: {} frames for {N} messages",
+            status.ack_frames()
+        );
+        assert_eq!(raw.ready(&queue).await, 0, "nothing left or requeued");
+        raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_goes_to_the_dead_letter_queue_and_the_pipeline_goes_on() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let queue = unique("poison");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let dlq = format!("{queue}.dlq");
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        raw.publish_range("", &queue, 0, 10).await;
+        raw.publish("", &queue, "poison", "{not json".into()).await;
+        raw.publish_range("", &queue, 10, 20).await;
+
+        let source = AmqpSource::new(source_config(&queue, "")).unwrap();
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .key(KeySpec::JsonPointer("/id".into()))
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let stats = pipeline.stats();
+        tokio::time::timeout(
+            LIMIT,
+            run_until(pipeline, "all settled", move || {
+                let s = stats.snapshot();
+                s.acked >= 20 && s.dead_lettered >= 1
+            }),
+        )
+        .await
+        .expect("test finishes in time");
+
+        assert_eq!(Recorder::counts(&committed).len(), 20);
+        let letter = raw.get(&dlq).await.expect("one dead letter");
+        assert_eq!(letter.delivery.data, b"{not json");
+        let headers = letter.delivery.properties.headers().clone().unwrap();
+        let text = |name: &str| match headers.inner().get(name) {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("header {name}: {other:?}"),
+        };
+        assert_eq!(text("x-riverbed-reason"), "malformed_payload");
+        assert!(text("x-riverbed-error").contains("JSON"));
+        assert_eq!(text("x-riverbed-original-subject"), queue);
+        assert!(headers.contains_key("x-riverbed-first-failure-ms"));
+        assert!(headers.contains_key("x-riverbed-attempts"));
+        assert_eq!(
+            letter
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str()),
+            Some("poison")
+        );
+        assert!(raw.get(&dlq).await.is_none(), "exactly one letter");
+        assert_eq!(raw.ready(&queue).await, 0);
+        raw.delete(&[queue, dlq]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let queue = unique("retry");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let dlq = format!("{queue}.dlq");
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        raw.publish_range("", &queue, 0, 5).await;
+        raw.publish("", &queue, "flaky", "{}".into()).await;
+        raw.publish("", &queue, "doomed", "{}".into()).await;
+
+        let source = AmqpSource::new(source_config(&queue, "")).unwrap();
+        // `flaky` fails on its first two attempts, `doomed` on every attempt.
+        let sink = Recorder::failing(|m| match m.meta.message_id.as_deref() {
+            Some("flaky") if m.meta.attempt < 3 => {
+                Outcome::Transient(Failure::unavailable("flaky"))
+            }
+            Some("doomed") => Outcome::Transient(Failure::unavailable("always down")),
+            _ => Outcome::Ok,
+        });
+        let (committed, written) = (sink.committed.clone(), sink.written.clone());
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .partitions(nz(1))
+            .retry(RetryPolicy {
+                max_attempts: NonZeroU32::new(3).unwrap(),
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                mode: RetryMode::Broker,
+            })
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let stats = pipeline.stats();
+        tokio::time::timeout(
+            LIMIT,
+            run_until(
+                pipeline,
+                "flaky committed and doomed dead-lettered",
+                move || {
+                    let s = stats.snapshot();
+                    s.acked >= 6 && s.dead_lettered >= 1
+                },
+            ),
+        )
+        .await
+        .expect("test finishes in time");
+
+        let attempts = |id: &str| -> Vec<u32> {
+            written
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.id == id)
+                .map(|s| s.attempt)
+                .collect()
+        };
+        assert_eq!(attempts("flaky"), vec![1, 2, 3], "attempt header grows");
+        assert_eq!(attempts("doomed"), vec![1, 2, 3], "at most max_attempts");
+        let counts = Recorder::counts(&committed);
+        assert_eq!(counts.get("flaky"), Some(&1));
+        assert_eq!(counts.len(), 6);
+        let letter = raw.get(&dlq).await.expect("doomed is dead-lettered");
+        assert_eq!(
+            letter
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str()),
+            Some("doomed")
+        );
+        let headers = letter.delivery.properties.headers().clone().unwrap();
+        assert_eq!(
+            headers.inner().get("x-riverbed-reason"),
+            Some(&AMQPValue::LongString("retries_exhausted".into()))
+        );
+        assert_eq!(
+            headers.inner().get("x-riverbed-attempts"),
+            Some(&AMQPValue::LongLongInt(3))
+        );
+        let mut all = queues_with_prefix(&format!("{queue}.retry."));
+        assert!(!all.is_empty(), "retry queues were used");
+        for q in &all {
+            assert_eq!(raw.ready(q).await, 0, "{q} drained");
+        }
+        all.extend([queue, dlq]);
+        raw.delete(&all).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let exchange = unique("orders");
+        let bound = unique("orders-bound");
+        let _cleanup = common::DeleteOnPanic(bound.clone());
+        let config: AmqpSinkConfig = toml::from_str(&format!(
+            r#"
+            urls = ["{}"]
+            exchange = "{exchange}"
+            routing_key = "orders.{{key}}"
+            [[exchanges]]
+            name = "{exchange}"
+            kind = "direct"
+            durable = false
+            auto_delete = true
+            "#,
+            common::URL
+        ))
+        .unwrap();
+        let sink = AmqpSink::new(config).unwrap();
+        let raw = Raw::connect().await;
+        // Declares the exchange; then bind a queue for one key only.
+        sink.connect().await.unwrap();
+        let probe = Message::new("probe").with_key("nobody");
+        let first = sink.write(&[probe]).await;
+        assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
+        raw.declare(&bound, FieldTable::default()).await;
+        raw.channel
+            .queue_bind(
+                bound.as_str().into(),
+                exchange.as_str().into(),
+                "orders.a".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+
+        let batch: Vec<Message> = ["a", "b", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut m = Message::new(format!("{i}")).with_key(*k);
+                m.meta.message_id = Some(format!("o{i}"));
+                m
+            })
+            .collect();
+        let outcome = sink.write(&batch).await;
+        assert!(outcome.get(0).is_ok(), "{outcome:?}");
+        assert!(outcome.get(2).is_ok(), "{outcome:?}");
+        match outcome.get(1) {
+            Outcome::Permanent(f) => {
+                assert_eq!(f.reason, "unroutable");
+                assert!(f.error.contains("orders.b"), "{f}");
+            }
+            other => panic!("an unroutable message must fail permanently, got {other:?}"),
+        }
+        common::wait_until_async("two routed messages", LIMIT, || async {
+            raw.ready(&bound).await == 2
+        })
+        .await;
+        let ok = sink.write(&batch[..1]).await;
+        assert_eq!(ok, BatchOutcome::Committed);
+        sink.close().await.unwrap();
+        raw.delete(&[bound]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let stream = unique("stream");
+        let _cleanup = common::DeleteOnPanic(stream.clone());
+        let raw = Raw::connect().await;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        raw.declare(&stream, args).await;
+        const N: usize = 600;
+        raw.publish_range("", &stream, 0, N).await;
+
+        let consume = |extra: &str, resume: Option<u64>, until: usize| {
+            let mut source = AmqpSource::new(source_config(
+                &stream,
+                &format!("queue_type = \"stream\"\nprefetch = 100\n{extra}"),
+            ))
+            .unwrap();
+            if let Some(offset) = resume {
+                source = source.resume_after(offset);
+            }
+            let sink = Recorder::new();
+            let committed = sink.committed.clone();
+            let pipeline = Pipeline::builder()
+                .source(source)
+                .partitions(nz(1))
+                .sink("recorder", sink)
+                .build()
+                .unwrap();
+            let stats = pipeline.stats();
+            async move {
+                tokio::time::timeout(
+                    LIMIT,
+                    run_until(pipeline, "stream read", move || {
+                        stats.snapshot().acked >= until as u64
+                    }),
+                )
+                .await
+                .expect("test finishes in time");
+                committed.lock().unwrap().clone()
+            }
+        };
+
+        let all = consume("stream_offset = \"first\"", None, N).await;
+        let positions: Vec<u64> = all.iter().map(|s| s.position.unwrap()).collect();
+        assert_eq!(
+            positions,
+            (0..N as u64).collect::<Vec<_>>(),
+            "whole history, in order, once"
+        );
+        assert_eq!(all[0].id, "m0");
+
+        let rest = consume("", Some(449), N - 450).await;
+        let positions: BTreeSet<u64> = rest.iter().map(|s| s.position.unwrap()).collect();
+        assert_eq!(rest.len(), N - 450, "no duplicate");
+        assert_eq!(
+            positions,
+            (450..N as u64).collect::<BTreeSet<_>>(),
+            "resumes exactly after the stored offset"
+        );
+        assert_eq!(rest[0].id, "m450");
+        raw.delete(&[stream.clone(), format!("{stream}.dlq")]).await;
+        let _ = Arc::new(());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let queue = unique("refused");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        let start = |config| async move {
+            let pipeline = Pipeline::builder()
+                .source(AmqpSource::new(config).unwrap())
+                .sink("recorder", Recorder::new())
+                .build()
+                .unwrap();
+            tokio::time::timeout(LIMIT, pipeline.run(std::future::pending()))
+                .await
+                .expect("a fatal error ends the run")
+                .expect_err("the source cannot start")
+                .to_string()
+        };
+        let wrong_password: riverbed_amqp::AmqpSourceConfig = toml::from_str(&format!(
+            "urls = [\"amqp://guest:not-the-password@127.0.0.1:5672/%2f\"]\nqueue = \"{queue}\""
+        ))
+        .unwrap();
+        let err = start(wrong_password).await;
+        assert!(!err.contains("not-the-password"), "{err}");
+        // The queue exists as a classic queue: declaring it as a quorum queue cannot work.
+        let err = start(source_config(&queue, "queue_type = \"quorum\"")).await;
+        assert!(err.contains(&queue), "{err}");
+        raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alternate_exchange_catches_what_no_binding_routes() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let exchange = unique("ae-main");
+        let caught = unique("ae-caught");
+        let _cleanup = common::DeleteOnPanic(caught.clone());
+        let config: AmqpSinkConfig = toml::from_str(&format!(
+            r#"
+            urls = ["{}"]
+            exchange = "{exchange}"
+            routing_key = "{{key}}"
+            [[exchanges]]
+            name = "{exchange}.unrouted"
+            kind = "fanout"
+            durable = false
+            [[exchanges]]
+            name = "{exchange}"
+            kind = "direct"
+            durable = false
+            auto_delete = true
+            alternate_exchange = "{exchange}.unrouted"
+            "#,
+            common::URL
+        ))
+        .unwrap();
+        let sink = AmqpSink::new(config).unwrap();
+        sink.connect().await.unwrap();
+        let raw = Raw::connect().await;
+        raw.declare(&caught, FieldTable::default()).await;
+        raw.channel
+            .queue_bind(
+                caught.as_str().into(),
+                format!("{exchange}.unrouted").as_str().into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let outcome = sink.write(&[Message::new("x").with_key("nobody")]).await;
+        assert_eq!(
+            outcome,
+            BatchOutcome::Committed,
+            "the alternate exchange routed it"
+        );
+        common::wait_until_async("the caught message", LIMIT, || async {
+            raw.ready(&caught).await == 1
+        })
+        .await;
+        sink.close().await.unwrap();
+        raw.delete(&[caught]).await;
+        for x in [exchange.clone(), format!("{exchange}.unrouted")] {
+            raw.channel
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+}

@@ -49,6 +49,7 @@ pub(crate) fn receive(d: Delivery) -> Received {
             .timestamp()
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
         received_at: SystemTime::now(),
+        ..Metadata::default()
     };
     let mut message = Message::new(Bytes::from(d.data));
     message.headers = headers;

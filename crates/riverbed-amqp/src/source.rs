@@ -235,6 +235,7 @@ impl Source for AmqpSource {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             delayed_retry: self.settings.retry.is_some(),
+            window: Some(usize::from(self.settings.prefetch)),
         }
     }
 

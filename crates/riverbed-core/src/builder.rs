@@ -200,7 +200,14 @@ impl PipelineBuilder {
         }
         let mut routes = vec![Vec::new(); streams.len()];
         let mut slots = Vec::with_capacity(self.sinks.len());
-        let derived = BatchSettings::derived(self.max_in_flight.get(), partitions);
+        // Batches no larger than what can be in flight: the pipeline's window or the source's.
+        let window = source
+            .capabilities()
+            .window
+            .map_or(self.max_in_flight.get(), |w| {
+                w.clamp(1, self.max_in_flight.get())
+            });
+        let derived = BatchSettings::derived(window, partitions);
         for (i, spec) in self.sinks.into_iter().enumerate() {
             if slots.iter().any(|s: &SinkSlot| *s.name == spec.name) {
                 return Err(BuildError::DuplicateSink(spec.name));
@@ -214,11 +221,11 @@ impl PipelineBuilder {
             };
             routes[stream].push(i);
             let batch = spec.batch.unwrap_or(derived);
-            if batch.max_size.get() > self.max_in_flight.get() / partitions {
+            if batch.max_size.get() > window / partitions {
                 tracing::warn!(
                     sink = %spec.name,
                     max_size = batch.max_size.get(),
-                    per_partition_in_flight = self.max_in_flight.get() / partitions,
+                    per_partition_in_flight = window / partitions,
                     "Batch size exceeds what one partition can hold in flight; batches will flush on max_wait"
                 );
             }
@@ -242,5 +249,58 @@ impl PipelineBuilder {
                 dead_letters,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Journal, MemoryDeadLetters, MemorySink, MemorySource};
+
+    struct Windowed(MemorySource);
+
+    #[async_trait::async_trait]
+    impl Source for Windowed {
+        fn describe(&self) -> String {
+            "windowed".into()
+        }
+        async fn recv(
+            &mut self,
+            out: &mut Vec<crate::Delivery>,
+            max: usize,
+        ) -> Result<bool, crate::SourceError> {
+            self.0.recv(out, max).await
+        }
+        fn acker(&self) -> Arc<dyn crate::Acker> {
+            self.0.acker()
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            crate::Capabilities {
+                delayed_retry: false,
+                window: Some(100),
+            }
+        }
+    }
+
+    #[test]
+    fn default_batches_fit_the_smaller_of_the_pipeline_and_source_windows() {
+        let j = Journal::default();
+        let build = |windowed: bool| {
+            let source = MemorySource::new(vec![], j.clone());
+            let b = Pipeline::builder();
+            let b = if windowed {
+                b.source(Windowed(source))
+            } else {
+                b.source(source)
+            };
+            b.partitions(NonZeroUsize::new(2).unwrap())
+                .max_in_flight(NonZeroUsize::new(4096).unwrap())
+                .sink("s", MemorySink::new("s", j.clone()))
+                .dead_letters(Arc::new(MemoryDeadLetters::new(j.clone())))
+                .build()
+                .unwrap()
+        };
+        assert_eq!(build(true).batch_sizes(), vec![25]);
+        assert_eq!(build(false).batch_sizes(), vec![1000]);
     }
 }

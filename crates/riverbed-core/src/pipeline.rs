@@ -77,6 +77,15 @@ impl Pipeline {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn batch_sizes(&self) -> Vec<usize> {
+        self.plan
+            .sinks
+            .iter()
+            .map(|s| s.batch.max_size.get())
+            .collect()
+    }
+
     /// The live counters, for progress displays and health checks.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()

@@ -49,6 +49,10 @@ pub struct Capabilities {
     /// It can hold a message back and redeliver it later (a TTL retry queue), so a transient
     /// failure does not hold a prefetch slot.
     pub delayed_retry: bool,
+    /// How many deliveries the source hands out before some are settled (a prefetch count),
+    /// if it limits them. Default batch sizes are derived from the smaller of this and
+    /// `max_in_flight`, so an untuned batch never waits for more than the source can give.
+    pub window: Option<usize>,
 }
 
 /// The error a source returns when it cannot go on (bad configuration, refused credentials).

@@ -173,6 +173,7 @@ impl Source for MemorySource {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             delayed_retry: self.delayed_retry,
+            window: None,
         }
     }
 }

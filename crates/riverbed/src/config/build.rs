@@ -114,6 +114,16 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             let generator = Generator::new(g.data, g.seed, g.keys, g.malformed_every);
             builder.source(GenerateSource::new(generator, g.count, g.rate))
         }
+        SourceKind::Amqp(a) => {
+            let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?;
+            if let Some(i) = plan.resume_from
+                && let Some(position) = stored_position(&mut handles, &plan, i).await?
+            {
+                tracing::info!(position, sink = %plan.sinks[i].name, "Stream resumes after the stored offset");
+                source = source.resume_after(position);
+            }
+            builder.source(source)
+        }
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {
@@ -148,6 +158,13 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
                     .await
                     .with_context(|| format!("building sink `{}`", s.name))?,
             ),
+            SinkPlanKind::Amqp(a) => {
+                let sink = riverbed_amqp::AmqpSink::new((**a).clone())?;
+                sink.connect()
+                    .await
+                    .with_context(|| format!("connecting sink `{}`", s.name))?;
+                Arc::new(sink)
+            }
             SinkPlanKind::RedisLatest(r) => Arc::new(
                 riverbed_redis::LatestSink::from_config(&s.name, r)
                     .await
@@ -206,10 +223,38 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
                 Arc::new(riverbed_embedded::FileDeadLetters::new(f.path.clone()))
             }
             DeadLetterKind::Log(_) => Arc::new(LogOnlyDeadLetters),
+            DeadLetterKind::Amqp(a) => {
+                let dl = riverbed_amqp::AmqpDeadLetters::new((**a).clone())?;
+                dl.connect()
+                    .await
+                    .context("connecting the dead-letter queue")?;
+                Arc::new(dl)
+            }
         };
         builder = builder.dead_letters(dest);
     }
     Ok(builder.build()?)
+}
+
+/// The position after which everything is committed in the offsets of sink `i`.
+async fn stored_position(handles: &mut Handles, plan: &Plan, i: usize) -> Result<Option<u64>> {
+    let partitions = plan.partitions.get() as u32;
+    let store = match &plan.sinks[i].kind {
+        SinkPlanKind::Sqlite {
+            path,
+            offsets: Some(consumer),
+            ..
+        } => riverbed_sql::OffsetStore::sqlite(handles.pool(path).await?, consumer).await?,
+        SinkPlanKind::Postgres(p) => {
+            let consumer = p
+                .offsets
+                .as_deref()
+                .expect("checked: the sink stores offsets");
+            riverbed_sql::OffsetStore::postgres(p.connection.connect().await?, consumer).await?
+        }
+        _ => unreachable!("checked: resume_from names a sink with offsets"),
+    };
+    Ok(store.resume_position(partitions).await?)
 }
 
 /// Reads an aggregate's committed snapshots back from its SQL sink.

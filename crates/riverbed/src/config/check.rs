@@ -34,6 +34,8 @@ pub struct Plan {
     pub dead_letter: Option<DeadLetterKind>,
     /// Tasks beside the pipeline.
     pub tasks: Vec<TaskEntry>,
+    /// The sink whose stored offsets the source resumes after.
+    pub resume_from: Option<usize>,
 }
 
 /// A checked processor.
@@ -108,6 +110,8 @@ pub enum SinkPlanKind {
     RedisHashIncr(Box<riverbed_redis::HashIncrConfig>),
     /// Redis latest state.
     RedisLatest(Box<riverbed_redis::LatestConfig>),
+    /// RabbitMQ publish.
+    Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
 }
 
 struct Checker<'a> {
@@ -209,7 +213,27 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
             );
         }
     }
+    let source_span = raw.source.span();
+    match raw.source.get_ref() {
+        SourceKind::Amqp(a) => {
+            if let Err(e) = riverbed_amqp::AmqpSource::new((**a).clone()) {
+                return c.err(source_span, format!("`source`: {e}"));
+            }
+        }
+        SourceKind::Embedded(_) | SourceKind::Generate(_) => {}
+    }
+    if let Some(dl) = &raw.dead_letter
+        && let DeadLetterKind::Amqp(a) = dl.get_ref()
+        && let Err(e) = riverbed_amqp::AmqpDeadLetters::new((**a).clone())
+    {
+        return c.err(dl.span(), format!("`dead_letter`: {e}"));
+    }
+    let resume_from = match &raw.pipeline.resume_from {
+        None => None,
+        Some(name) => Some(check_resume(&c, name, &sinks, raw.source.get_ref())?),
+    };
     Ok(Plan {
+        resume_from,
         partitions,
         max_in_flight,
         key,
@@ -248,6 +272,44 @@ fn check_processor(
             negate: f.negate,
         },
     })
+}
+
+fn check_resume(
+    c: &Checker<'_>,
+    name: &Spanned<String>,
+    sinks: &[SinkPlan],
+    source: &SourceKind,
+) -> Result<usize, ConfigError> {
+    if !matches!(source, SourceKind::Amqp(_)) {
+        return c.err(
+            name.span(),
+            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\")",
+        );
+    }
+    let Some(i) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
+        return c.err(
+            name.span(),
+            format!(
+                "`pipeline.resume_from`: no sink is named `{}`",
+                name.get_ref()
+            ),
+        );
+    };
+    let stores = match &sinks[i].kind {
+        SinkPlanKind::Sqlite { offsets, .. } => offsets.is_some(),
+        SinkPlanKind::Postgres(p) => p.offsets.is_some(),
+        _ => false,
+    };
+    if !stores {
+        return c.err(
+            name.span(),
+            format!(
+                "`pipeline.resume_from`: sink `{}` stores no offsets (set its `offsets`)",
+                name.get_ref()
+            ),
+        );
+    }
+    Ok(i)
 }
 
 /// The columns an aggregate's state is restored from.
@@ -334,6 +396,12 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
         }
         SinkKind::RedisHashIncr(r) => SinkPlanKind::RedisHashIncr(r.clone()),
         SinkKind::RedisLatest(r) => SinkPlanKind::RedisLatest(r.clone()),
+        SinkKind::Amqp(a) => {
+            if let Err(e) = riverbed_amqp::AmqpSink::new((**a).clone()) {
+                return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
+            }
+            SinkPlanKind::Amqp(a.clone())
+        }
     };
     Ok(SinkPlan {
         name: s.name.get_ref().clone(),

@@ -43,7 +43,7 @@ impl ConfigError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
         let column = text[line_start..start].chars().count() + 1;
-        let snippet = text[line_start..].lines().next().map(str::to_owned);
+        let snippet = text[line_start..].lines().next().map(redact_credentials);
         ConfigError {
             line: Some(line),
             column: Some(column),
@@ -68,6 +68,30 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Hides `user:password@` of every URL in a line, so an error quoting it leaks no secret.
+pub fn redact_credentials(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace() || c == ',')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A section chosen by `kind`: its name, the keys that stay outside the kind-specific part
 /// (`None`: the section itself becomes the enum), and the kinds (for error messages).
 struct Tagged {
@@ -80,12 +104,12 @@ const TAGGED: &[Tagged] = &[
     Tagged {
         section: "source",
         common: None,
-        kinds: &["embedded", "generate"],
+        kinds: &["amqp", "embedded", "generate"],
     },
     Tagged {
         section: "dead_letter",
         common: None,
-        kinds: &["embedded", "file", "log"],
+        kinds: &["amqp", "embedded", "file", "log"],
     },
     Tagged {
         section: "processors",
@@ -100,6 +124,7 @@ const TAGGED: &[Tagged] = &[
             "postgres",
             "redis_hash_incr",
             "redis_latest",
+            "amqp",
             "stdout",
             "file",
             "noop",

@@ -70,6 +70,9 @@ pub struct PipelineSection {
     /// How long a stop may take to drain before unsettled messages are left to redelivery.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A SQL sink with `offsets` set: a stream source resumes right after the positions that
+    /// sink committed with its rows.
+    pub resume_from: Option<Spanned<String>>,
 }
 
 impl Default for PipelineSection {
@@ -79,6 +82,7 @@ impl Default for PipelineSection {
             max_in_flight: default_in_flight(),
             key: None,
             shutdown_grace: default_grace(),
+            resume_from: None,
         }
     }
 }
@@ -145,6 +149,8 @@ pub enum SourceKind {
     Embedded(EmbeddedSource),
     /// Synthetic data (not durable): demos and benchmarks.
     Generate(GenerateSection),
+    /// A RabbitMQ queue or stream.
+    Amqp(Box<riverbed_amqp::AmqpSourceConfig>),
 }
 
 /// `kind = "embedded"`
@@ -290,6 +296,8 @@ pub enum SinkKind {
     RedisHashIncr(Box<riverbed_redis::HashIncrConfig>),
     /// The newest state per key in Redis, by version.
     RedisLatest(Box<riverbed_redis::LatestConfig>),
+    /// Publish to RabbitMQ with confirms; unroutable messages fail loudly.
+    Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
 }
 
 /// `kind = "sqlite"`
@@ -380,6 +388,8 @@ pub enum DeadLetterKind {
     File(FileSection),
     /// Only a structured error log line per letter (nothing stored).
     Log(NoopSection),
+    /// A durable RabbitMQ queue, with the reasons as headers.
+    Amqp(Box<riverbed_amqp::AmqpDeadLetterConfig>),
 }
 
 /// `kind = "embedded"` dead letters.

@@ -63,7 +63,7 @@ fn wrong_types_and_kinds_are_refused_with_their_line() {
     );
     let e = err(&BASE.replace("kind = \"generate\"\n", ""));
     assert!(
-        e.starts_with("line 5, column 1: `source` needs `kind`, one of: embedded, generate"),
+        e.starts_with("line 5, column 1: `source` needs `kind`, one of: amqp, embedded, generate"),
         "{e}"
     );
     let e = err(&BASE.replace("partitions = 2", "partitions = 0"));
@@ -185,4 +185,21 @@ query = "SELECT provider, count(*), sum(amount) FROM historical_transactions GRO
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field `qurey`"), "{e}");
+}
+
+#[test]
+fn quoted_lines_never_show_passwords() {
+    let line = r#"urls = ["amqp://app:s3cret@rabbit:5672/%2f", "amqp://rabbit-2"], x = "postgres://u:p@db/test""#;
+    let r = super::load::redact_credentials(line);
+    assert_eq!(
+        r,
+        r#"urls = ["amqp://***@rabbit:5672/%2f", "amqp://rabbit-2"], x = "postgres://***@db/test""#
+    );
+    let text =
+        "[source]\nkind = \"amqp\"\nurls = [\"amqp://app:s3cret@127.0.0.1:5672\"]\nqueue = 5\n";
+    let e = load_str(text).unwrap_err().to_string();
+    assert!(!e.contains("s3cret"), "{e}");
+    let text = "[source]\nkind = \"amqp\"\nurls = [\"amqp://app:s3cret@127.0.0.1:5672\"] ; \n";
+    let e = load_str(text).unwrap_err().to_string();
+    assert!(!e.contains("s3cret"), "{e}");
 }

@@ -21,13 +21,13 @@ mod measure;
 mod scenarios;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use measure::{Sample, median, run_child};
-use scenarios::Ctx;
+use scenarios::{Ctx, Scenario};
 
 /// Benchmarks Riverbed pipelines against raw ceilings and naive consumers.
 #[derive(Debug, Parser)]
@@ -36,12 +36,16 @@ struct Args {
     /// Runs per scenario (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: u32,
-    /// Messages per run.
-    #[arg(long, default_value_t = 500_000)]
+    /// Messages per run (scenarios with their own count keep it).
+    #[arg(long, default_value_t = 200_000)]
     count: u64,
-    /// Only these scenarios (comma-separated); all by default.
+    /// Only these scenarios (comma-separated); all but the long ones by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also measure end-to-end latency of the latency-capable scenarios at this fraction of
+    /// their measured throughput (0 to skip).
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
     /// Data directory (a temporary one by default).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -51,25 +55,36 @@ struct Args {
     /// Internal: the run index of a child.
     #[arg(long, hide = true, default_value_t = 0)]
     run: u32,
+    /// Internal: offered load of a latency child.
+    #[arg(long, hide = true, default_value_t = 0)]
+    rate: u64,
+}
+
+fn ctx(args: &Args, s: &Scenario, dir: &Path, run: u32, rate: u64) -> Ctx {
+    Ctx {
+        dir: dir.to_owned(),
+        count: args.count,
+        run,
+        rate,
+        params: s.params,
+        name: s.name,
+    }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     if let Some(name) = &args.child {
         let dir = args.dir.clone().context("a child needs --dir")?;
         let scenario = scenarios::all()
             .into_iter()
             .find(|s| s.name == name)
             .context("unknown scenario")?;
-        let ctx = Ctx {
-            dir,
-            count: args.count,
-            run: args.run,
-        };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let sample = rt.block_on((scenario.run)(ctx))?;
+        let sample = rt.block_on((scenario.run)(ctx(
+            &args, &scenario, &dir, args.run, args.rate,
+        )))?;
         println!("{}", serde_json::to_string(&sample)?);
         return Ok(());
     }
@@ -78,44 +93,67 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let selected: Vec<_> = scenarios::all()
         .into_iter()
-        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.name))
+        .filter(|s| {
+            if args.only.is_empty() {
+                s.by_default()
+            } else {
+                args.only.iter().any(|o| o == s.name)
+            }
+        })
         .collect();
     if selected.is_empty() {
         bail!("no scenario matches {:?}", args.only);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let mut results: HashMap<&str, Sample> = HashMap::new();
     for s in &selected {
-        let ctx = Ctx {
-            dir: dir.clone(),
-            count: args.count,
-            run: 0,
-        };
-        rt.block_on((s.prepare)(&ctx))
-            .with_context(|| format!("preparing {}", s.name))?;
         let mut samples = Vec::new();
         for run in 0..args.runs {
-            let child_args = vec![
-                "--dir".to_owned(),
-                dir.display().to_string(),
-                "--count".to_owned(),
-                args.count.to_string(),
-                "--run".to_owned(),
-                run.to_string(),
-            ];
-            let sample = run_child(s.name, &child_args)?;
+            let sample = run_once(&rt, &args, s, &dir, run, 0)?;
             eprintln!("{:<24} run {run}: {:>10.0} msg/s", s.name, sample.rate());
             samples.push(sample);
         }
-        results.insert(s.name, median(samples));
+        let mut m = median(samples);
+        if s.latency && args.load > 0.0 {
+            let rate = (m.rate() * args.load).max(100.0) as u64;
+            let l = run_once(&rt, &args, s, &dir, args.runs, rate)?;
+            eprintln!(
+                "{:<24} at {rate} msg/s: p50 {:.1} ms, p99 {:.1} ms",
+                s.name,
+                l.p50_ms.unwrap_or(0.0),
+                l.p99_ms.unwrap_or(0.0)
+            );
+            (m.p50_ms, m.p99_ms) = (l.p50_ms, l.p99_ms);
+        }
+        results.insert(s.name, m);
     }
     print_table(&args, &selected, &results);
     Ok(())
 }
 
-fn print_table(args: &Args, selected: &[scenarios::Scenario], results: &HashMap<&str, Sample>) {
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    s: &Scenario,
+    dir: &Path,
+    run: u32,
+    rate: u64,
+) -> Result<Sample> {
+    rt.block_on((s.prepare)(ctx(args, s, dir, run, rate)))
+        .with_context(|| format!("preparing {}", s.name))?;
+    let child_args = vec![
+        "--dir".to_owned(),
+        dir.display().to_string(),
+        "--count".to_owned(),
+        args.count.to_string(),
+        "--run".to_owned(),
+        run.to_string(),
+        "--rate".to_owned(),
+        rate.to_string(),
+    ];
+    run_child(s.name, &child_args)
+}
+
+fn print_table(args: &Args, selected: &[Scenario], results: &HashMap<&str, Sample>) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -128,28 +166,34 @@ fn print_table(args: &Args, selected: &[scenarios::Scenario], results: &HashMap<
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "Machine: {cores} cores, {cpu}. Messages per run: {}; median of {} runs, each in its own process.\n",
-        args.count, args.runs
+        "Machine: {cores} cores ({cpu}). {} messages per run unless the scenario says otherwise; median of {} runs, each in its own process; latency at {:.0}% of the scenario's median throughput.\n",
+        args.count,
+        args.runs,
+        args.load * 100.0
     );
-    println!("| scenario | msg/s | vs | ratio | peak RSS MiB | CPU s / M msgs | what |");
-    println!("|---|---:|---|---:|---:|---:|---|");
+    println!(
+        "| scenario | msg/s | x ceiling | x naive | p50 ms | p99 ms | peak RSS MiB | CPU s / M msgs | what |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let ratio = |r: &Sample, other: Option<&str>| {
+        other
+            .and_then(|o| results.get(o))
+            .map(|b| format!("{:.2}", r.rate() / b.rate()))
+            .unwrap_or_default()
+    };
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
     for s in selected {
         let Some(r) = results.get(s.name) else {
             continue;
         };
-        let (vs, ratio) = match s
-            .versus
-            .and_then(|v| results.get(v).map(|b| (v, r.rate() / b.rate())))
-        {
-            Some((v, x)) => (v.to_owned(), format!("{x:.2}")),
-            None => ("".into(), "".into()),
-        };
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {:.2} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {:.1} | {:.2} | {} |",
             s.name,
             r.rate(),
-            vs,
-            ratio,
+            ratio(r, s.ceiling),
+            ratio(r, s.baseline),
+            ms(r.p50_ms),
+            ms(r.p99_ms),
             r.peak_rss_kib as f64 / 1024.0,
             r.cpu_per_million(),
             s.what

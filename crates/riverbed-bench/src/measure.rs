@@ -17,6 +17,12 @@ pub struct Sample {
     pub peak_rss_kib: u64,
     /// User + system CPU seconds of the measured section.
     pub cpu_seconds: f64,
+    /// Median end-to-end latency (publish to commit), for latency runs.
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
+    /// 99th percentile end-to-end latency, for latency runs.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
 }
 
 impl Sample {
@@ -64,6 +70,8 @@ where
         seconds,
         peak_rss_kib: peak_rss_kib(),
         cpu_seconds: cpu_now() - cpu,
+        p50_ms: None,
+        p99_ms: None,
     })
 }
 

@@ -6,7 +6,7 @@ use riverbed_core::{KeySpec, NoopSink, Pipeline};
 use riverbed_embedded::{DataKind, Durability, EmbeddedLog, Generator, LogSource, Record};
 use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
 
-use super::{Ctx, Scenario, no_prepare};
+use super::{Ctx, Params, Scenario, no_prepare};
 use crate::measure::{Sample, timed};
 
 fn log_path(ctx: &Ctx) -> std::path::PathBuf {
@@ -17,7 +17,7 @@ async fn prepare_log(ctx: Ctx) -> anyhow::Result<()> {
     let log = EmbeddedLog::open(log_path(&ctx), Durability::Full).await?;
     let (have, _) = log.topic_stats("readings").await?;
     let mut generator = Generator::new(DataKind::Sensors, 1, 64, None);
-    let mut left = ctx.count.saturating_sub(have);
+    let mut left = ctx.messages().saturating_sub(have);
     while left > 0 {
         let n = left.min(5000);
         log.append(
@@ -73,7 +73,7 @@ async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
         builder.sink("noop", NoopSink)
     };
     let pipeline = builder.build()?;
-    let count = ctx.count;
+    let count = ctx.messages();
     timed(|| async move {
         let report = pipeline.run(std::future::pending()).await?;
         anyhow::ensure!(
@@ -99,7 +99,7 @@ async fn sqlite_ceiling(ctx: Ctx) -> anyhow::Result<Sample> {
     .execute(&pool)
     .await?;
     let mut generator = Generator::new(DataKind::Sensors, 1, 64, None);
-    let rows: Vec<(String, String, f64)> = (0..ctx.count)
+    let rows: Vec<(String, String, f64)> = (0..ctx.messages())
         .map(|_| {
             let v: serde_json::Value =
                 serde_json::from_slice(&generator.next_record().payload).expect("JSON");
@@ -138,22 +138,31 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "sqlite-ceiling",
             what: "SQLite alone: multi-row inserts in 1,000-row transactions (WAL, synchronous=FULL)",
-            versus: None,
+            ceiling: None,
+            baseline: None,
+            params: Params::DEFAULT,
+            latency: false,
             prepare: no_prepare,
             run: |ctx| Box::pin(sqlite_ceiling(ctx)),
         },
         Scenario {
             name: "embedded-noop",
             what: "embedded log (durable, prefilled) -> runtime keyed by /sensor_id -> no-op sink",
-            versus: Some("runtime-noop-json-key"),
-            prepare: |ctx| Box::pin(prepare_log(ctx.clone())),
+            ceiling: Some("runtime-noop-json-key"),
+            baseline: None,
+            params: Params::DEFAULT,
+            latency: false,
+            prepare: |ctx| Box::pin(prepare_log(ctx)),
             run: |ctx| Box::pin(log_to(ctx, false)),
         },
         Scenario {
             name: "embedded-sqlite",
             what: "embedded log -> runtime keyed by /sensor_id -> SQLite table (idempotent insert, FULL sync)",
-            versus: Some("sqlite-ceiling"),
-            prepare: |ctx| Box::pin(prepare_log(ctx.clone())),
+            ceiling: Some("sqlite-ceiling"),
+            baseline: None,
+            params: Params::DEFAULT,
+            latency: false,
+            prepare: |ctx| Box::pin(prepare_log(ctx)),
             run: |ctx| Box::pin(log_to(ctx, true)),
         },
     ]

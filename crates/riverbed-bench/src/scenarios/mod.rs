@@ -1,14 +1,41 @@
 //! The scenarios: each moves messages one way and reports what it measured.
 
+pub mod amqp;
 pub mod embedded;
+pub mod naive;
+pub mod postgres;
 pub mod runtime;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use futures_lite_free::BoxFuture;
+use futures::future::BoxFuture;
 
 use crate::measure::Sample;
+
+/// What a scenario varies.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    /// Pipeline partitions (None: the default).
+    pub partitions: Option<usize>,
+    /// In-flight window and broker prefetch (None: the defaults).
+    pub window: Option<usize>,
+    /// Payload size in bytes (about).
+    pub size: usize,
+    /// Messages per run instead of the harness count (the naive consumer is slow, a backlog
+    /// test needs its own size).
+    pub count: Option<u64>,
+}
+
+impl Params {
+    /// Defaults everywhere, ~100-byte messages.
+    pub const DEFAULT: Params = Params {
+        partitions: None,
+        window: None,
+        size: 100,
+        count: None,
+    };
+}
 
 /// Where a scenario runs.
 #[derive(Debug, Clone)]
@@ -17,8 +44,26 @@ pub struct Ctx {
     pub dir: PathBuf,
     /// Messages per run.
     pub count: u64,
-    /// Which run this is (distinct consumers and output files per run).
+    /// Which run this is (distinct queues, consumers and output files per run).
     pub run: u32,
+    /// Messages per second offered by a latency run (0: throughput run).
+    pub rate: u64,
+    /// The scenario's parameters.
+    pub params: Params,
+    /// A name unique to this scenario (queues and tables derive from it).
+    pub name: &'static str,
+}
+
+impl Ctx {
+    /// Messages this run moves.
+    pub fn messages(&self) -> u64 {
+        self.params.count.unwrap_or(self.count)
+    }
+
+    /// A broker or database name unique to this scenario and run.
+    pub fn unique(&self, what: &str) -> String {
+        format!("bench_{}_{what}_{}", self.name.replace('-', "_"), self.run)
+    }
 }
 
 /// One scenario.
@@ -27,28 +72,38 @@ pub struct Scenario {
     pub name: &'static str,
     /// What it measures.
     pub what: &'static str,
-    /// The scenario it is compared with (a ceiling or a baseline), if any.
-    pub versus: Option<&'static str>,
-    /// Prepares shared data once, in the parent.
-    pub prepare: fn(&Ctx) -> BoxFuture<'static, Result<()>>,
+    /// The ceiling it is compared with, if any.
+    pub ceiling: Option<&'static str>,
+    /// The naive baseline it is compared with, if any.
+    pub baseline: Option<&'static str>,
+    /// Its parameters.
+    pub params: Params,
+    /// Prepares one run (in the parent, not measured): fills queues, logs.
+    pub prepare: fn(Ctx) -> BoxFuture<'static, Result<()>>,
     /// Runs once, in a child process.
     pub run: fn(Ctx) -> BoxFuture<'static, Result<Sample>>,
+    /// Whether it can run at a fixed offered load to measure latency.
+    pub latency: bool,
+}
+
+impl Scenario {
+    /// Long scenarios (big backlogs) run only when named with `--only`.
+    pub fn by_default(&self) -> bool {
+        !self.name.contains("backlog")
+    }
 }
 
 /// Every scenario, in table order.
 pub fn all() -> Vec<Scenario> {
     let mut v = runtime::scenarios();
     v.extend(embedded::scenarios());
+    v.extend(amqp::scenarios());
+    v.extend(naive::scenarios());
+    v.extend(postgres::scenarios());
     v
 }
 
-/// Boxed futures without pulling in another crate.
-pub mod futures_lite_free {
-    /// A boxed, sendable future.
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-}
-
 /// Nothing to prepare.
-pub fn no_prepare(_: &Ctx) -> BoxFuture<'static, Result<()>> {
+pub fn no_prepare(_: Ctx) -> BoxFuture<'static, Result<()>> {
     Box::pin(async { Ok(()) })
 }

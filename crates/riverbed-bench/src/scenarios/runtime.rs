@@ -9,7 +9,7 @@ use riverbed_core::{
     Acker, Delivery, KeySpec, Message, NoopSink, Pipeline, Settled, Source, SourceError,
 };
 
-use super::{Ctx, Scenario, no_prepare};
+use super::{Ctx, Params, Scenario, no_prepare};
 use crate::measure::timed;
 
 /// Delivers `count` messages cycling over a small pool of prebuilt ones (memory stays flat).
@@ -84,17 +84,17 @@ impl Source for CycleSource {
 async fn run_noop(ctx: Ctx, key: KeySpec) -> anyhow::Result<crate::measure::Sample> {
     timed(|| async move {
         let report = Pipeline::builder()
-            .source(CycleSource::new(ctx.count))
+            .source(CycleSource::new(ctx.messages()))
             .key(key)
             .sink("noop", NoopSink)
             .build()?
             .run(std::future::pending())
             .await?;
         anyhow::ensure!(
-            report.stats.acked == ctx.count,
+            report.stats.acked == ctx.messages(),
             "acked {} of {}",
             report.stats.acked,
-            ctx.count
+            ctx.messages()
         );
         Ok(report.stats.acked)
     })
@@ -107,14 +107,20 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "runtime-noop",
             what: "in-memory source -> runtime (4 partitions, keyed by the source) -> no-op sink",
-            versus: None,
+            ceiling: None,
+            baseline: None,
+            params: Params::DEFAULT,
             prepare: no_prepare,
             run: |ctx| Box::pin(run_noop(ctx, KeySpec::Source)),
+            latency: false,
         },
         Scenario {
             name: "runtime-noop-json-key",
             what: "same, key extracted from the JSON payload (/sensor_id): one JSON decode per message",
-            versus: Some("runtime-noop"),
+            ceiling: Some("runtime-noop"),
+            baseline: None,
+            params: Params::DEFAULT,
+            latency: false,
             prepare: no_prepare,
             run: |ctx| Box::pin(run_noop(ctx, KeySpec::JsonPointer("/sensor_id".into()))),
         },

@@ -1,0 +1,230 @@
+//! RabbitMQ into PostgreSQL (and Redis): append, upsert with version check, counters; and the
+//! PostgreSQL COPY ceiling for the same rows.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use riverbed_core::Sink;
+use riverbed_sql::PostgresSinkConfig;
+
+use super::amqp::{fill, through, transaction};
+use super::{Ctx, Params, Scenario};
+use crate::measure::{Sample, timed};
+
+/// The database.
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Redis.
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+
+const COLUMNS: &str = r#"columns = [
+  { name = "id", type = "text", from = "/id" },
+  { name = "provider", type = "text", from = "/provider" },
+  { name = "amount", type = "numeric", from = "/amount" },
+  { name = "currency", type = "text", from = "/currency" },
+]"#;
+
+async fn pg(config: String, name: &str) -> Result<Arc<dyn Sink>> {
+    let c: PostgresSinkConfig = toml::from_str(&config)?;
+    Ok(c.build(name).await?)
+}
+
+async fn drop_table(table: &str) -> Result<()> {
+    let pool = sqlx::PgPool::connect(PG).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// An idempotent append sink into this run's table.
+pub async fn append(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
+    let table = ctx.unique("t");
+    drop_table(&table).await?;
+    pg(
+        format!("connection = {{ url = \"{PG}\" }}\nmode = \"append\"\ntable = \"{table}\"\nkey = [\"id\"]\ncreate_table = true\n{COLUMNS}"),
+        "history",
+    )
+    .await
+}
+
+async fn upsert(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
+    let table = ctx.unique("t");
+    drop_table(&table).await?;
+    pg(
+        format!(
+            r#"connection = {{ url = "{PG}" }}
+mode = "upsert"
+table = "{table}"
+key = ["provider"]
+version = "seq"
+create_table = true
+columns = [
+  {{ name = "provider", type = "text", from = "/provider" }},
+  {{ name = "seq", type = "integer", from = "/seq" }},
+  {{ name = "id", type = "text", from = "/id" }},
+  {{ name = "amount", type = "numeric", from = "/amount" }},
+]"#
+        ),
+        "latest",
+    )
+    .await
+}
+
+async fn counter(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
+    let key = ctx.unique("totals");
+    let c: riverbed_redis::HashIncrConfig = toml::from_str(&format!(
+        "redis = {{ url = \"{REDIS}\" }}\nkey = \"{key}\"\nfield = \"/provider\"\namount = \"/amount\"\ndedup = {{ prefix = \"{key}:seen:\", ttl = \"10m\" }}"
+    ))?;
+    Ok(Arc::new(
+        riverbed_redis::HashIncrSink::from_config("totals", &c).await?,
+    ))
+}
+
+async fn finish(ctx: &Ctx, sample: Sample) -> Result<Sample> {
+    drop_table(&ctx.unique("t")).await?;
+    Ok(sample)
+}
+
+async fn pg_append(ctx: Ctx) -> Result<Sample> {
+    let sink = append(&ctx).await?;
+    let sample = through(ctx.clone(), vec![("history", sink)]).await?;
+    finish(&ctx, sample).await
+}
+
+async fn pg_redis(ctx: Ctx) -> Result<Sample> {
+    let (history, totals) = (append(&ctx).await?, counter(&ctx).await?);
+    let sample = through(ctx.clone(), vec![("history", history), ("totals", totals)]).await?;
+    finish(&ctx, sample).await
+}
+
+async fn pg_upsert(ctx: Ctx) -> Result<Sample> {
+    let sink = upsert(&ctx).await?;
+    let sample = through(ctx.clone(), vec![("latest", sink)]).await?;
+    finish(&ctx, sample).await
+}
+
+/// The ceiling for writes: the same rows through `COPY ... FROM STDIN` in 10,000-row chunks.
+async fn copy_ceiling(ctx: Ctx) -> Result<Sample> {
+    let table = ctx.unique("t");
+    drop_table(&table).await?;
+    let pool = sqlx::PgPool::connect(PG).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id TEXT PRIMARY KEY, provider TEXT, amount NUMERIC, currency TEXT)"
+    )))
+    .execute(&pool)
+    .await?;
+    let n = ctx.messages();
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&transaction(i, ctx.params.size)).expect("JSON");
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                v["id"].as_str().unwrap_or(""),
+                v["provider"].as_str().unwrap_or(""),
+                v["amount"],
+                v["currency"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let sample = timed(|| async {
+        for chunk in rows.chunks(10_000) {
+            let mut conn = pool.acquire().await?;
+            let mut copy = conn
+                .copy_in_raw(&format!("COPY {table} FROM STDIN"))
+                .await?;
+            copy.send(chunk.concat().into_bytes()).await?;
+            copy.finish().await?;
+        }
+        Ok(n)
+    })
+    .await?;
+    pool.close().await;
+    drop_table(&table).await?;
+    Ok(sample)
+}
+
+fn with(partitions: usize) -> Params {
+    Params {
+        partitions: Some(partitions),
+        ..Params::DEFAULT
+    }
+}
+
+/// The PostgreSQL scenarios.
+pub fn scenarios() -> Vec<Scenario> {
+    let mut v = vec![
+        Scenario {
+            name: "pg-copy-ceiling",
+            what: "ceiling: the same rows with PostgreSQL COPY, 10,000-row chunks",
+            ceiling: None,
+            baseline: None,
+            params: Params::DEFAULT,
+            prepare: super::no_prepare,
+            run: |ctx| Box::pin(copy_ceiling(ctx)),
+            latency: false,
+        },
+        Scenario {
+            name: "amqp-pg-append",
+            what: "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append (idempotent on id), at-least-once",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params::DEFAULT,
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_append(ctx)),
+            latency: true,
+        },
+        Scenario {
+            name: "amqp-pg-redis",
+            what: "RabbitMQ -> Riverbed -> PostgreSQL append + Redis counter (deduplicated), at-least-once",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params::DEFAULT,
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_redis(ctx)),
+            latency: true,
+        },
+        Scenario {
+            name: "amqp-pg-upsert",
+            what: "RabbitMQ -> Riverbed -> PostgreSQL upsert with version check (latest per provider)",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params::DEFAULT,
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_upsert(ctx)),
+            latency: false,
+        },
+        Scenario {
+            name: "amqp-pg-append-tuned",
+            what: "RabbitMQ -> PostgreSQL append, tuned: 8 partitions, prefetch and in-flight 8192",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params {
+                partitions: Some(8),
+                window: Some(8192),
+                ..Params::DEFAULT
+            },
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_append(ctx)),
+            latency: false,
+        },
+    ];
+    for (name, p) in [
+        ("amqp-pg-append-p1", 1),
+        ("amqp-pg-append-p2", 2),
+        ("amqp-pg-append-p8", 8),
+    ] {
+        v.push(Scenario {
+            name,
+            what: "scaling: RabbitMQ -> PostgreSQL append with this many partitions",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: None,
+            params: with(p),
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_append(ctx)),
+            latency: false,
+        });
+    }
+    v
+}

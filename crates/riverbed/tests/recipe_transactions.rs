@@ -15,6 +15,7 @@ mod recipe;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lapin::types::AMQPValue;
@@ -72,20 +73,7 @@ async fn scenario() {
     let broker = Broker::connect().await;
     broker.declare_like_the_recipe(&names.queue).await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline_toml = dir.path().join("pipeline.toml");
-    std::fs::write(&pipeline_toml, recipe::pipeline(names, EVERY)).unwrap();
-    let publisher_toml = dir.path().join("publisher.toml");
-    std::fs::write(&publisher_toml, recipe::publisher(names, PUBLISHED, RATE)).unwrap();
-
-    // Transactions wait in the queue before the pipeline starts.
-    let mut publisher = Daemon::spawn("publisher", &publisher_toml, "info");
-    wait_for("transactions waiting in the queue", MINUTE, || async {
-        broker.ready(&names.queue).await >= 200
-    })
-    .await;
-    let monitor = Monitor::start().await;
-    let mut pipeline = Daemon::spawn("pipeline", &pipeline_toml, LOGS);
-    startup_reconciliation(monitor, &pipeline, names, &seed).await;
+    let (mut publisher, pipeline) = start(dir.path(), &broker, names, &seed).await;
 
     let _redis_back = chaos(&pg, names).await;
     let (status, summary) = publisher.exit(MINUTE).await;
@@ -104,7 +92,30 @@ async fn scenario() {
     dead_letters_carry_their_reasons(&broker, names).await;
     each_transaction_exactly_once(&pg, names, &ids).await;
     totals_equal_the_table(&pg, &pipeline, names, &expected).await;
+    stops_on_sigterm(pipeline, &publisher).await;
+}
 
+/// Starts the recipe's publisher, then, with transactions waiting in the queue, the pipeline;
+/// checks that its startup reconciliation came first.
+async fn start(dir: &Path, broker: &Broker, names: &Names, seed: &Totals) -> (Daemon, Daemon) {
+    let pipeline_toml = dir.join("pipeline.toml");
+    std::fs::write(&pipeline_toml, recipe::pipeline(names, EVERY)).unwrap();
+    let publisher_toml = dir.join("publisher.toml");
+    std::fs::write(&publisher_toml, recipe::publisher(names, PUBLISHED, RATE)).unwrap();
+    let publisher = Daemon::spawn("publisher", &publisher_toml, "info");
+    wait_for("transactions waiting in the queue", MINUTE, || async {
+        broker.ready(&names.queue).await >= 200
+    })
+    .await;
+    let monitor = Monitor::start().await;
+    let pipeline = Daemon::spawn("pipeline", &pipeline_toml, LOGS);
+    startup_reconciliation(monitor, &pipeline, names, seed).await;
+    (publisher, pipeline)
+}
+
+/// SIGTERM: the pipeline drains and exits 0 within its grace period; no log of either daemon
+/// shows the broker's password.
+async fn stops_on_sigterm(mut pipeline: Daemon, publisher: &Daemon) {
     let grace = shutdown_grace();
     pipeline.terminate();
     let asked = Instant::now();
@@ -119,7 +130,7 @@ async fn scenario() {
         "tx-stuck went through the broker 4 times"
     );
     eprintln!("pipeline summary: {summary}");
-    for d in [&publisher, &pipeline] {
+    for d in [publisher, &pipeline] {
         assert!(
             !d.lines().iter().any(|l| l.contains("guest:guest@")),
             "a log line shows the broker password"

@@ -24,7 +24,8 @@
 //!
 //! Flush lateness (time from the boundary to `EXEC` answered) is recorded in the histogram
 //! `riverbed_redis_window_flush_lateness_seconds` and the gauge
-//! `riverbed_redis_window_flush_lateness_last_seconds`.
+//! `riverbed_redis_window_flush_lateness_last_seconds`, and logged with each flush
+//! (`boundary_ms`, `lateness_ms`: debug level, a warning from a second late on).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::config::WindowCounterConfig;
 use crate::error::{Error, Result};
-use crate::totals::Totals;
+use crate::totals::{Totals, epoch_ms};
 
 /// One completed flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,23 +108,12 @@ impl WindowCounter {
         let lateness = SystemTime::now()
             .duration_since(boundary)
             .unwrap_or_default();
-        let secs = lateness.as_secs_f64();
-        metrics::histogram!("riverbed_redis_window_flush_lateness_seconds", "counter" => self.name.clone())
-            .record(secs);
-        metrics::gauge!("riverbed_redis_window_flush_lateness_last_seconds", "counter" => self.name.clone())
-            .set(secs);
-        metrics::counter!("riverbed_redis_window_flushes_total", "counter" => self.name.clone())
-            .increment(1);
-        if lateness >= Duration::from_secs(1) {
-            tracing::warn!(counter = %self.name, lateness_ms = lateness.as_millis() as u64, groups, "Window flush a second or more late");
-        } else {
-            tracing::debug!(counter = %self.name, lateness_ms = lateness.as_millis() as u64, groups, "Window flushed");
-        }
         let flush = Flush {
             boundary,
             groups,
             lateness,
         };
+        record(&self.name, &flush);
         self.flushed.send_replace(Some(flush));
         Ok(flush)
     }
@@ -164,6 +154,26 @@ impl WindowCounter {
     }
 }
 
+/// Counts and logs a completed flush. The log line names the boundary (`boundary_ms`, the
+/// value `<prefix>@as_of_ms` holds), so the lateness of the totals a reader sees can be found.
+fn record(counter: &str, flush: &Flush) {
+    let secs = flush.lateness.as_secs_f64();
+    metrics::histogram!("riverbed_redis_window_flush_lateness_seconds", "counter" => counter.to_owned())
+        .record(secs);
+    metrics::gauge!("riverbed_redis_window_flush_lateness_last_seconds", "counter" => counter.to_owned())
+        .set(secs);
+    metrics::counter!("riverbed_redis_window_flushes_total", "counter" => counter.to_owned())
+        .increment(1);
+    let boundary_ms = epoch_ms(flush.boundary);
+    let lateness_ms = flush.lateness.as_millis() as u64;
+    let groups = flush.groups;
+    if flush.lateness >= Duration::from_secs(1) {
+        tracing::warn!(counter = %counter, boundary_ms, lateness_ms, groups, "Window flush a second or more late");
+    } else {
+        tracing::debug!(counter = %counter, boundary_ms, lateness_ms, groups, "Window flushed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +185,60 @@ mod tests {
         assert_eq!(next_boundary(at(119_999), minute), at(120_000));
         assert_eq!(next_boundary(at(120_000), minute), at(180_000));
         assert_eq!(next_boundary(at(4_001), Duration::from_secs(2)), at(6_000));
+    }
+
+    /// A `MakeWriter` that keeps what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_logs_name_the_boundary_and_warn_when_a_second_late() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let boundary = UNIX_EPOCH + Duration::from_secs(1_700_000_040);
+        tracing::subscriber::with_default(subscriber, || {
+            for ms in [120, 1500] {
+                let lateness = Duration::from_millis(ms);
+                record(
+                    "ledger",
+                    &Flush {
+                        boundary,
+                        groups: 3,
+                        lateness,
+                    },
+                );
+            }
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("DEBUG") && lines[0].contains("Window flushed"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("WARN") && lines[1].contains("second or more late"),
+            "{text}"
+        );
+        for (line, ms) in lines.iter().zip(["120", "1500"]) {
+            assert!(line.contains("boundary_ms=1700000040000"), "{line}");
+            assert!(line.contains(&format!("lateness_ms={ms}")), "{line}");
+            assert!(line.contains("counter=ledger"), "{line}");
+        }
     }
 }

@@ -124,6 +124,10 @@ pub enum Settlement {
     },
 }
 
+/// The header a delayed retry and a dead letter carry with the time of the first failure
+/// (milliseconds since the Unix epoch).
+pub const FIRST_FAILURE_HEADER: &str = "x-riverbed-first-failure-ms";
+
 /// A message that will not be processed, with everything needed to understand and redrive it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -156,10 +160,7 @@ impl DeadLetter {
         h.insert("x-riverbed-error".into(), self.error.clone().into());
         h.insert("x-riverbed-attempts".into(), (self.attempts as i64).into());
         h.insert("x-riverbed-stage".into(), self.stage.clone().into());
-        h.insert(
-            "x-riverbed-first-failure-ms".into(),
-            ms(self.first_failure).into(),
-        );
+        h.insert(FIRST_FAILURE_HEADER.into(), ms(self.first_failure).into());
         h.insert(
             "x-riverbed-last-failure-ms".into(),
             ms(self.last_failure).into(),

@@ -52,7 +52,7 @@ impl Shared {
                     delay: self.policy.delay_before(next_attempt),
                     failure: t.failure().expect("a retry has a failure"),
                 },
-                message: Some(t.original().clone()),
+                message: Some(t.retry_copy()),
             }),
             Final::DeadLetter => {
                 // The receiver lives until every partition is gone; a send cannot fail first.

@@ -61,6 +61,8 @@ struct SourceState {
     queue: VecDeque<Message>,
     delivered: Vec<Message>,
     settled: usize,
+    /// Retried messages waiting out their delay.
+    returning: usize,
 }
 
 /// A source that delivers a fixed list of messages (each needs a `message_id`), then either
@@ -87,6 +89,7 @@ impl MemorySource {
             queue: messages.into(),
             delivered: Vec::new(),
             settled: 0,
+            returning: 0,
         }));
         MemorySource {
             acker: Arc::new(MemoryAcker {
@@ -120,11 +123,26 @@ impl Acker for MemoryAcker {
         for s in settled {
             let original = &st.delivered[s.token as usize];
             let id = original.meta.message_id.clone().unwrap_or_default();
-            if let Settlement::Retry { next_attempt, .. } = &s.settlement {
+            if let Settlement::Retry {
+                next_attempt,
+                delay,
+                ..
+            } = &s.settlement
+            {
                 let mut again = s.message.clone().expect("a retry carries its message");
                 again.meta.attempt = *next_attempt;
                 again.meta.redelivered = true;
-                st.queue.push_back(again);
+                // Like a broker's TTL queue: the message comes back after its delay.
+                let (state, notify, delay) = (self.state.clone(), self.notify.clone(), *delay);
+                st.returning += 1;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut st = state.lock().expect("source lock");
+                    st.returning -= 1;
+                    st.queue.push_back(again);
+                    drop(st);
+                    notify.notify_one();
+                });
             }
             self.journal.push(Event::Settle {
                 id,
@@ -157,7 +175,8 @@ impl Source for MemorySource {
                     return Ok(true);
                 }
                 // A delayed retry may still come back while deliveries are unsettled.
-                let unsettled = self.delayed_retry && st.settled < st.delivered.len();
+                let unsettled =
+                    self.delayed_retry && (st.settled < st.delivered.len() || st.returning > 0);
                 if !self.keep_open && !unsettled {
                     return Ok(false);
                 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::message::Message;
-use crate::outcome::{DeadLetter, Failure};
+use crate::outcome::{DeadLetter, FIRST_FAILURE_HEADER, Failure};
 use crate::retry::{RetryMode, RetryPolicy};
 use crate::source::AckToken;
 
@@ -131,6 +131,28 @@ impl Tracked {
             .map(|f| f.failure.clone())
     }
 
+    /// The message to hand back for a delayed retry: the original, stamped with the time of its
+    /// first failure (kept from an earlier retry if it has one), so the dead letter it may
+    /// become reports when the trouble started.
+    pub fn retry_copy(&self) -> Message {
+        let mut m = self.original.clone();
+        if !m.headers.contains_key(FIRST_FAILURE_HEADER) {
+            let first = self
+                .failure
+                .lock()
+                .expect("tracker lock poisoned")
+                .as_ref()
+                .map(|f| f.first);
+            let ms = first
+                .unwrap_or_else(SystemTime::now)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            m.headers.insert(FIRST_FAILURE_HEADER.into(), ms.into());
+        }
+        m
+    }
+
     /// The dead letter describing this delivery's failure.
     pub fn dead_letter(&self) -> DeadLetter {
         let slot = self.failure.lock().expect("tracker lock poisoned");
@@ -146,12 +168,18 @@ impl Tracked {
         } else {
             (f.failure.reason.to_string(), f.failure.error.clone())
         };
+        let earlier = self
+            .original
+            .headers
+            .get(FIRST_FAILURE_HEADER)
+            .and_then(|h| h.as_i64())
+            .map(|ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64));
         DeadLetter {
             message: self.original.clone(),
             reason,
             error,
             attempts: f.attempts.max(self.original.meta.attempt),
-            first_failure: f.first.min(now),
+            first_failure: earlier.map_or(f.first, |e| e.min(f.first)).min(now),
             last_failure: f.last,
             stage: f.stage,
         }

@@ -481,3 +481,44 @@ async fn in_flight_is_bounded_by_max_in_flight() {
     assert!(peak <= 64, "peak in flight {peak}");
     assert!(peak > 0);
 }
+
+#[tokio::test]
+async fn a_dead_letter_after_broker_retries_reports_the_first_failure() {
+    let journal = Journal::default();
+    let dl = Arc::new(MemoryDeadLetters::new(journal.clone()));
+    let sink = MemorySink::failing("s", journal.clone(), |_, _| {
+        Outcome::Transient(Failure::unavailable("down"))
+    });
+    let report = Pipeline::builder()
+        .source(MemorySource::new(numbered_messages(1, 1), journal.clone()).with_delayed_retry())
+        .retry(RetryPolicy {
+            mode: RetryMode::Broker,
+            max_attempts: NonZeroU32::new(3).unwrap(),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        })
+        .sink("s", sink)
+        .dead_letters(dl.clone())
+        .build()
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.stats.broker_retried, report.stats.dead_lettered),
+        (2, 1)
+    );
+    let l = &dl.letters()[0];
+    assert_eq!((l.reason.as_str(), l.attempts), ("retries_exhausted", 3));
+    let waited = l.last_failure.duration_since(l.first_failure).unwrap();
+    // Two delays of at least 50 and 100 ms (jitter takes at most half) lie between them.
+    assert!(
+        waited >= Duration::from_millis(140),
+        "first failure kept across retries: {waited:?}"
+    );
+    assert!(
+        l.message
+            .headers
+            .contains_key(riverbed_core::FIRST_FAILURE_HEADER)
+    );
+}

@@ -71,10 +71,6 @@ impl Tracked {
         self.token
     }
 
-    pub fn original(&self) -> &Message {
-        &self.original
-    }
-
     /// Sets how many sink writes this delivery waits for (called once, before any write).
     pub fn expect(&self, writes: u32) {
         self.pending.store(writes, Ordering::Relaxed);

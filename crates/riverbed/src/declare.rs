@@ -71,3 +71,48 @@ async fn declare(plan: &Plan) -> Result<Vec<String>> {
     }
     Ok(declared)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNREACHABLE: &str = r#"
+[source]
+kind = "amqp"
+urls = ["amqp://guest:guest@127.0.0.1:1/%2f"]
+connect_timeout = "1s"
+queue = "orders.billing"
+
+[[sinks]]
+name = "out"
+kind = "stdout"
+"#;
+
+    #[tokio::test]
+    async fn every_file_is_checked_before_anything_is_declared() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&good, UNREACHABLE).unwrap();
+        std::fs::write(&bad, UNREACHABLE.replace("queue =", "queu =")).unwrap();
+        let e = format!("{:#}", run(&[good.clone(), bad]).await.unwrap_err());
+        assert!(
+            e.contains("bad.toml") && e.contains("unknown field `queu`"),
+            "the bad file is refused before the good one connects: {e}"
+        );
+        let e = format!("{:#}", run(&[good]).await.unwrap_err());
+        assert!(
+            e.contains("declaring the topology of") && e.contains("could not connect"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_without_rabbitmq_declares_nothing() {
+        let plan = config::load_str(
+            "[source]\nkind = \"generate\"\ncount = 1\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n",
+        )
+        .unwrap();
+        assert!(declare(&plan).await.unwrap().is_empty());
+    }
+}

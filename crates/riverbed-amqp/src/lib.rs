@@ -5,6 +5,8 @@
 //!   `basic.ack` frames; it reconnects forever with jittered backoff, rotating through its URLs,
 //!   and declares its topology again each time. It can consume streams from an offset and
 //!   resume after the offset stored with the sink's data ([`AmqpSource::resume_after`]).
+//!   [`AmqpSource::declare`] declares its topology ahead of its first run, so messages
+//!   published before it ever consumed wait in its queue.
 //! - Broker retry: with `RetryMode::Broker`, a transiently failed message is republished to a
 //!   TTL queue that dead-letters it back after the delay, carrying its attempt in the
 //!   `x-riverbed-attempt` header. **Later messages of the same key overtake it while it

@@ -20,6 +20,7 @@ use crate::publisher::{Publisher, Topology};
 use crate::retry::{self, RetryJob};
 use crate::settings::SourceSettings;
 use crate::status::SourceStatus;
+use crate::topology;
 
 mod session;
 
@@ -125,6 +126,43 @@ impl AmqpSource {
     /// The default dead-letter queue of this source (`<queue>.dlq` unless configured), if any.
     pub fn dead_letter_queue(&self) -> Option<Arc<AmqpDeadLetters>> {
         self.dead_letters.clone()
+    }
+
+    /// Declares the source's exchanges, queue, bindings and dead-letter queue once, without
+    /// consuming, then disconnects; returns the queue's name.
+    ///
+    /// Run before anything publishes, this makes every message published from then on wait in
+    /// the queue (or stream) for the source's first run, instead of being dropped by an
+    /// exchange with nothing bound. A server-named or exclusive queue lives only as long as its
+    /// consumer's connection, so declaring it ahead is refused.
+    pub async fn declare(&self) -> Result<String> {
+        self.check_declarable()?;
+        let c = &self.settings.connection;
+        let mut connector = Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout);
+        let (connection, url) = connector.connect().await?;
+        let declared = async {
+            let channel = connection.create_channel().await?;
+            let queue = topology::declare_source(&channel, &self.settings).await?;
+            let _ = channel.close(200, "OK".into()).await;
+            Ok::<_, crate::Error>(queue)
+        }
+        .await;
+        let _ = connection.close(200, "OK".into()).await;
+        let queue = declared?;
+        tracing::info!(queue = %queue, url = %url, "Declared");
+        Ok(queue)
+    }
+
+    fn check_declarable(&self) -> Result<()> {
+        let q = &self.settings.queue;
+        if q.name.is_empty() || q.options.exclusive {
+            return Err(crate::error::config(
+                "queue",
+                "is server-named or exclusive: it lives only as long as its consumer's \
+                 connection, so it cannot be declared ahead",
+            ));
+        }
+        Ok(())
     }
 
     /// Starts the ack flusher and the retry worker (needs a runtime, hence not in `new`).

@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::config::QueueType;
 use crate::error::{Error, Result};
-use crate::settings::{BindingSpec, ExchangeSpec, QueueSpec, RetrySpec, short};
+use crate::settings::{BindingSpec, ExchangeSpec, QueueSpec, RetrySpec, SourceSettings, short};
 
 fn refused(action: String) -> impl FnOnce(lapin::Error) -> Error {
     move |source| Error::Topology { action, source }
@@ -59,6 +59,18 @@ pub(crate) async fn bind(ch: &Channel, queue: &str, bindings: &[BindingSpec]) ->
         )))?;
     }
     Ok(())
+}
+
+/// Declares what a source consumes from: its exchanges, its queue, the queue's bindings and
+/// its dead-letter queue. Returns the queue's name (the broker's choice if server-named).
+pub(crate) async fn declare_source(ch: &Channel, s: &SourceSettings) -> Result<String> {
+    declare_exchanges(ch, &s.exchanges).await?;
+    let queue = declare_queue(ch, &s.queue).await?;
+    bind(ch, &queue, &s.bindings).await?;
+    if let Some(dlq) = &s.dead_letter_queue {
+        declare_queue(ch, dlq).await?;
+    }
+    Ok(queue)
 }
 
 /// The retry queue holding messages for about `delay` before they return to `target`.

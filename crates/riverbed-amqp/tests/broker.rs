@@ -317,6 +317,63 @@ async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_declared_ahead_keeps_what_is_published_before_its_consumer_runs() {
+    if !available() {
+        return;
+    }
+    let _shared = BROKER.read().await;
+    common::bounded(async {
+        let queue = unique("ahead");
+        let exchange = format!("{queue}.x");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let config = source_config(
+            &queue,
+            &format!(
+                "exchanges = [{{ name = \"{exchange}\", kind = \"fanout\" }}]\n\
+                 bindings = [{{ exchange = \"{exchange}\" }}]"
+            ),
+        );
+        let declared = AmqpSource::new(config.clone()).unwrap().declare().await;
+        assert_eq!(declared.unwrap(), queue);
+        let raw = Raw::connect().await;
+        assert_eq!(
+            raw.ready(&format!("{queue}.dlq")).await,
+            0,
+            "dead letters declared"
+        );
+        // Nobody consumes yet: the binding routes the messages into the waiting queue.
+        raw.publish_range(&exchange, "", 0, 5).await;
+        assert_eq!(raw.ready(&queue).await, 5);
+
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(AmqpSource::new(config).unwrap())
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let stats = pipeline.stats();
+        run_until(pipeline, "the waiting messages acked", move || {
+            stats.snapshot().acked >= 5
+        })
+        .await;
+        let ids: BTreeSet<String> = committed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        assert_eq!(ids, (0..5).map(|i| format!("m{i}")).collect());
+        raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+        let ch = raw.connection.create_channel().await.unwrap();
+        ch.exchange_delete(exchange.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
     if !available() {
         return;

@@ -173,3 +173,16 @@ fn sink_and_dead_letter_configurations_check_their_fields() {
         toml::from_str("queue = \"dead\"\nqueue_type = \"quorum\"").unwrap();
     assert_eq!(AmqpDeadLetters::new(dlq).unwrap().queue(), "dead");
 }
+
+#[tokio::test]
+async fn a_queue_that_dies_with_its_connection_cannot_be_declared_ahead() {
+    // Refused before connecting: the URL points nowhere.
+    for text in [
+        "urls = [\"amqp://u:p@127.0.0.1:1/%2f\"]\ndead_letter_queue = \"d\"",
+        "urls = [\"amqp://u:p@127.0.0.1:1/%2f\"]\nqueue = \"mine\"\nexclusive = true",
+    ] {
+        let e = source(text).unwrap().declare().await.unwrap_err();
+        assert!(e.to_string().contains("cannot be declared ahead"), "{e}");
+        assert_eq!(field_of(e), "queue");
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
+//! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing and redriving dead letters.
 //! - `progress`: the live progress line.
@@ -16,6 +17,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config;
+mod declare;
 mod demo;
 mod dlq;
 mod progress;
@@ -64,6 +66,13 @@ enum Command {
     Validate {
         /// The pipeline file.
         config: PathBuf,
+    },
+    /// Declare the RabbitMQ queues, bindings and exchanges of pipeline files without running
+    /// them, so messages published before a service first runs wait in its queue.
+    Declare {
+        /// The pipeline files (all are checked before anything is declared).
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
     },
     /// Run a demo on the embedded default: no broker, no database server.
     Demo(demo::DemoArgs),
@@ -121,6 +130,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Declare { configs } => declare::run(&configs).await.map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Dlq { command } => dlq::run(command).await.map(|_| ExitCode::SUCCESS),
     }

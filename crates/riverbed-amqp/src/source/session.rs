@@ -56,12 +56,7 @@ impl AmqpSource {
         channel
             .basic_qos(s.prefetch, BasicQosOptions { global: false })
             .await?;
-        topology::declare_exchanges(&channel, &s.exchanges).await?;
-        let queue = topology::declare_queue(&channel, &s.queue).await?;
-        topology::bind(&channel, &queue, &s.bindings).await?;
-        if let Some(dlq) = &s.dead_letter_queue {
-            topology::declare_queue(&channel, dlq).await?;
-        }
+        let queue = topology::declare_source(&channel, s).await?;
         let mut args = FieldTable::default();
         let position = self.stream_position();
         let floor = position.as_ref().and_then(|(_, f)| *f);

@@ -16,7 +16,7 @@ use riverbed_sql::{SqliteWriter, TableSpec, ValueSource, sqlite_pool};
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
-use super::raw::{DeadLetterKind, SourceKind, TaskKind};
+use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskKind};
 use futures::future::BoxFuture;
 
 /// Shared handles: one embedded log per file, one SQLite writer pool per file.
@@ -110,10 +110,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             let source = LogSource::open(&log, &e.topic, &e.consumer, e.follow).await?;
             builder.source(source)
         }
-        SourceKind::Generate(g) => {
-            let generator = Generator::new(g.data, g.seed, g.keys, g.malformed_every);
-            builder.source(GenerateSource::new(generator, g.count, g.rate))
-        }
+        SourceKind::Generate(g) => builder.source(generate_source(g)),
         SourceKind::Amqp(a) => {
             let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?;
             if let Some(i) = plan.resume_from
@@ -234,6 +231,17 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         builder = builder.dead_letters(dest);
     }
     Ok(builder.build()?)
+}
+
+/// The generator of `g`, past its `skip` first records.
+pub(super) fn generate_source(g: &GenerateSection) -> GenerateSource {
+    let mut generator = Generator::new(g.data, g.seed, g.keys, g.malformed_every);
+    for _ in 0..g.skip {
+        generator.next_record();
+    }
+    // The source counts from the generator's start, skipped records included.
+    let count = g.count.map(|c| c.saturating_add(g.skip));
+    GenerateSource::new(generator, count, g.rate)
 }
 
 /// The position after which everything is committed in the offsets of sink `i`.

@@ -220,6 +220,13 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
                 return c.err(source_span, format!("`source`: {e}"));
             }
         }
+        SourceKind::Generate(g) if g.skip > 0 && g.rate.is_some() => {
+            return c.err(
+                source_span,
+                "`source`: `skip` cannot be combined with `rate` (the pace would count the \
+                 skipped records)",
+            );
+        }
         SourceKind::Embedded(_) | SourceKind::Generate(_) => {}
     }
     if let Some(dl) = &raw.dead_letter

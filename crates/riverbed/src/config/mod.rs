@@ -8,7 +8,7 @@ pub mod raw;
 use std::path::Path;
 
 pub use build::{Built, build};
-pub use check::Plan;
+pub use check::{Plan, SinkPlanKind};
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

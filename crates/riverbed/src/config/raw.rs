@@ -189,6 +189,11 @@ pub struct GenerateSection {
     pub data: DataKind,
     /// How many messages; forever if absent.
     pub count: Option<u64>,
+    /// Skip this many records of the seeded sequence first: with the same seed, a run with
+    /// `skip = 500` continues exactly where a run with `count = 500` stopped (same ids and
+    /// values, none repeated). Cannot be combined with `rate`.
+    #[serde(default)]
+    pub skip: u64,
     /// At most this many per second; unlimited if absent.
     pub rate: Option<u64>,
     /// Seed of the generator: the same seed yields the same data.

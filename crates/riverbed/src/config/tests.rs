@@ -203,3 +203,40 @@ fn quoted_lines_never_show_passwords() {
     let e = load_str(text).unwrap_err().to_string();
     assert!(!e.contains("s3cret"), "{e}");
 }
+
+#[tokio::test]
+async fn a_generator_that_skips_continues_where_an_earlier_run_stopped() {
+    use riverbed_core::Source;
+    let first = BASE.replace("count = 10", "data = \"orders\"\ncount = 3");
+    let later = BASE.replace("count = 10", "data = \"orders\"\ncount = 2\nskip = 3");
+    let mut ids = Vec::new();
+    let mut payloads = Vec::new();
+    for text in [first, later] {
+        let super::raw::SourceKind::Generate(g) = load_str(&text).unwrap().source else {
+            panic!("a generate source");
+        };
+        let mut source = super::build::generate_source(&g);
+        let mut out = Vec::new();
+        while source.recv(&mut out, 100).await.unwrap() {}
+        for d in out {
+            ids.push(d.message.meta.message_id.unwrap());
+            let mut v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+            v.as_object_mut().unwrap().remove("created_at");
+            payloads.push(v);
+        }
+    }
+    assert_eq!(ids, ["ord-0", "ord-1", "ord-2", "ord-3", "ord-4"]);
+    let mut generator =
+        riverbed_embedded::Generator::new(riverbed_embedded::DataKind::Orders, 0, 20, None);
+    for p in payloads {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&generator.next_record().payload).unwrap();
+        v.as_object_mut().unwrap().remove("created_at");
+        assert_eq!(p, v, "the same values as one continuous run");
+    }
+    let e = err(&BASE.replace("count = 10", "count = 10\nskip = 5\nrate = 100"));
+    assert!(
+        e.starts_with("line 5, column 1: `source`: `skip` cannot be combined with `rate`"),
+        "{e}"
+    );
+}

@@ -138,6 +138,13 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 
 async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let plan = config::load(&path)?;
+    if let Some(addr) = plan.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "Prometheus metrics served");
+    }
     let config::Built { pipeline, tasks } = config::build(plan).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = tasks

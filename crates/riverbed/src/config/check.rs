@@ -36,6 +36,8 @@ pub struct Plan {
     pub tasks: Vec<TaskEntry>,
     /// The sink whose stored offsets the source resumes after.
     pub resume_from: Option<usize>,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A checked processor.
@@ -240,6 +242,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         Some(name) => Some(check_resume(&c, name, &sinks, raw.source.get_ref())?),
     };
     Ok(Plan {
+        metrics: raw.admin.metrics,
         resume_from,
         partitions,
         max_in_flight,

@@ -30,6 +30,19 @@ pub struct RawConfig {
     /// Tasks that run beside the pipeline and stop with it (window counters, reconciliation).
     #[serde(default)]
     pub tasks: Vec<TaskEntry>,
+    /// The admin endpoint.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Serve Prometheus metrics (every counter, histogram and gauge: messages, retries, dead
+    /// letters, reconnects, flush lateness...) on this address, e.g. "127.0.0.1:9464".
+    /// Keep it on loopback unless a proxy guards it.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One `[[tasks]]` entry.

@@ -373,7 +373,7 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
             };
             Some(BatchSettings {
                 max_size: size,
-                max_wait: b.max_wait.unwrap_or(std::time::Duration::from_millis(5)),
+                max_wait: b.max_wait.unwrap_or(std::time::Duration::ZERO),
             })
         }
     };

@@ -291,7 +291,8 @@ pub struct SinkEntry {
 pub struct BatchSection {
     /// Write as soon as this many messages wait.
     pub max_size: Option<Spanned<usize>>,
-    /// Write at the latest this long after a batch's first message.
+    /// Write at the latest this long after a batch's first message (default 0: as soon as the
+    /// sink is idle; batches grow while a write is under way).
     #[serde(default, with = "humantime_serde")]
     pub max_wait: Option<Duration>,
 }

@@ -40,7 +40,7 @@ pub mod stats;
 pub mod testing;
 mod tracker;
 
-pub use builder::{BuildError, PipelineBuilder};
+pub use builder::{BuildError, PipelineBuilder, default_partitions};
 pub use contiguous::ContiguousTracker;
 pub use dead_letter::DeadLetterSink;
 pub use key::{KeySpec, partition_of};

@@ -197,7 +197,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "amqp-pg-append-tuned",
-            what: "RabbitMQ -> PostgreSQL append, tuned: 8 partitions, prefetch and in-flight 8192",
+            what: "RabbitMQ -> PostgreSQL append, tuned: 2 partitions, prefetch and in-flight 2048",
             ceiling: Some("amqp-raw-consume"),
             baseline: Some("naive-pg-redis"),
             params: Params {

@@ -106,7 +106,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "runtime-noop",
-            what: "in-memory source -> runtime (4 partitions, keyed by the source) -> no-op sink",
+            what: "in-memory source -> runtime (default partitions, keyed by the source) -> no-op sink",
             ceiling: None,
             baseline: None,
             params: Params::DEFAULT,

@@ -70,7 +70,8 @@ pub enum TaskKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSection {
-    /// Partitions processing in parallel; messages of one key always share a partition.
+    /// Partitions processing in parallel; messages of one key always share a partition
+    /// (default: one per core, at least two).
     #[serde(default = "default_partitions")]
     pub partitions: Spanned<usize>,
     /// Most deliveries unsettled at once (bounds memory; backpressure reaches the source).
@@ -101,7 +102,7 @@ impl Default for PipelineSection {
 }
 
 fn default_partitions() -> Spanned<usize> {
-    Spanned::new(0..0, 4)
+    Spanned::new(0..0, riverbed_core::default_partitions().get())
 }
 
 fn default_in_flight() -> Spanned<usize> {

@@ -213,6 +213,7 @@ pub fn scenarios() -> Vec<Scenario> {
     for (name, p) in [
         ("amqp-pg-append-p1", 1),
         ("amqp-pg-append-p2", 2),
+        ("amqp-pg-append-p4", 4),
         ("amqp-pg-append-p8", 8),
     ] {
         v.push(Scenario {

@@ -8,7 +8,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{BROKER, Raw, Recorder, available, queues_with_prefix, source_config, unique};
+use common::{Raw, Recorder, available, broker, queues_with_prefix, source_config, unique};
 use lapin::types::{AMQPValue, FieldTable};
 use riverbed_amqp::{AmqpSink, AmqpSinkConfig, AmqpSource};
 use riverbed_core::{
@@ -36,7 +36,7 @@ async fn consumes_everything_with_coalesced_acks() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let queue = unique("consume");
         let _cleanup = common::DeleteOnPanic(queue.clone());
@@ -85,7 +85,7 @@ async fn poison_message_goes_to_the_dead_letter_queue_and_the_pipeline_goes_on()
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let queue = unique("poison");
         let _cleanup = common::DeleteOnPanic(queue.clone());
@@ -150,7 +150,7 @@ async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let queue = unique("retry");
         let _cleanup = common::DeleteOnPanic(queue.clone());
@@ -247,7 +247,7 @@ async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let exchange = unique("orders");
         let bound = unique("orders-bound");
@@ -321,7 +321,7 @@ async fn a_queue_declared_ahead_keeps_what_is_published_before_its_consumer_runs
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let queue = unique("ahead");
         let exchange = format!("{queue}.x");
@@ -378,7 +378,7 @@ async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let stream = unique("stream");
         let _cleanup = common::DeleteOnPanic(stream.clone());
@@ -452,7 +452,7 @@ async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let queue = unique("refused");
         let _cleanup = common::DeleteOnPanic(queue.clone());
@@ -489,7 +489,7 @@ async fn an_alternate_exchange_catches_what_no_binding_routes() {
     if !available() {
         return;
     }
-    let _shared = BROKER.read().await;
+    let _shared = broker(false).await;
     common::bounded(async {
         let exchange = unique("ae-main");
         let caught = unique("ae-caught");

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BROKER, Raw, Recorder, available, source_config, unique, wait_until};
+use common::{Raw, Recorder, available, broker, source_config, unique, wait_until};
 use lapin::types::FieldTable;
 use riverbed_amqp::AmqpSource;
 use riverbed_core::Pipeline;
@@ -120,7 +120,7 @@ async fn survives_a_broker_restart_mid_stream() {
     if !available() {
         return;
     }
-    let _exclusive = BROKER.write().await;
+    let _exclusive = broker(true).await;
     common::bounded(async {
         let _restart = RestartOnDrop;
         let test = survives("restart", 4000, || async {
@@ -144,7 +144,7 @@ async fn survives_closed_connections_mid_stream() {
     if !available() {
         return;
     }
-    let _exclusive = BROKER.write().await;
+    let _exclusive = broker(true).await;
     common::bounded(async {
         let test = survives("closed", 4000, || async {
             tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
@@ -163,7 +163,7 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
     if !available() {
         return;
     }
-    let _exclusive = BROKER.write().await;
+    let _exclusive = broker(true).await;
     common::bounded(async {
         let exchange = unique("fanout");
         let _cleanup = common::DeleteOnPanic(exchange.clone());
@@ -241,7 +241,7 @@ async fn stream_consumer_resumes_after_the_settled_offset_on_reconnect() {
     if !available() {
         return;
     }
-    let _exclusive = BROKER.write().await;
+    let _exclusive = broker(true).await;
     common::bounded(async {
         let stream = unique("stream-chaos");
         let _cleanup = common::DeleteOnPanic(stream.clone());

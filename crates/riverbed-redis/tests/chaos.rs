@@ -116,7 +116,7 @@ async fn ledger_totals_equal_the_committed_table_through_pg_kills_and_a_redis_re
     if !services_available() {
         return;
     }
-    let _exclusive = SERVICE.write().await;
+    let _exclusive = redis_lock(true).await;
     let admin = pg("riverbed-admin").await;
     let table = unique("historical_transactions");
     let prefix = unique("ledger") + ":";
@@ -206,14 +206,14 @@ async fn ledger_totals_equal_the_committed_table_through_pg_kills_and_a_redis_re
     assert!(killed >= 1, "the sink had connections to kill");
     wait_for_rows(&admin, &table, 4000).await;
     // Redis restarts (every key lost) while wave 3 arrives.
-    stop_redis();
+    let down = stop_redis();
     log.append("incoming_transactions", wave(4000..5000))
         .await
         .unwrap();
     log.append("incoming_transactions", wave(3500..3700))
         .await
         .unwrap();
-    start_redis();
+    down.start();
     wait_for_rows(&admin, &table, 5000).await;
     let done_at = SystemTime::now();
     let last: Flush = tokio::time::timeout(Duration::from_secs(10), async {
@@ -268,7 +268,7 @@ async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
     if !services_available() {
         return;
     }
-    let _exclusive = SERVICE.write().await;
+    let _exclusive = redis_lock(true).await;
     let prefix = unique("down");
     let sink = HashIncrSink::from_config(
         "counters",
@@ -294,7 +294,7 @@ async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
         })
         .collect();
     assert_eq!(sink.write(&batch[..10]).await, BatchOutcome::Committed);
-    stop_redis();
+    let redis_down = stop_redis();
     let down = tokio::time::timeout(Duration::from_secs(20), sink.write(&batch))
         .await
         .unwrap();
@@ -302,7 +302,7 @@ async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
         (0..50).all(|i| matches!(down.get(i), Outcome::Transient(_))),
         "{down:?}"
     );
-    start_redis();
+    redis_down.start();
     // Redis came back empty (no persistence): the retry counts everything once, the 10 that
     // were counted before the restart included (their markers went with the counter).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -50,7 +50,7 @@ async fn redelivered_increments_are_never_counted_twice() {
     if !services_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = redis_lock(false).await;
     let prefix = unique("incr");
     let sink = HashIncrSink::from_config("counters", &hash_incr_config(&prefix, true))
         .await
@@ -81,7 +81,7 @@ async fn a_refused_increment_is_isolated_from_its_batch() {
     if !services_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = redis_lock(false).await;
     let prefix = unique("wrongtype");
     let mut c = redis().await;
     let _: () = redis::cmd("SET")
@@ -128,7 +128,7 @@ async fn the_latest_state_wins_under_shuffled_redelivery_and_tombstones_stay() {
     if !services_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = redis_lock(false).await;
     let prefix = unique("latest");
     let sink = LatestSink::from_config(
         "accounts",
@@ -242,7 +242,7 @@ async fn reconciliation_writes_the_committed_totals_in_either_layout() {
     if !services_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = redis_lock(false).await;
     let pool = pg("riverbed-redis-test").await;
     let table = unique("historical");
     let prefix = unique("reconciled") + ":";
@@ -292,7 +292,7 @@ async fn the_window_counter_flushes_committed_totals_right_after_each_boundary()
     if !services_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = redis_lock(false).await;
     let pool = pg("riverbed-redis-test").await;
     let table = unique("windowed");
     let prefix = unique("window") + ":";

@@ -19,7 +19,7 @@ async fn a_connection_killed_mid_batch_is_transient_and_the_retry_commits_once()
     if !postgres_available() {
         return;
     }
-    let _exclusive = SERVICE.write().await;
+    let _exclusive = postgres_lock(true).await;
     let app = unique("riverbed-chaos");
     let pool = pool(&app).await;
     let admin = support::pool("riverbed-admin").await;

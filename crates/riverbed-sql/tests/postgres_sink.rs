@@ -71,7 +71,7 @@ async fn appends_are_idempotent_under_redelivery_in_both_insert_styles() {
     if !postgres_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = postgres_lock(false).await;
     let pool = pool("riverbed-test").await;
     for style in [InsertStyle::Unnest, InsertStyle::Values] {
         let table = unique("append");
@@ -106,7 +106,7 @@ async fn versions_and_tombstones_win_under_shuffled_redelivery() {
     if !postgres_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = postgres_lock(false).await;
     let pool = pool("riverbed-test").await;
     let table = unique("entities");
     let spec = ledger_spec(
@@ -186,7 +186,7 @@ async fn one_refused_row_in_500_is_isolated_with_the_database_error() {
     if !postgres_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = postgres_lock(false).await;
     let pool = pool("riverbed-test").await;
     let table = unique("checked");
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -227,7 +227,7 @@ async fn the_inbox_runs_user_sql_once_per_message_under_redelivery() {
     if !postgres_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = postgres_lock(false).await;
     let pool = pool("riverbed-test").await;
     let table = unique("balances");
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -300,7 +300,7 @@ async fn offsets_commit_with_the_rows_and_resume_at_the_lowest_partition() {
     if !postgres_available() {
         return;
     }
-    let _shared = SERVICE.read().await;
+    let _shared = postgres_lock(false).await;
     let pool = pool("riverbed-test").await;
     let table = unique("positioned");
     let consumer = unique("consumer");

@@ -55,7 +55,7 @@ async fn the_ledger_recipe_runs_end_to_end_through_the_daemon() {
     if !services::available() {
         return;
     }
-    let _exclusive = services::REDIS.lock().await;
+    let _locks = services::lock_services().await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(150), scenario())
         .await

@@ -17,14 +17,16 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use riverbed_amqp::AmqpSourceConfig;
 use riverbed_core::{BatchOutcome, Message, Outcome, Sink};
-use tokio::sync::RwLock;
 
 /// The broker every test talks to.
 pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Normal tests share it (read); tests that stop the broker or close every connection take it
-/// exclusively (write), so they never disturb another test.
-pub static BROKER: RwLock<()> = RwLock::const_new(());
+/// Takes the broker lock (a file lock, so across test binaries too): normal tests share it;
+/// tests that stop the broker or close every connection take it exclusively, so they never
+/// disturb another test.
+pub async fn broker(exclusive: bool) -> riverbed_core::testing::ServiceLock {
+    riverbed_core::testing::lock_service("rabbitmq", exclusive).await
+}
 
 /// Whether the broker answers (fails instead under `RIVERBED_REQUIRE_SERVICES=1`).
 /// Also sends logs to the test output (`RUST_LOG` filters them).

@@ -13,8 +13,11 @@ pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The test Redis.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-/// Serialises tests that restart or kill services (exclusive) against the others (shared).
-pub static SERVICE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// Takes the Redis lock (a file lock, so across test binaries too): tests that restart Redis
+/// take it exclusively, the others share it.
+pub async fn redis_lock(exclusive: bool) -> riverbed_core::testing::ServiceLock {
+    riverbed_core::testing::lock_service("redis", exclusive).await
+}
 
 /// Whether Redis and PostgreSQL are there (or fails under `RIVERBED_REQUIRE_SERVICES=1`).
 pub fn services_available() -> bool {
@@ -84,14 +87,32 @@ fn ping() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
 }
 
+/// Redis is down until this is dropped (or [`RedisDown::start`] is called): a test that fails
+/// while Redis is stopped still leaves it running for the next one.
+#[must_use = "Redis starts again when this is dropped"]
+pub struct RedisDown(());
+
+impl RedisDown {
+    /// Starts Redis again now.
+    pub fn start(self) {}
+}
+
+impl Drop for RedisDown {
+    fn drop(&mut self) {
+        start_redis();
+    }
+}
+
 /// Stops Redis without saving (every key is lost, as in production without persistence).
-pub fn stop_redis() {
+pub fn stop_redis() -> RedisDown {
+    let down = RedisDown(());
     let _ = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"])
         .stderr(Stdio::null())
         .stdout(Stdio::null())
         .status();
     wait_for("Redis to stop", || !ping());
+    down
 }
 
 /// Starts Redis as the CI does and waits until it answers PING.
@@ -146,8 +167,7 @@ fn wait_for(what: &str, cond: impl FnMut() -> bool) {
 
 /// Restarts Redis with every key lost.
 pub fn restart_redis() {
-    stop_redis();
-    start_redis();
+    stop_redis().start();
 }
 
 /// A deterministic shuffle.

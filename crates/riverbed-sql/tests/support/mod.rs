@@ -10,8 +10,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 /// The test database.
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Serialises tests that disturb PostgreSQL (exclusive) against the others (shared).
-pub static SERVICE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// Takes the PostgreSQL lock (a file lock, so across test binaries too): tests that disturb
+/// PostgreSQL take it exclusively, the others share it.
+pub async fn postgres_lock(exclusive: bool) -> riverbed_core::testing::ServiceLock {
+    riverbed_core::testing::lock_service("postgres", exclusive).await
+}
 
 /// Whether PostgreSQL is there (or fails under `RIVERBED_REQUIRE_SERVICES=1`).
 pub fn postgres_available() -> bool {

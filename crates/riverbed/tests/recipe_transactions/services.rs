@@ -21,8 +21,13 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The test broker (the recipe's own URL).
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Tests of this binary that restart Redis or read its keys take this lock.
-pub static REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The locks of a test that uses the broker (shared) and restarts Redis (exclusive), taken
+/// in the order every test takes them (RabbitMQ, then Redis).
+pub async fn lock_services() -> [riverbed_core::testing::ServiceLock; 2] {
+    use riverbed_core::testing::lock_service;
+    let broker = lock_service("rabbitmq", false).await;
+    [broker, lock_service("redis", true).await]
+}
 
 /// Whether RabbitMQ, PostgreSQL and Redis answer (fails under `RIVERBED_REQUIRE_SERVICES=1`).
 pub fn available() -> bool {

@@ -13,6 +13,10 @@ use crate::outcome::{DeadLetter, Failure, Outcome, Settlement};
 use crate::sink::{BatchOutcome, Sink};
 use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError};
 
+mod service;
+
+pub use service::{ServiceLock, lock_service, require_service};
+
 /// One thing that happened, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -332,30 +336,4 @@ pub fn numbered_messages(n: usize, keys: usize) -> Vec<Message> {
             m
         })
         .collect()
-}
-
-/// Whether a test that needs the service at `addr` (such as `127.0.0.1:5672`) can run.
-///
-/// When the service answers: true. When it does not: with `RIVERBED_REQUIRE_SERVICES=1` (CI)
-/// the test fails with the reason; otherwise it prints why it skips and returns false.
-pub fn require_service(name: &str, addr: &str) -> bool {
-    let reachable = addr
-        .parse()
-        .ok()
-        .and_then(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).ok()
-        })
-        .is_some();
-    if reachable {
-        return true;
-    }
-    let required = std::env::var("RIVERBED_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{name} at {addr} does not answer and RIVERBED_REQUIRE_SERVICES=1: this test may not skip"
-    );
-    eprintln!(
-        "skipping: {name} at {addr} does not answer (set RIVERBED_REQUIRE_SERVICES=1 to fail instead)"
-    );
-    false
 }

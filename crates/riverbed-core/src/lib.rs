@@ -9,7 +9,7 @@
 //! - [`key`]: partition keys and their stable hash.
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
-//! - `builder`, `pipeline`, `partition`, `lane`, `tracker`: the runtime itself.
+//! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `tracker`, `stop`: the runtime itself.
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
@@ -24,6 +24,7 @@
 mod builder;
 pub mod contiguous;
 pub mod dead_letter;
+mod intake;
 pub mod key;
 mod lane;
 pub mod message;
@@ -36,6 +37,7 @@ pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod stats;
+mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tracker;

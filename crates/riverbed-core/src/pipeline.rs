@@ -6,21 +6,19 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::builder::PipelineBuilder;
 use crate::dead_letter::{DeadLetterSink, run_dead_letters};
-use crate::key::{KeySpec, partition_of};
+use crate::key::KeySpec;
 use crate::lane::SinkSlot;
-use crate::partition::{Item, Partition, Shared};
+use crate::partition::{Partition, Shared};
 use crate::processor::Processor;
 use crate::retry::RetryPolicy;
-use crate::source::{Delivery, Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::tracker::{StageFailure, Tracked};
 
-/// Deliveries asked of the source at once.
-const RECV_CHUNK: usize = 256;
+use crate::intake::{Intake, RECV_CHUNK};
+use crate::stop::Stop;
 
 /// Everything the builder checked, ready to run.
 pub(crate) struct Plan {
@@ -102,13 +100,13 @@ impl Pipeline {
             plan,
             stats,
         } = self;
-        let stop = CancellationToken::new();
+        let stop = Stop::new(plan.shutdown_grace);
         let watcher = {
             let stop = stop.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = shutdown => stop.cancel(),
-                    _ = stop.cancelled() => {}
+                    _ = shutdown => stop.request(),
+                    _ = stop.requested() => {}
                 }
             })
         };
@@ -149,18 +147,14 @@ impl Pipeline {
             permits: Arc::new(Semaphore::new(plan.max_in_flight)),
             shared,
             next_unkeyed: 0,
+            abandoned: 0,
         };
         tracing::info!(source = %source.describe(), "Pipeline started");
         let result = intake.run(source.as_mut(), &stop).await;
-        let exhausted = matches!(result, Ok(true));
+        let exhausted = matches!(result, Ok(end) if end.exhausted);
+        let abandoned = result.as_ref().map_or(0, |end| end.abandoned);
         // Intake is over (its senders are dropped): partitions flush what they hold and end.
-        let drained = drain(
-            &mut partitions,
-            dead_letter_task,
-            &stop,
-            plan.shutdown_grace,
-        )
-        .await;
+        let drained = drain(&mut partitions, dead_letter_task, &stop).await && abandoned == 0;
         if let Err(e) = source.close().await {
             tracing::error!(error = %e, "Closing the source failed; unsettled deliveries will be redelivered");
         }
@@ -169,7 +163,7 @@ impl Pipeline {
                 tracing::error!(sink = %slot.name, error = %e, "Closing a sink failed");
             }
         }
-        stop.cancel();
+        stop.request();
         let _ = watcher.await;
         let report = Report {
             stats: stats.snapshot(),
@@ -187,13 +181,12 @@ impl Pipeline {
     }
 }
 
-/// Waits for the partitions and then the dead-letter task; gives up `grace` after a stop was
-/// requested, leaving what is unsettled to redelivery.
+/// Waits for the partitions and then the dead-letter task; gives up when the grace period after
+/// a stop request is over, leaving what is unsettled to redelivery.
 async fn drain(
     partitions: &mut JoinSet<()>,
     mut dead_letters: tokio::task::JoinHandle<()>,
-    stop: &CancellationToken,
-    grace: Duration,
+    stop: &Stop,
 ) -> bool {
     let all = async {
         while let Some(r) = partitions.join_next().await {
@@ -203,100 +196,13 @@ async fn drain(
         }
         let _ = (&mut dead_letters).await;
     };
-    let deadline = async {
-        stop.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
     tokio::select! {
         _ = all => true,
-        _ = deadline => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "Grace period over; unsettled deliveries are left to redelivery");
+        _ = stop.grace_over() => {
+            tracing::warn!(grace_ms = stop.grace().as_millis() as u64, "Grace period over; unsettled deliveries are left to redelivery");
             partitions.abort_all();
             dead_letters.abort();
             false
         }
-    }
-}
-
-/// The intake loop: takes in-flight permits, receives, keys and routes deliveries.
-struct Intake {
-    key: KeySpec,
-    max_in_flight: usize,
-    inputs: Vec<mpsc::Sender<Vec<Item>>>,
-    permits: Arc<Semaphore>,
-    shared: Arc<Shared>,
-    next_unkeyed: usize,
-}
-
-impl Intake {
-    /// Returns Ok(true) when the source is exhausted, Ok(false) when stopped.
-    async fn run(
-        mut self,
-        source: &mut dyn Source,
-        stop: &CancellationToken,
-    ) -> Result<bool, SourceError> {
-        let mut buf = Vec::with_capacity(RECV_CHUNK);
-        let mut chunks: Vec<Vec<Item>> = (0..self.inputs.len()).map(|_| Vec::new()).collect();
-        // Under backpressure few permits are free at a time; asking the source for one or two
-        // messages per call would make every call a round trip. Wait for a useful chunk.
-        let min_chunk = (self.max_in_flight / 8).clamp(1, RECV_CHUNK / 4);
-        loop {
-            let want = self
-                .permits
-                .available_permits()
-                .clamp(min_chunk, RECV_CHUNK);
-            let permits = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(false),
-                p = self.permits.clone().acquire_many_owned(want as u32) => p.expect("the semaphore is never closed"),
-            };
-            let more = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(false),
-                r = source.recv(&mut buf, want) => r?,
-            };
-            self.shared.stats.record_received(buf.len());
-            let mut permits = permits;
-            for d in buf.drain(..) {
-                let permit = permits.split(1).expect("one permit per received delivery");
-                self.route(d, permit, &mut chunks);
-            }
-            drop(permits);
-            for (i, chunk) in chunks.iter_mut().enumerate() {
-                if !chunk.is_empty() && self.inputs[i].send(std::mem::take(chunk)).await.is_err() {
-                    return Err(SourceError::Fatal(
-                        "a partition stopped unexpectedly".into(),
-                    ));
-                }
-            }
-            if !more {
-                return Ok(true);
-            }
-        }
-    }
-
-    fn route(
-        &mut self,
-        d: Delivery,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        chunks: &mut [Vec<Item>],
-    ) {
-        let Delivery { mut message, token } = d;
-        let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
-        if let Err(f) = self.key.apply(&mut message) {
-            tracked.fail(StageFailure::now(f, "key", message.meta.attempt));
-            let _ = self.shared.dead_letters.send(tracked);
-            return;
-        }
-        let n = chunks.len();
-        let p = match &message.key {
-            Some(k) => partition_of(k, n),
-            None => {
-                self.next_unkeyed = (self.next_unkeyed + 1) % n;
-                self.next_unkeyed
-            }
-        };
-        message.meta.partition = p as u32;
-        chunks[p].push((tracked, message));
     }
 }

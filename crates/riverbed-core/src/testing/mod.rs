@@ -210,6 +210,7 @@ pub struct MemorySink {
     journal: Journal,
     rule: Box<FailFn>,
     attempts: Mutex<std::collections::HashMap<String, u32>>,
+    partial: bool,
 }
 
 impl MemorySink {
@@ -230,6 +231,28 @@ impl MemorySink {
             journal,
             rule: Box::new(rule),
             attempts: Mutex::new(Default::default()),
+            partial: false,
+        }
+    }
+
+    /// Commit what can be committed instead of rolling back a batch with a transient failure:
+    /// a transient failure fails only its message and the later messages of its key in the
+    /// batch (the least the [`Sink`] contract allows), as a sink writing per key would.
+    pub fn partial(mut self) -> Self {
+        self.partial = true;
+        self
+    }
+
+    /// Per-key partial outcomes: a transient failure spreads to the later messages of its key.
+    fn spread_per_key(batch: &[Message], outcomes: &mut [Outcome]) {
+        let mut failed: std::collections::HashMap<Option<&str>, Outcome> = Default::default();
+        for (m, o) in batch.iter().zip(outcomes.iter_mut()) {
+            let key = m.key.as_deref();
+            if let Some(f) = failed.get(&key) {
+                *o = f.clone();
+            } else if matches!(o, Outcome::Transient(_)) {
+                failed.insert(key, o.clone());
+            }
         }
     }
 }
@@ -247,7 +270,9 @@ impl Sink for MemorySink {
                 outcomes.push((self.rule)(m, *n));
             }
         }
-        if let Some(t) = outcomes
+        if self.partial {
+            Self::spread_per_key(batch, &mut outcomes);
+        } else if let Some(t) = outcomes
             .iter()
             .find(|o| matches!(o, Outcome::Transient(_)))
             .cloned()

@@ -2,11 +2,12 @@
 //! a markdown table of the medians with ratios to the reference measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p riverbed-bench -- --runs 3 --count 500000
+//! cargo run --release -p riverbed-bench -- --runs 3 --count 200000 --write BENCHMARKS.md
 //! ```
 //!
 //! # Layout
 //! - `measure`: child processes, timing, peak RSS, CPU time, medians.
+//! - `report`: the markdown table, written into a section of BENCHMARKS.md with `--write`.
 //! - `scenarios`: what is measured (runtime ceiling, embedded log, SQLite ceiling...).
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod measure;
+mod report;
 mod scenarios;
 
 use std::collections::HashMap;
@@ -46,6 +48,13 @@ struct Args {
     /// their measured throughput (0 to skip).
     #[arg(long, default_value_t = 0.5)]
     load: f64,
+    /// Write the table into this file (such as BENCHMARKS.md), between the markers of
+    /// `--section`, with the command, the machine, the date and the commit.
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// The section of `--write` to replace (appended when the file has no such section).
+    #[arg(long, default_value = "main")]
+    section: String,
     /// Data directory (a temporary one by default).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -126,7 +135,18 @@ fn main() -> Result<()> {
         }
         results.insert(s.name, m);
     }
-    print_table(&args, &selected, &results);
+    let table = report::render(&report::Run {
+        runs: args.runs,
+        count: args.count,
+        load: args.load,
+        selected: &selected,
+        results: &results,
+    });
+    println!("{table}");
+    if let Some(path) = &args.write {
+        report::write_section(path, &args.section, &table)?;
+        eprintln!("wrote section `{}` of {}", args.section, path.display());
+    }
     Ok(())
 }
 
@@ -151,52 +171,4 @@ fn run_once(
         rate.to_string(),
     ];
     run_child(s.name, &child_args)
-}
-
-fn print_table(args: &Args, selected: &[Scenario], results: &HashMap<&str, Sample>) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    println!(
-        "Machine: {cores} cores ({cpu}). {} messages per run unless the scenario says otherwise; median of {} runs, each in its own process; latency at {:.0}% of the scenario's median throughput.\n",
-        args.count,
-        args.runs,
-        args.load * 100.0
-    );
-    println!(
-        "| scenario | msg/s | x ceiling | x naive | p50 ms | p99 ms | peak RSS MiB | CPU s / M msgs | what |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    let ratio = |r: &Sample, other: Option<&str>| {
-        other
-            .and_then(|o| results.get(o))
-            .map(|b| format!("{:.2}", r.rate() / b.rate()))
-            .unwrap_or_default()
-    };
-    let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
-    for s in selected {
-        let Some(r) = results.get(s.name) else {
-            continue;
-        };
-        println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {:.1} | {:.2} | {} |",
-            s.name,
-            r.rate(),
-            ratio(r, s.ceiling),
-            ratio(r, s.baseline),
-            ms(r.p50_ms),
-            ms(r.p99_ms),
-            r.peak_rss_kib as f64 / 1024.0,
-            r.cpu_per_million(),
-            s.what
-        );
-    }
 }

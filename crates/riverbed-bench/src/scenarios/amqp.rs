@@ -1,11 +1,10 @@
 //! RabbitMQ: the raw lapin ceiling, and Riverbed's source into any sinks, at full speed or at
 //! a fixed offered load for latency.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -14,14 +13,16 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use riverbed_amqp::{AmqpSource, AmqpSourceConfig};
-use riverbed_core::{BatchOutcome, KeySpec, Message, NoopSink, Pipeline, Sink};
+use riverbed_core::{KeySpec, NoopSink, Pipeline, PipelineBuilder, Sink};
 
+use super::latency::{Latencies, SENT_HEADER, Timed, micros_now};
 use super::{Ctx, Params, Scenario};
 use crate::measure::{Sample, timed};
 
 /// The broker.
 pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const SENT_HEADER: &str = "x-bench-sent-us";
+/// Riverbed's default prefetch (`riverbed_amqp` config): the raw ceiling uses the same window.
+pub const DEFAULT_PREFETCH: usize = 4096;
 
 /// A transaction of about `size` bytes: `{"id","provider","amount","currency","pad"}`.
 pub fn transaction(i: u64, size: usize) -> Vec<u8> {
@@ -38,7 +39,8 @@ pub fn transaction(i: u64, size: usize) -> Vec<u8> {
     v
 }
 
-async fn channel() -> Result<(Connection, Channel)> {
+/// A connection and a channel on the broker.
+pub async fn channel() -> Result<(Connection, Channel)> {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .context("RabbitMQ on 127.0.0.1:5672")?;
@@ -46,7 +48,8 @@ async fn channel() -> Result<(Connection, Channel)> {
     Ok((conn, ch))
 }
 
-async fn declare(ch: &Channel, queue: &str) -> Result<()> {
+/// Declares `queue` durable and empty.
+pub async fn declare(ch: &Channel, queue: &str) -> Result<()> {
     ch.queue_delete(queue.into(), QueueDeleteOptions::default())
         .await?;
     ch.queue_declare(
@@ -61,15 +64,8 @@ async fn declare(ch: &Channel, queue: &str) -> Result<()> {
     Ok(())
 }
 
-fn micros_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// Publishes `range` persistent messages with confirms, `window` unconfirmed at most.
-async fn publish(
+pub async fn publish(
     ch: &Channel,
     queue: &str,
     range: std::ops::Range<u64>,
@@ -131,11 +127,14 @@ pub async fn cleanup(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The raw ceiling: lapin, manual acks with `multiple` every 100 messages, prefetch 1000.
+/// The raw ceiling: lapin, manual acks with `multiple` every 100 messages, prefetch as
+/// Riverbed's default (or the scenario's window).
 async fn raw_consume(ctx: Ctx) -> Result<Sample> {
     let n = ctx.messages();
     let (conn, ch) = channel().await?;
-    ch.basic_qos(1000, BasicQosOptions::default()).await?;
+    let prefetch = ctx.params.window.unwrap_or(DEFAULT_PREFETCH);
+    ch.basic_qos(u16::try_from(prefetch)?, BasicQosOptions::default())
+        .await?;
     let mut consumer = ch
         .basic_consume(
             ctx.unique("q").as_str().into(),
@@ -179,57 +178,33 @@ pub fn source(ctx: &Ctx) -> Result<AmqpSource> {
     Ok(AmqpSource::new(config)?)
 }
 
-/// Wraps a sink and records, for each committed message, how long ago it was published.
-struct Latency {
-    inner: Arc<dyn Sink>,
-    seen: Arc<Mutex<Vec<u64>>>,
-}
-
-#[async_trait]
-impl Sink for Latency {
-    async fn write(&self, batch: &[Message]) -> BatchOutcome {
-        let outcome = self.inner.write(batch).await;
-        let now = micros_now();
-        let mut seen = self.seen.lock().expect("latency lock");
-        for (i, m) in batch.iter().enumerate() {
-            if let (true, Some(sent)) = (
-                outcome.get(i).is_ok(),
-                m.headers.get(SENT_HEADER).and_then(|h| h.as_i64()),
-            ) {
-                seen.push((now - sent).max(0) as u64);
-            }
-        }
-        outcome
-    }
-
-    async fn close(&self) -> Result<(), riverbed_core::Failure> {
-        self.inner.close().await
-    }
-}
-
-/// Runs this run's queue through a pipeline into `sinks` (the first one's commits are timed
-/// for latency runs), until every message is acknowledged.
-pub async fn through(ctx: Ctx, sinks: Vec<(&'static str, Arc<dyn Sink>)>) -> Result<Sample> {
-    let n = ctx.messages();
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
-    let mut builder = Pipeline::builder()
-        .source(source(&ctx)?)
-        .key(KeySpec::JsonPointer("/provider".into()));
+/// A pipeline reading this run's queue, keyed by `/provider`, with the scenario's partitions
+/// and window; in a latency run its acknowledgements are timed into `latencies`.
+pub fn pipeline_builder(ctx: &Ctx, latencies: &Latencies) -> Result<PipelineBuilder> {
+    let source = source(ctx)?;
+    let mut builder = if ctx.rate > 0 {
+        Pipeline::builder().source(Timed::new(source, latencies.clone()))
+    } else {
+        Pipeline::builder().source(source)
+    };
+    builder = builder.key(KeySpec::JsonPointer("/provider".into()));
     if let Some(p) = ctx.params.partitions {
         builder = builder.partitions(p.try_into()?);
     }
     if let Some(w) = ctx.params.window {
         builder = builder.max_in_flight(w.try_into()?);
     }
-    for (i, (name, sink)) in sinks.into_iter().enumerate() {
-        let sink: Arc<dyn Sink> = if i == 0 && ctx.rate > 0 {
-            Arc::new(Latency {
-                inner: sink,
-                seen: latencies.clone(),
-            })
-        } else {
-            sink
-        };
+    Ok(builder)
+}
+
+/// Runs this run's queue through a pipeline into `sinks` until every message is
+/// acknowledged; a latency run publishes at `ctx.rate` meanwhile and times each message from
+/// its publication to its acknowledgement (every sink committed).
+pub async fn through(ctx: Ctx, sinks: Vec<(&'static str, Arc<dyn Sink>)>) -> Result<Sample> {
+    let n = ctx.messages();
+    let latencies = Latencies::default();
+    let mut builder = pipeline_builder(&ctx, &latencies)?;
+    for (name, sink) in sinks {
         builder = builder.sink_with(name, "main", sink, None);
     }
     let pipeline = builder.build()?;
@@ -248,12 +223,8 @@ pub async fn through(ctx: Ctx, sinks: Vec<(&'static str, Arc<dyn Sink>)>) -> Res
     if let Some(p) = publisher {
         p.await??;
     }
-    let mut l = latencies.lock().expect("latency lock").clone();
-    if !l.is_empty() {
-        l.sort_unstable();
-        let q = |p: f64| l[((l.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-        sample.p50_ms = Some(q(0.5));
-        sample.p99_ms = Some(q(0.99));
+    if let Some((p50, p99)) = latencies.percentiles() {
+        (sample.p50_ms, sample.p99_ms) = (Some(p50), Some(p99));
     }
     cleanup(&ctx).await?;
     Ok(sample)
@@ -300,78 +271,111 @@ fn backlog(count: u64) -> Params {
     }
 }
 
+fn raw(name: &'static str, what: &'static str, params: Params) -> Scenario {
+    Scenario {
+        name,
+        what,
+        ceiling: None,
+        baseline: None,
+        params,
+        prepare: |ctx| Box::pin(fill(ctx)),
+        run: |ctx| Box::pin(raw_consume(ctx)),
+        latency: false,
+    }
+}
+
+fn noop(
+    name: &'static str,
+    what: &'static str,
+    ceiling: Option<&'static str>,
+    params: Params,
+    latency: bool,
+) -> Scenario {
+    Scenario {
+        name,
+        what,
+        ceiling,
+        baseline: None,
+        params,
+        prepare: |ctx| Box::pin(fill(ctx)),
+        run: |ctx| Box::pin(through(ctx, vec![("noop", Arc::new(NoopSink))])),
+        latency,
+    }
+}
+
 /// The RabbitMQ scenarios.
 pub fn scenarios() -> Vec<Scenario> {
-    let noop = |ctx: Ctx| -> futures::future::BoxFuture<'static, Result<Sample>> {
-        Box::pin(through(ctx, vec![("noop", Arc::new(NoopSink))]))
-    };
-    let mut v = vec![
-        Scenario {
-            name: "amqp-raw-consume",
-            what: "ceiling: raw lapin consumer, prefetch 1000, ack `multiple` every 100 (persistent messages)",
-            ceiling: None,
-            baseline: None,
-            params: Params::DEFAULT,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(raw_consume(ctx)),
-            latency: false,
-        },
-        Scenario {
-            name: "amqp-noop",
-            what: "RabbitMQ -> Riverbed (defaults, keyed by /provider) -> no-op sink",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: None,
-            params: Params::DEFAULT,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: noop,
-            latency: true,
-        },
-        Scenario {
-            name: "amqp-noop-prefetch-100",
-            what: "same with prefetch and max_in_flight 100 (untuned small window: batches adapt)",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: None,
-            params: Params {
+    let ceiling = Some("amqp-raw-consume");
+    vec![
+        raw(
+            "amqp-raw-consume",
+            "ceiling: raw lapin consumer, prefetch 4096 (as Riverbed), ack `multiple` every 100, persistent 100 B messages",
+            Params::DEFAULT,
+        ),
+        noop(
+            "amqp-noop",
+            "RabbitMQ -> Riverbed (defaults, keyed by /provider) -> no-op sink",
+            ceiling,
+            Params::DEFAULT,
+            true,
+        ),
+        noop(
+            "amqp-noop-tuned",
+            "same, tuned: 1 partition (a no-op sink needs no parallelism; fewer tasks to wake)",
+            ceiling,
+            Params {
+                partitions: Some(1),
+                ..Params::DEFAULT
+            },
+            false,
+        ),
+        noop(
+            "amqp-noop-prefetch-100",
+            "same with prefetch and max_in_flight 100 (untuned small window: batches adapt)",
+            ceiling,
+            Params {
                 window: Some(100),
                 ..Params::DEFAULT
             },
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: noop,
-            latency: false,
-        },
-    ];
-    for (name, what, params) in [
-        (
-            "amqp-noop-1k",
-            "size: RabbitMQ -> Riverbed -> no-op, 1 KiB messages (100,000)",
+            false,
+        ),
+        raw(
+            "amqp-raw-consume-1k",
+            "size: raw lapin consumer, 1 KiB messages (100,000)",
             sized(1024, 100_000),
         ),
-        (
-            "amqp-noop-16k",
-            "size: RabbitMQ -> Riverbed -> no-op, 16 KiB messages (20,000)",
+        noop(
+            "amqp-noop-1k",
+            "size: RabbitMQ -> Riverbed -> no-op, 1 KiB messages (100,000)",
+            Some("amqp-raw-consume-1k"),
+            sized(1024, 100_000),
+            false,
+        ),
+        raw(
+            "amqp-raw-consume-16k",
+            "size: raw lapin consumer, 16 KiB messages (20,000)",
             sized(16 * 1024, 20_000),
         ),
-        (
+        noop(
+            "amqp-noop-16k",
+            "size: RabbitMQ -> Riverbed -> no-op, 16 KiB messages (20,000)",
+            Some("amqp-raw-consume-16k"),
+            sized(16 * 1024, 20_000),
+            false,
+        ),
+        noop(
             "amqp-noop-backlog-10k",
             "memory: RabbitMQ -> Riverbed -> no-op, prefetch 1000, backlog 10,000",
+            None,
             backlog(10_000),
+            false,
         ),
-        (
+        noop(
             "amqp-noop-backlog-1m",
             "memory: RabbitMQ -> Riverbed -> no-op, prefetch 1000, backlog 1,000,000",
+            None,
             backlog(1_000_000),
+            false,
         ),
-    ] {
-        v.push(Scenario {
-            name,
-            what,
-            ceiling: None,
-            baseline: None,
-            params,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: noop,
-            latency: false,
-        });
-    }
-    v
+    ]
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use riverbed_core::{KeySpec, NoopSink, Pipeline};
+use riverbed_core::{HeaderValue, KeySpec, NoopSink, Pipeline};
 use riverbed_embedded::{DataKind, Durability, EmbeddedLog, Generator, LogSource, Record};
 use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
 
+use super::latency::{Latencies, SENT_HEADER, Timed, micros_now};
 use super::{Ctx, Params, Scenario, no_prepare};
 use crate::measure::{Sample, timed};
 
@@ -54,18 +55,28 @@ fn readings_spec() -> Arc<TableSpec> {
 
 async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
     let log = EmbeddedLog::open(log_path(&ctx), Durability::Full).await?;
+    // A latency run follows a topic of its own, fed at the offered rate while it runs.
+    let topic = if ctx.rate > 0 {
+        format!("latency-{}-{}", std::process::id(), ctx.run)
+    } else {
+        "readings".to_owned()
+    };
     let source = LogSource::open(
         &log,
-        "readings",
+        &topic,
         &format!("bench-{}-{}", std::process::id(), ctx.run),
-        false,
+        ctx.rate > 0,
     )
     .await?;
     let out = ctx.dir.join(format!("out-{}.db", ctx.run));
     let _ = std::fs::remove_file(&out);
-    let builder = Pipeline::builder()
-        .source(source)
-        .key(KeySpec::JsonPointer("/sensor_id".into()));
+    let latencies = Latencies::default();
+    let builder = if ctx.rate > 0 {
+        Pipeline::builder().source(Timed::new(source, latencies.clone()))
+    } else {
+        Pipeline::builder().source(source)
+    };
+    let builder = builder.key(KeySpec::JsonPointer("/sensor_id".into()));
     let builder = if sqlite {
         let writer = SqliteWriter::new(sqlite_pool(&out).await?, readings_spec(), None).await?;
         builder.sink("readings", writer.into_sink("readings"))
@@ -73,9 +84,16 @@ async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
         builder.sink("noop", NoopSink)
     };
     let pipeline = builder.build()?;
+    let stats = pipeline.stats();
     let count = ctx.messages();
-    timed(|| async move {
-        let report = pipeline.run(std::future::pending()).await?;
+    let producer = (ctx.rate > 0).then(|| tokio::spawn(paced_append(log.clone(), topic, ctx)));
+    let mut sample = timed(|| async move {
+        let done = async move {
+            while stats.snapshot().acked < count {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        let report = pipeline.run(done).await?;
         anyhow::ensure!(
             report.stats.acked == count,
             "acked {} of {count}",
@@ -83,7 +101,37 @@ async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
         );
         Ok(report.stats.acked)
     })
-    .await
+    .await?;
+    if let Some(p) = producer {
+        p.await??;
+    }
+    if let Some((p50, p99)) = latencies.percentiles() {
+        (sample.p50_ms, sample.p99_ms) = (Some(p50), Some(p99));
+    }
+    Ok(sample)
+}
+
+/// Appends sensor readings stamped with their send time, `ctx.rate` per second in bursts.
+async fn paced_append(log: EmbeddedLog, topic: String, ctx: Ctx) -> anyhow::Result<()> {
+    let mut generator = Generator::new(DataKind::Sensors, 2, 64, None);
+    let started = std::time::Instant::now();
+    let (mut sent, burst) = (0u64, 100u64);
+    while sent < ctx.messages() {
+        let n = burst.min(ctx.messages() - sent);
+        let records: Vec<Record> = (0..n)
+            .map(|_| {
+                let mut r = generator.next_record();
+                r.headers
+                    .insert(SENT_HEADER.into(), HeaderValue::Int(micros_now()));
+                r
+            })
+            .collect();
+        log.append(&topic, records).await?;
+        sent += n;
+        let due = std::time::Duration::from_secs_f64(sent as f64 / ctx.rate as f64);
+        tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+    }
+    Ok(())
 }
 
 /// SQLite alone: the same rows in 1,000-row transactions of multi-row inserts (WAL, FULL sync).
@@ -161,7 +209,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ceiling: Some("sqlite-ceiling"),
             baseline: None,
             params: Params::DEFAULT,
-            latency: false,
+            latency: true,
             prepare: |ctx| Box::pin(prepare_log(ctx)),
             run: |ctx| Box::pin(log_to(ctx, true)),
         },

@@ -1,9 +1,12 @@
 //! The scenarios: each moves messages one way and reports what it measured.
 
 pub mod amqp;
+pub mod amqp_sqlite;
 pub mod embedded;
+pub mod latency;
 pub mod naive;
 pub mod postgres;
+pub mod publish;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -99,7 +102,9 @@ pub fn all() -> Vec<Scenario> {
     v.extend(embedded::scenarios());
     v.extend(amqp::scenarios());
     v.extend(naive::scenarios());
+    v.extend(amqp_sqlite::scenarios());
     v.extend(postgres::scenarios());
+    v.extend(publish::scenarios());
     v
 }
 

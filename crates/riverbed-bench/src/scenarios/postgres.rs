@@ -152,8 +152,40 @@ fn with(partitions: usize) -> Params {
     }
 }
 
+/// The tuned settings of the PostgreSQL rows (chosen from the partition and window sweeps in
+/// BENCHMARKS.md).
+const TUNED: Params = Params {
+    partitions: Some(2),
+    window: Some(8192),
+    ..Params::DEFAULT
+};
+
+type Run = fn(Ctx) -> futures::future::BoxFuture<'static, Result<Sample>>;
+
+fn into_pg(
+    name: &'static str,
+    what: &'static str,
+    params: Params,
+    run: Run,
+    latency: bool,
+) -> Scenario {
+    Scenario {
+        name,
+        what,
+        ceiling: Some("amqp-raw-consume"),
+        baseline: Some("naive-pg-redis"),
+        params,
+        prepare: |ctx| Box::pin(fill(ctx)),
+        run,
+        latency,
+    }
+}
+
 /// The PostgreSQL scenarios.
 pub fn scenarios() -> Vec<Scenario> {
+    let append: Run = |ctx| Box::pin(pg_append(ctx));
+    let redis: Run = |ctx| Box::pin(pg_redis(ctx));
+    let upsert: Run = |ctx| Box::pin(pg_upsert(ctx));
     let mut v = vec![
         Scenario {
             name: "pg-copy-ceiling",
@@ -165,50 +197,48 @@ pub fn scenarios() -> Vec<Scenario> {
             run: |ctx| Box::pin(copy_ceiling(ctx)),
             latency: false,
         },
-        Scenario {
-            name: "amqp-pg-append",
-            what: "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append (idempotent on id), at-least-once",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: Some("naive-pg-redis"),
-            params: Params::DEFAULT,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(pg_append(ctx)),
-            latency: true,
-        },
-        Scenario {
-            name: "amqp-pg-redis",
-            what: "RabbitMQ -> Riverbed -> PostgreSQL append + Redis counter (deduplicated), at-least-once",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: Some("naive-pg-redis"),
-            params: Params::DEFAULT,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(pg_redis(ctx)),
-            latency: true,
-        },
-        Scenario {
-            name: "amqp-pg-upsert",
-            what: "RabbitMQ -> Riverbed -> PostgreSQL upsert with version check (latest per provider)",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: Some("naive-pg-redis"),
-            params: Params::DEFAULT,
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(pg_upsert(ctx)),
-            latency: false,
-        },
-        Scenario {
-            name: "amqp-pg-append-tuned",
-            what: "RabbitMQ -> PostgreSQL append, tuned: 2 partitions, prefetch and in-flight 2048",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: Some("naive-pg-redis"),
-            params: Params {
-                partitions: Some(8),
-                window: Some(8192),
-                ..Params::DEFAULT
-            },
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(pg_append(ctx)),
-            latency: false,
-        },
+        into_pg(
+            "amqp-pg-append",
+            "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append (idempotent on id), at-least-once",
+            Params::DEFAULT,
+            append,
+            true,
+        ),
+        into_pg(
+            "amqp-pg-append-tuned",
+            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            TUNED,
+            append,
+            false,
+        ),
+        into_pg(
+            "amqp-pg-redis",
+            "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append + Redis counter (deduplicated), at-least-once",
+            Params::DEFAULT,
+            redis,
+            true,
+        ),
+        into_pg(
+            "amqp-pg-redis-tuned",
+            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            TUNED,
+            redis,
+            false,
+        ),
+        into_pg(
+            "amqp-pg-upsert",
+            "RabbitMQ -> Riverbed (defaults) -> PostgreSQL upsert with version check (latest per provider)",
+            Params::DEFAULT,
+            upsert,
+            true,
+        ),
+        into_pg(
+            "amqp-pg-upsert-tuned",
+            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            TUNED,
+            upsert,
+            false,
+        ),
     ];
     for (name, p) in [
         ("amqp-pg-append-p1", 1),
@@ -216,16 +246,15 @@ pub fn scenarios() -> Vec<Scenario> {
         ("amqp-pg-append-p4", 4),
         ("amqp-pg-append-p8", 8),
     ] {
-        v.push(Scenario {
+        let mut s = into_pg(
             name,
-            what: "scaling: RabbitMQ -> PostgreSQL append with this many partitions",
-            ceiling: Some("amqp-raw-consume"),
-            baseline: None,
-            params: with(p),
-            prepare: |ctx| Box::pin(fill(ctx)),
-            run: |ctx| Box::pin(pg_append(ctx)),
-            latency: false,
-        });
+            "scaling: RabbitMQ -> PostgreSQL append with this many partitions",
+            with(p),
+            append,
+            false,
+        );
+        s.baseline = None;
+        v.push(s);
     }
     v
 }

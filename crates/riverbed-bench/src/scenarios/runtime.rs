@@ -13,7 +13,7 @@ use super::{Ctx, Params, Scenario, no_prepare};
 use crate::measure::timed;
 
 /// Delivers `count` messages cycling over a small pool of prebuilt ones (memory stays flat).
-struct CycleSource {
+pub struct CycleSource {
     pool: Vec<Message>,
     sent: u64,
     count: u64,
@@ -30,6 +30,16 @@ impl Acker for CountAcker {
 }
 
 impl CycleSource {
+    /// Cycles over `pool` until `count` messages were delivered.
+    pub fn from_pool(pool: Vec<Message>, count: u64) -> Self {
+        CycleSource {
+            pool,
+            sent: 0,
+            count,
+            acker: Arc::default(),
+        }
+    }
+
     fn new(count: u64) -> Self {
         let pool = (0..4096u64)
             .map(|i| {
@@ -41,12 +51,7 @@ impl CycleSource {
                 Message::new(Bytes::from(payload)).with_key(key)
             })
             .collect();
-        CycleSource {
-            pool,
-            sent: 0,
-            count,
-            acker: Arc::default(),
-        }
+        Self::from_pool(pool, count)
     }
 }
 

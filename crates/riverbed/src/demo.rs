@@ -77,7 +77,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     let report = pipeline.run(done).await?;
     progress.finish();
-    producer.await??;
+    if producer.is_finished() {
+        producer.await??;
+    } else {
+        // Interrupted while still generating: stop generating too (what was appended stays
+        // in the log for a later run).
+        producer.abort();
+    }
     let elapsed = started.elapsed();
     summary(&args.dir, &log, &report, elapsed).await
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use riverbed_core::{Message, Metadata};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
@@ -24,6 +25,7 @@ struct Inner {
     writer: mpsc::Sender<Command>,
     readers: SqlitePool,
     last_offset: watch::Receiver<u64>,
+    commits: Arc<AtomicU64>,
 }
 
 /// A consumer's stored position in a topic.
@@ -64,13 +66,15 @@ impl EmbeddedLog {
             .await?;
         let (tx, rx) = mpsc::channel(1024);
         let (last_tx, last_rx) = watch::channel(last as u64);
-        tokio::spawn(run_writer(conn, rx, last_tx));
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_writer(conn, rx, last_tx, commits.clone()));
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
                 path,
                 writer: tx,
                 readers,
                 last_offset: last_rx,
+                commits,
             }),
         })
     }
@@ -94,6 +98,12 @@ impl EmbeddedLog {
 
     pub(crate) async fn send(&self, cmd: Command) -> Result<()> {
         self.inner.writer.send(cmd).await.map_err(|_| Error::Closed)
+    }
+
+    /// How many transactions this handle's writer committed: appends, acknowledgements and
+    /// dead letters arriving together share one (group commit).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// Watches the highest offset appended through this handle's writer.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -85,11 +86,15 @@ pub(crate) async fn run_writer(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Command>,
     last_offset: watch::Sender<u64>,
+    commits: Arc<AtomicU64>,
 ) {
     let mut cmds = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut cmds, MAX_GROUP).await > 0 {
         let mut replies = Vec::with_capacity(cmds.len());
         let result = write_group(&mut conn, &mut cmds, &mut replies).await;
+        if result.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(Some(last)) => {
                 last_offset.send_replace(last);

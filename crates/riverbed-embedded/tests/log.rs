@@ -266,6 +266,12 @@ async fn concurrent_appends_share_commits() {
         t.await.unwrap();
     }
     assert_eq!(log.topic_stats("t").await.unwrap().0, 400);
+    // Eight appenders waiting for durability at once: their appends share transactions.
+    assert!(
+        log.commits() <= 200,
+        "400 appends from 8 concurrent appenders took {} commits",
+        log.commits()
+    );
 }
 
 #[tokio::test]

@@ -208,6 +208,82 @@ proptest! {
     }
 }
 
+/// Broker retry mode: failed messages come back later through the source (overtaking is
+/// allowed there); every message still ends acknowledged or dead-lettered exactly once, and no
+/// acknowledgement comes before both sinks committed it.
+fn check_broker_mode(c: Case) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let journal = Journal::default();
+    let pipeline = Pipeline::builder()
+        .source(
+            MemorySource::new(numbered_messages(c.messages, c.keys), journal.clone())
+                .with_delayed_retry(),
+        )
+        .key(KeySpec::JsonPointer("/key".into()))
+        .partitions(nz(c.partitions))
+        .max_in_flight(nz(c.in_flight))
+        .retry(RetryPolicy {
+            max_attempts: NonZeroU32::new(c.max_attempts).unwrap(),
+            initial_backoff: Duration::from_micros(200),
+            max_backoff: Duration::from_millis(2),
+            mode: RetryMode::Broker,
+        })
+        .sink("a", failing_sink("a", &journal, &c, 1))
+        .sink("b", failing_sink("b", &journal, &c, 2))
+        .dead_letters(Arc::new(MemoryDeadLetters::new(journal.clone())))
+        .build()
+        .unwrap();
+    let report = rt.block_on(pipeline.run(std::future::pending())).unwrap();
+    prop_assert!(report.exhausted && report.drained);
+    let mut committed: HashSet<(&str, &str)> = HashSet::new();
+    let (mut dead, mut acked) = (HashSet::new(), HashSet::new());
+    let mut retries: HashMap<&str, u32> = HashMap::new();
+    let events = journal.events();
+    for e in &events {
+        match e {
+            Event::Commit { sink, id, .. } => {
+                committed.insert((sink.as_str(), id.as_str()));
+            }
+            Event::DeadLetter { id, .. } => {
+                prop_assert!(dead.insert(id.as_str()), "{id} dead-lettered twice");
+            }
+            Event::Settle { id, settlement } => match settlement {
+                Settlement::Ack => {
+                    let id = id.as_str();
+                    prop_assert!(
+                        dead.contains(id)
+                            || (committed.contains(&("a", id)) && committed.contains(&("b", id))),
+                        "{id} acked before both sinks committed it or its dead letter was stored"
+                    );
+                    prop_assert!(acked.insert(id), "{id} acked twice");
+                }
+                Settlement::Retry { next_attempt, .. } => {
+                    prop_assert!(!acked.contains(id.as_str()), "{id} retried after its ack");
+                    prop_assert!(*next_attempt <= c.max_attempts);
+                    *retries.entry(id).or_default() += 1;
+                }
+                other => prop_assert!(false, "unexpected settlement {other:?}"),
+            },
+        }
+    }
+    prop_assert_eq!(acked.len(), c.messages, "every message ended once");
+    prop_assert!(retries.values().all(|&n| n < c.max_attempts));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn broker_retries_end_every_message_once(c in case()) {
+        check_broker_mode(Case { stop_after_ms: None, ..c })?;
+    }
+}
+
 #[tokio::test]
 async fn malformed_payloads_and_missing_keys_are_dead_lettered_with_reasons() {
     let journal = Journal::default();

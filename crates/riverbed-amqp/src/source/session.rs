@@ -1,5 +1,6 @@
 //! Opening a consuming session (connect, declare, consume) and ending a lost one.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -79,7 +80,7 @@ impl AmqpSource {
         self.next_generation = (generation + 1) & GEN_MASK;
         // No await from here until the session is stored: a cancelled `recv` cannot leave a
         // generation installed without its session.
-        self.acker.install(generation, channel.clone());
+        self.acker.install(generation, Arc::new(channel.clone()));
         self.acker.resumed();
         tracing::info!(
             queue = %queue,

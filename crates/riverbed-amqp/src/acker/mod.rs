@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use riverbed_core::{Acker, Delivery, Settled, Settlement};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -18,10 +16,16 @@ use crate::retry::RetryJob;
 use crate::status::SourceStatus;
 use crate::window::{Window, split, token};
 
+mod channel;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use channel::AckChannel;
+
 /// The live channel and its deliveries.
 struct Generation {
     id: u32,
-    channel: Channel,
+    channel: Arc<dyn AckChannel>,
     window: Window,
 }
 
@@ -97,7 +101,7 @@ impl AckShared {
     }
 
     /// Makes `channel` the live one, as generation `id`.
-    pub fn install(&self, id: u32, channel: Channel) {
+    pub fn install(&self, id: u32, channel: Arc<dyn AckChannel>) {
         let mut st = self.lock();
         st.current = Some(Generation {
             id,
@@ -235,20 +239,13 @@ impl AckShared {
             (g.channel.clone(), f)
         };
         for (tag, requeue) in f.nacks {
-            let options = BasicNackOptions {
-                multiple: false,
-                requeue,
-            };
-            match channel.basic_nack(tag, options).await {
+            match channel.nack(tag, requeue).await {
                 Ok(()) => self.status.record_nack(),
                 Err(e) => tracing::debug!(error = %e, tag, "Nack not sent; the broker redelivers"),
             }
         }
         if let Some((tag, covered)) = f.ack {
-            match channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await
-            {
+            match channel.ack_up_to(tag).await {
                 Ok(()) => self.status.record_ack(covered),
                 Err(e) => tracing::debug!(error = %e, tag, "Ack not sent; the broker redelivers"),
             }

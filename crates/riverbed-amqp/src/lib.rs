@@ -11,7 +11,9 @@
 //!   TTL queue that dead-letters it back after the delay, carrying its attempt in the
 //!   `x-riverbed-attempt` header. **Later messages of the same key overtake it while it
 //!   waits**: use broker retry only for pipelines that do not need per-key order. In-process
-//!   retry, the core default, keeps the order.
+//!   retry, the core default, keeps the order. A retry the broker does not take (its retry
+//!   queue refused, the copy not confirmed) is held and tried again with backoff, its delivery
+//!   keeping its prefetch slot; it is requeued only when the source closes.
 //! - [`AmqpSink`] publishes with confirms, persistent messages and `mandatory`: an unroutable
 //!   message is a permanent failure (it goes to the dead-letter queue), never a silent drop.
 //! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers.

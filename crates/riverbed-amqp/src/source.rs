@@ -179,12 +179,18 @@ impl AmqpSource {
                 self.settings.confirm_timeout,
                 "retry",
             );
-            self.tasks.push(tokio::spawn(retry::run(
-                jobs,
+            let c = &self.settings.connection;
+            let worker = retry::Worker {
                 publisher,
                 spec,
-                self.settings.queue.name.clone(),
+                target: self.settings.queue.name.clone(),
+                backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+            };
+            self.tasks.push(tokio::spawn(retry::run(
+                jobs,
+                worker,
                 Arc::downgrade(&self.acker),
+                self.acker.closing(),
             )));
         }
     }
@@ -285,6 +291,7 @@ impl Source for AmqpSource {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.closed = true;
+        self.acker.begin_close();
         self.acker
             .wait_for_retries(self.settings.confirm_timeout + Duration::from_secs(1))
             .await;

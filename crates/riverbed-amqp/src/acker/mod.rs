@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use riverbed_core::{Acker, Delivery, Settled, Settlement};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::delivery::Received;
@@ -52,6 +52,8 @@ pub(crate) struct AckShared {
     retry: Option<mpsc::UnboundedSender<RetryJob>>,
     retries_in_flight: AtomicUsize,
     retries_done: Notify,
+    /// Turns true when the source closes: the retry worker stops holding failed retries.
+    closing: watch::Sender<bool>,
     pub status: Arc<SourceStatus>,
 }
 
@@ -73,6 +75,7 @@ impl AckShared {
             retry,
             retries_in_flight: AtomicUsize::new(0),
             retries_done: Notify::new(),
+            closing: watch::Sender::new(false),
             status,
         }
     }
@@ -186,7 +189,23 @@ impl AckShared {
         self.lock().requeue_floor = None;
     }
 
-    /// A retried delivery's republish finished: acknowledge it, or requeue it if it failed.
+    /// Whether generation `id` is the live one, whose deliveries can still be settled.
+    pub fn is_live(&self, id: u32) -> bool {
+        self.lock().current.as_ref().is_some_and(|g| g.id == id)
+    }
+
+    /// Tells the retry worker the source is closing: retries that fail are requeued at once.
+    pub fn begin_close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true once the source is closing.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// A retried delivery's republish finished: acknowledge it, or requeue it (when the source
+    /// closes before the broker took the retry).
     pub fn retry_done(&self, id: u32, seq: u64, published: bool) {
         {
             let mut st = self.lock();

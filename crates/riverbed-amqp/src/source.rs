@@ -22,17 +22,21 @@ use crate::settings::SourceSettings;
 use crate::status::SourceStatus;
 use crate::topology;
 
+mod reconnect;
 mod session;
 
 /// With fewer deliveries than this at hand, `recv` lingers to collect more.
 const LINGER_BELOW: usize = 64;
 
+use reconnect::Reconnect;
 use session::Session;
 
 /// A RabbitMQ source: a classic or quorum queue, a server-named exclusive queue, or a stream.
 ///
 /// It owns its reconnect loop: when the connection or channel is lost, or the broker cancels
-/// the consumer, it reconnects with jittered exponential backoff, rotating through the URLs,
+/// the consumer, it reconnects (at once after a session that lived a few seconds, else with
+/// jittered exponential backoff, so a session that dies young never spins), rotating through
+/// the URLs,
 /// declares its exchanges, queue and bindings again (a server-named queue gets a new name) and
 /// resumes. Deliveries carry a token naming their channel generation, so a settlement for a
 /// delivery of a dead channel is dropped (the broker redelivers the message) and no ack ever
@@ -44,7 +48,7 @@ use session::Session;
 pub struct AmqpSource {
     settings: SourceSettings,
     connector: Connector,
-    backoff: Backoff,
+    reconnect: Reconnect,
     retry_at: Option<Instant>,
     session: Option<Session>,
     next_generation: u32,
@@ -90,7 +94,11 @@ impl AmqpSource {
         let c = &settings.connection;
         AmqpSource {
             connector: Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout),
-            backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+            reconnect: Reconnect::new(
+                c.reconnect_initial,
+                c.reconnect_max,
+                reconnect::HEALTHY_AFTER,
+            ),
             retry_at: None,
             session: None,
             next_generation: 1,

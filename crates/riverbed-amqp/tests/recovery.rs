@@ -127,3 +127,54 @@ async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loo
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_dies_young_reconnects_after_a_growing_delay() {
+    if !available() {
+        return;
+    }
+    let _shared = broker(false).await;
+    common::bounded(async {
+        let queue = unique("dies-young");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let config: riverbed_amqp::AmqpSourceConfig = toml::from_str(&format!(
+            "urls = [\"{}\"]\nqueue = \"{queue}\"\n\
+             reconnect_initial = \"200ms\"\nreconnect_max = \"2s\"",
+            common::URL
+        ))
+        .unwrap();
+        let source = AmqpSource::new(config).unwrap();
+        let status = source.status();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", Recorder::new())
+            .build()
+            .unwrap();
+        let (stop, run) = spawn(pipeline);
+        let raw = Raw::connect().await;
+        // Each session is cancelled right after it starts (its queue deleted): without a
+        // backoff the source would reconnect in a tight loop.
+        let mut gaps = Vec::new();
+        for session in 1..=5 {
+            let s = status.clone();
+            common::wait_until("a session", LIMIT, || s.sessions() == session).await;
+            let deleted = std::time::Instant::now();
+            raw.delete(std::slice::from_ref(&queue)).await;
+            let s = status.clone();
+            common::wait_until("the next session", LIMIT, || s.sessions() > session).await;
+            gaps.push(deleted.elapsed());
+        }
+        let _ = stop.send(());
+        run.await.unwrap();
+        // The backoff doubles from 200 ms up to 2 s, each delay jittered down to half.
+        for (gap, base) in gaps.iter().zip([200u64, 400, 800, 1600, 2000]) {
+            assert!(
+                *gap >= Duration::from_millis(base / 2),
+                "reconnected {gap:?} after the loss; the backoff asked at least {} ms: {gaps:?}",
+                base / 2
+            );
+        }
+        raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+    })
+    .await;
+}

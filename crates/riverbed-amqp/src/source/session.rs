@@ -111,7 +111,7 @@ impl AmqpSource {
             match self.open_session().await {
                 Ok(session) => {
                     self.retry_at = None;
-                    self.backoff.reset();
+                    self.reconnect.opened(Instant::now());
                     self.ever_connected = true;
                     self.status.session_opened(&session.queue);
                     self.session = Some(session);
@@ -126,7 +126,7 @@ impl AmqpSource {
                     return Err(SourceError::Config(e.to_string()));
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.reconnect.failed();
                     self.retry_at = Some(Instant::now() + delay);
                     metrics::counter!("riverbed_amqp_connect_failures_total", "role" => "source")
                         .increment(1);
@@ -148,10 +148,13 @@ impl AmqpSource {
         };
         self.acker.retire().await;
         if let Some(s) = self.session.take() {
+            let delay = self.reconnect.lost(Instant::now());
+            self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
             tracing::warn!(
                 queue = %s.queue,
                 generation = s.generation,
                 reason = %reason,
+                retry_in_ms = delay.as_millis() as u64,
                 "Consumer lost; reconnecting"
             );
         }

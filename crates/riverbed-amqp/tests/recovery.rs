@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +125,57 @@ async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loo
         }
         all.extend([queue.clone(), format!("{queue}.dlq")]);
         raw.delete(&all).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_under_the_consumer_is_declared_again_and_consumed() {
+    if !available() {
+        return;
+    }
+    let _shared = broker(false).await;
+    common::bounded(async {
+        let queue = unique("deleted");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        raw.publish_range("", &queue, 0, 10).await;
+        let source = AmqpSource::new(source_config(&queue, "")).unwrap();
+        let status = source.status();
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let (stop, run) = spawn(pipeline);
+        let s = status.clone();
+        common::wait_until("the first ten acknowledged", LIMIT, || s.acked() == 10).await;
+
+        // The broker cancels the consumer of a deleted queue (`basic.cancel`).
+        raw.delete(std::slice::from_ref(&queue)).await;
+        let s = status.clone();
+        common::wait_until("a new session", LIMIT, || s.reconnects() == 1).await;
+        assert_eq!(raw.ready(&queue).await, 0, "the queue was declared again");
+        raw.publish_range("", &queue, 10, 20).await;
+        let c = committed.clone();
+        common::wait_until("the next ten committed", LIMIT, || {
+            c.lock().unwrap().len() == 20
+        })
+        .await;
+        let _ = stop.send(());
+        assert!(run.await.unwrap().drained);
+        let counts = Recorder::counts(&committed);
+        let expected: BTreeSet<String> = (0..20).map(|i| format!("m{i}")).collect();
+        assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "no duplicates: {counts:?}"
+        );
+        assert_eq!(status.acked(), 20);
+        raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
     })
     .await;
 }

@@ -188,6 +188,26 @@ impl Raw {
     }
 }
 
+/// Runs `rabbitmqctl` with `args`, failing the test if it fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Closes every client connection of the broker (take the broker lock exclusively first).
+pub async fn close_all_connections() {
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+        .await
+        .unwrap();
+}
+
 /// Queue names that start with `prefix`, as `rabbitmqctl` lists them.
 pub fn queues_with_prefix(prefix: &str) -> Vec<String> {
     let out = std::process::Command::new("rabbitmqctl")

@@ -1,7 +1,7 @@
 //! `AmqpSource`: consumes a RabbitMQ queue or stream with manual acks, and reconnects by itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
@@ -52,6 +52,9 @@ pub struct AmqpSource {
     retry_at: Option<Instant>,
     session: Option<Session>,
     next_generation: u32,
+    /// When a stream consumer first attached: where it resumes if it reconnects before its
+    /// first delivery.
+    first_attach: Option<SystemTime>,
     ever_connected: bool,
     closed: bool,
     acker: Arc<AckShared>,
@@ -102,6 +105,7 @@ impl AmqpSource {
             retry_at: None,
             session: None,
             next_generation: 1,
+            first_attach: None,
             ever_connected: false,
             closed: false,
             acker,

@@ -30,22 +30,25 @@ pub(super) struct Session {
 
 impl AmqpSource {
     /// The `x-stream-offset` to consume from, and the floor below which deliveries are skipped.
+    ///
+    /// After the settled prefix (or the first offset received) when there is one. A consumer
+    /// that attached at `next` or `last` and reconnects before its first delivery resumes from
+    /// the time of that first attach instead: asking for `next` again would skip whatever was
+    /// published during the outage. Timestamps are whole seconds and streams attach by chunk,
+    /// so this may deliver again a few messages published shortly before the first attach,
+    /// which sinks absorb like any redelivery.
     fn stream_position(&self) -> Option<(AMQPValue, Option<u64>)> {
         let start = self.settings.stream?;
         if let Some(n) = self.acker.resume_offset() {
             return Some((AMQPValue::LongLongInt(n as i64), Some(n)));
         }
-        Some(match start {
-            StreamStart::First => (AMQPValue::LongString("first".into()), None),
-            StreamStart::Last => (AMQPValue::LongString("last".into()), None),
-            StreamStart::Next => (AMQPValue::LongString("next".into()), None),
-            StreamStart::Offset(n) => (AMQPValue::LongLongInt(n as i64), Some(n)),
-            StreamStart::Timestamp(t) => {
-                let secs = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                (AMQPValue::Timestamp(secs), None)
-            }
+        Some(match (start, self.first_attach) {
+            (StreamStart::Next | StreamStart::Last, Some(at)) => (timestamp(at), None),
+            (StreamStart::First, _) => (AMQPValue::LongString("first".into()), None),
+            (StreamStart::Last, None) => (AMQPValue::LongString("last".into()), None),
+            (StreamStart::Next, None) => (AMQPValue::LongString("next".into()), None),
+            (StreamStart::Offset(n), _) => (AMQPValue::LongLongInt(n as i64), Some(n)),
+            (StreamStart::Timestamp(t), _) => (timestamp(t), None),
         })
     }
 
@@ -64,6 +67,7 @@ impl AmqpSource {
         if let Some((offset, _)) = position {
             args.insert("x-stream-offset".into(), offset);
         }
+        let attaching_at = SystemTime::now();
         let consumer = channel
             .basic_consume(
                 short("queue", &queue)?,
@@ -76,6 +80,9 @@ impl AmqpSource {
                 action: format!("consume queue `{queue}`"),
                 source,
             })?;
+        if s.stream.is_some() && self.first_attach.is_none() {
+            self.first_attach = Some(attaching_at);
+        }
         let generation = self.next_generation;
         self.next_generation = (generation + 1) & GEN_MASK;
         // No await from here until the session is stored: a cancelled `recv` cannot leave a
@@ -159,4 +166,12 @@ impl AmqpSource {
             );
         }
     }
+}
+
+/// A stream offset at `t`, rounded down to the second (the precision AMQP timestamps have).
+fn timestamp(t: SystemTime) -> AMQPValue {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    AMQPValue::Timestamp(secs)
 }

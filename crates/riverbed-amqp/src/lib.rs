@@ -46,7 +46,8 @@
 //! - `acker` and `window`: coalesced acknowledgements per channel generation.
 //! - `retry`: the broker-retry worker; `publisher`: confirms, returns and channel pooling.
 //! - [`sink`] and [`dead_letter`]: publishing destinations.
-//! - `headers`: AMQP field tables ↔ Riverbed headers; `routing`: routing-key templates.
+//! - `headers`: AMQP field tables ↔ Riverbed headers; `death`: the `x-death` history;
+//!   `routing`: routing-key templates.
 //! - [`status`]: live counters of a source; [`error`]: the error type.
 
 #![forbid(unsafe_code)]
@@ -55,6 +56,7 @@ mod acker;
 pub mod config;
 mod connect;
 pub mod dead_letter;
+mod death;
 mod delivery;
 pub mod error;
 mod headers;

@@ -224,7 +224,7 @@ impl AmqpSource {
         let mut next = first.or_else(|| session.consumer.next().now_or_never());
         while let Some(item) = next.take() {
             match item {
-                Some(Ok(d)) => received.push(receive(d)),
+                Some(Ok(d)) => received.push(receive(d, &session.queue)),
                 Some(Err(e)) => session.lost = Some(e.to_string()),
                 None => session.lost = Some("consumer cancelled by the broker".into()),
             }

@@ -9,28 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Raw, Recorder, available, broker, queues_with_prefix, source_config, unique};
+use common::{
+    Raw, Recorder, available, broker, queues_with_prefix, source_config, spawn_pipeline, unique,
+};
 use lapin::types::FieldTable;
 use riverbed_amqp::AmqpSource;
 use riverbed_core::{Failure, Outcome, Pipeline, RetryMode, RetryPolicy};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `pipeline` in a task until the returned sender fires.
-fn spawn(pipeline: Pipeline) -> (oneshot::Sender<()>, JoinHandle<riverbed_core::Report>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        pipeline
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("pipeline runs")
-    });
-    (stop, run)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loop() {
@@ -80,7 +66,7 @@ async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loo
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, run) = spawn(pipeline);
+        let (stop, run) = spawn_pipeline(pipeline);
 
         let deliveries = {
             let w = written.clone();
@@ -150,7 +136,7 @@ async fn a_queue_deleted_under_the_consumer_is_declared_again_and_consumed() {
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, run) = spawn(pipeline);
+        let (stop, run) = spawn_pipeline(pipeline);
         let s = status.clone();
         common::wait_until("the first ten acknowledged", LIMIT, || s.acked() == 10).await;
 
@@ -202,7 +188,7 @@ async fn a_session_that_dies_young_reconnects_after_a_growing_delay() {
             .sink("recorder", Recorder::new())
             .build()
             .unwrap();
-        let (stop, run) = spawn(pipeline);
+        let (stop, run) = spawn_pipeline(pipeline);
         let raw = Raw::connect().await;
         // Each session is cancelled right after it starts (its queue deleted): without a
         // backoff the source would reconnect in a tight loop.

@@ -215,7 +215,11 @@ pub struct AmqpSourceConfig {
     /// The consumer tag; empty lets the broker choose.
     #[serde(default)]
     pub consumer_tag: String,
-    /// Where a stream consumer starts the first time (streams only; default `next`).
+    /// Where a stream consumer starts the first time (streams only; default `next`). Later
+    /// sessions resume after the last settled offset; one that reconnects before its first
+    /// delivery after starting at `next` or `last` resumes from the time it first attached
+    /// (to the second, so a few older messages may come again): nothing published during
+    /// the outage is skipped.
     #[serde(default)]
     pub stream_offset: Option<StreamOffsetConfig>,
     /// Longest time a completed delivery waits before its (cumulative) acknowledgement is sent.

@@ -3,6 +3,8 @@
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
 use riverbed_core::{HeaderValue, Headers};
 
+use crate::death::{self, DEATH_HEADER};
+
 /// The attempt number Riverbed writes on messages it sends to a retry queue.
 pub const ATTEMPT_HEADER: &str = "x-riverbed-attempt";
 
@@ -20,15 +22,20 @@ const BROKER_HEADERS: &[&str] = &[
     "x-received-from",
 ];
 
-/// Converts delivered headers. Nested tables and arrays become their JSON text; `x-death`,
-/// the broker's dead-letter history, is left out (it is broker bookkeeping, see
-/// [`BROKER_HEADERS`]).
+/// Converts delivered headers. Nested tables and arrays become their JSON text; `x-death`, the
+/// broker's dead-letter history, is summarised (see [`death::summary`]).
 pub(crate) fn from_table(table: &FieldTable) -> Headers {
     table
         .inner()
         .iter()
-        .filter(|(k, _)| k.as_str() != "x-death")
-        .filter_map(|(k, v)| Some((k.to_string(), header_value(v)?)))
+        .filter_map(|(k, v)| {
+            let value = if k.as_str() == DEATH_HEADER {
+                death::summary(&death::parse(v))
+            } else {
+                header_value(v)?
+            };
+            Some((k.to_string(), value))
+        })
         .collect()
 }
 
@@ -113,7 +120,12 @@ fn amqp_value(v: &HeaderValue) -> AMQPValue {
 
 /// An integer header, whatever integer type the publisher used.
 pub(crate) fn int(table: &FieldTable, name: &str) -> Option<i64> {
-    match table.inner().get(name)? {
+    int_value(table.inner().get(name)?)
+}
+
+/// An integer value, whatever integer type (or decimal text) it was written as.
+pub(crate) fn int_value(value: &AMQPValue) -> Option<i64> {
+    match value {
         AMQPValue::ShortShortInt(i) => Some((*i).into()),
         AMQPValue::ShortShortUInt(i) => Some((*i).into()),
         AMQPValue::ShortInt(i) => Some((*i).into()),
@@ -148,14 +160,23 @@ mod tests {
     }
 
     #[test]
-    fn nested_values_become_json_and_x_death_is_skipped() {
+    fn nested_values_become_json_and_x_death_is_summarised() {
         let mut inner = FieldTable::default();
         inner.insert("a".into(), AMQPValue::LongLongInt(1));
         let mut t = FieldTable::default();
         t.insert("nested".into(), AMQPValue::FieldTable(inner));
-        t.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        t.insert(
+            "x-death".into(),
+            death::tests::x_death(vec![death::tests::entry("q", "rejected", 1)]),
+        );
         let h = from_table(&t);
-        assert!(!h.contains_key("x-death"));
         assert_eq!(h["nested"].as_str(), Some(r#"{"a":1}"#));
+        let summary = h["x-death"].as_str().expect("x-death kept as text");
+        assert!(summary.contains(r#""reason":"rejected""#), "{summary}");
+        assert!(!summary.contains("routing-keys"), "{summary}");
+        assert!(
+            !to_table(&h).contains_key("x-death"),
+            "never published again"
+        );
     }
 }

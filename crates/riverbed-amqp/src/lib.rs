@@ -11,7 +11,9 @@
 //!   TTL queue that dead-letters it back after the delay, carrying its attempt in the
 //!   `x-riverbed-attempt` header. **Later messages of the same key overtake it while it
 //!   waits**: use broker retry only for pipelines that do not need per-key order. In-process
-//!   retry, the core default, keeps the order.
+//!   retry, the core default, keeps the order. A retry the broker does not take (its retry
+//!   queue refused, the copy not confirmed) is held and tried again with backoff, its delivery
+//!   keeping its prefetch slot; it is requeued only when the source closes.
 //! - [`AmqpSink`] publishes with confirms, persistent messages and `mandatory`: an unroutable
 //!   message is a permanent failure (it goes to the dead-letter queue), never a silent drop.
 //! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers.
@@ -44,7 +46,8 @@
 //! - `acker` and `window`: coalesced acknowledgements per channel generation.
 //! - `retry`: the broker-retry worker; `publisher`: confirms, returns and channel pooling.
 //! - [`sink`] and [`dead_letter`]: publishing destinations.
-//! - `headers`: AMQP field tables ↔ Riverbed headers; `routing`: routing-key templates.
+//! - `headers`: AMQP field tables ↔ Riverbed headers; `death`: the `x-death` history;
+//!   `routing`: routing-key templates.
 //! - [`status`]: live counters of a source; [`error`]: the error type.
 
 #![forbid(unsafe_code)]
@@ -53,6 +56,7 @@ mod acker;
 pub mod config;
 mod connect;
 pub mod dead_letter;
+mod death;
 mod delivery;
 pub mod error;
 mod headers;

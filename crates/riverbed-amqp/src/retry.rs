@@ -1,6 +1,7 @@
 //! Broker-side delayed retry: a failed message is republished, with confirms, to a TTL queue
 //! that dead-letters it back to the consumed queue after the delay; the original delivery is
-//! acknowledged only once the broker confirmed the copy.
+//! acknowledged only once the broker confirmed the copy. While the broker does not take
+//! retries, they are held and tried again with backoff (see [`run`]).
 //!
 //! **Order**: while a message waits in a retry queue, later messages with the same key are
 //! processed, so broker retry lets them overtake it. Use it for pipelines that do not need
@@ -12,13 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ShortString};
-use riverbed_core::Message;
-use tokio::sync::mpsc;
+use riverbed_core::{Backoff, Message};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::acker::AckShared;
 use crate::headers::{ATTEMPT_HEADER, to_table};
 use crate::publisher::{Outgoing, Published, Publisher};
-use crate::settings::RetrySpec;
+use crate::settings::{QueueSpec, RetrySpec};
 use crate::topology::retry_queue;
 
 /// Most retries republished in one batch.
@@ -65,38 +67,124 @@ fn properties(job: &RetryJob) -> BasicProperties {
     p
 }
 
+/// Declares the retry queues and publishes retries to them.
+pub(crate) struct Worker {
+    pub publisher: Publisher,
+    pub spec: RetrySpec,
+    /// The consumed queue, where retries return.
+    pub target: String,
+    /// Paces attempts while the broker does not take retries.
+    pub backoff: Backoff,
+}
+
 /// Republishes retries until every sender is gone, reporting each result to the acker.
+///
+/// A retry the broker does not take (its retry queue cannot be declared, the copy is not
+/// confirmed) is held and tried again after a jittered, growing delay, together with every
+/// retry that arrives meanwhile. Its delivery stays unacknowledged and keeps its prefetch slot:
+/// while the broker cannot take retries the source slows down, instead of requeueing the
+/// message into a redelivery loop that never reaches its last attempt. A held retry whose
+/// channel has gone is dropped (the broker redelivers the message); once the source closes,
+/// a retry that fails is requeued at once.
 pub(crate) async fn run(
     mut jobs: mpsc::UnboundedReceiver<RetryJob>,
-    publisher: Publisher,
-    spec: RetrySpec,
-    target: String,
+    mut worker: Worker,
     acker: Weak<AckShared>,
+    mut closing: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(acker) = acker.upgrade() else { return };
-        let mut tiers: BTreeMap<String, Vec<RetryJob>> = BTreeMap::new();
-        for job in batch.drain(..) {
-            let q = retry_queue(&spec, &target, job.delay);
-            if let Err(e) = publisher.ensure_queue(&q).await {
-                tracing::error!(
-                    queue = %q.name,
-                    error = %e,
-                    "Retry queue unavailable; requeueing the message"
-                );
-                acker.retry_done(job.generation, job.seq, false);
-                continue;
+    let mut held: Vec<RetryJob> = Vec::new();
+    let mut retry_at = Instant::now();
+    loop {
+        if held.is_empty() {
+            if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
             }
-            tiers.entry(q.name).or_default().push(job);
+        } else {
+            tokio::select! {
+                n = jobs.recv_many(&mut held, MAX_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(retry_at) => {}
+                _ = closing.wait_for(|c| *c) => {}
+            }
+            batch.append(&mut held);
         }
-        for (queue, group) in tiers {
-            publish(&publisher, &acker, &queue, group).await;
+        let Some(acker) = acker.upgrade() else { return };
+        let failed = worker.attempt(&acker, std::mem::take(&mut batch)).await;
+        if failed.is_empty() {
+            worker.backoff.reset();
+        } else if *closing.borrow() {
+            for job in failed {
+                acker.retry_done(job.generation, job.seq, false);
+            }
+        } else {
+            let delay = worker.backoff.next_delay();
+            retry_at = Instant::now() + delay;
+            tracing::warn!(
+                messages = failed.len(),
+                retry_in_ms = delay.as_millis() as u64,
+                "Retries held until the broker takes them"
+            );
+            held = failed;
         }
     }
 }
 
-async fn publish(publisher: &Publisher, acker: &AckShared, queue: &str, group: Vec<RetryJob>) {
+impl Worker {
+    /// Declares the retry queues and publishes `jobs` to them. Returns the retries the broker
+    /// did not take and whose deliveries are still live.
+    async fn attempt(&self, acker: &AckShared, jobs: Vec<RetryJob>) -> Vec<RetryJob> {
+        let mut tiers: BTreeMap<String, (QueueSpec, Vec<RetryJob>)> = BTreeMap::new();
+        for job in jobs {
+            if !acker.is_live(job.generation) {
+                // Its channel has gone: the broker redelivers the message.
+                acker.retry_done(job.generation, job.seq, false);
+                continue;
+            }
+            let q = retry_queue(&self.spec, &self.target, job.delay);
+            tiers
+                .entry(q.name.clone())
+                .or_insert_with(|| (q, Vec::new()))
+                .1
+                .push(job);
+        }
+        let mut failed = Vec::new();
+        for (name, (queue, group)) in tiers {
+            match self.publisher.ensure_queue(&queue).await {
+                Ok(()) => failed.extend(publish(&self.publisher, acker, &name, group).await),
+                Err(e) => {
+                    not_taken(acker, "declare", &name, &e.to_string(), group.len());
+                    failed.extend(group);
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Logs and counts retries the broker did not take.
+fn not_taken(acker: &AckShared, stage: &'static str, queue: &str, error: &str, messages: usize) {
+    acker.status.record_retry_failures(stage, messages as u64);
+    tracing::warn!(
+        queue,
+        stage,
+        error,
+        messages,
+        "Retry not taken by the broker; holding the messages"
+    );
+}
+
+/// Publishes `group` to `queue`; returns the retries that were not confirmed.
+async fn publish(
+    publisher: &Publisher,
+    acker: &AckShared,
+    queue: &str,
+    group: Vec<RetryJob>,
+) -> Vec<RetryJob> {
     let routing_key = ShortString::from(queue);
     let outgoing: Vec<Outgoing> = group
         .iter()
@@ -109,34 +197,34 @@ async fn publish(publisher: &Publisher, acker: &AckShared, queue: &str, group: V
         .collect();
     let results = match publisher.publish(&outgoing, true).await {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(
-                queue,
-                error = %e,
-                messages = group.len(),
-                "Retry publish failed; requeueing"
-            );
-            vec![Published::Lost(e.to_string()); group.len()]
-        }
+        Err(e) => vec![Published::Lost(e.to_string()); group.len()],
     };
-    let mut published = 0;
-    for (job, result) in group.iter().zip(results) {
-        let ok = result == Published::Confirmed;
-        if ok {
-            published += 1;
-            tracing::debug!(
-                queue,
-                attempt = job.next_attempt,
-                delay_ms = job.delay.as_millis() as u64,
-                "Message sent to retry queue"
-            );
-        } else {
-            if matches!(result, Published::Returned { .. }) {
-                publisher.forget_declared();
+    let (mut published, mut failed, mut last_error) = (0, Vec::new(), None);
+    for (job, result) in group.into_iter().zip(results) {
+        match result {
+            Published::Confirmed => {
+                published += 1;
+                tracing::debug!(
+                    queue,
+                    attempt = job.next_attempt,
+                    delay_ms = job.delay.as_millis() as u64,
+                    "Message sent to retry queue"
+                );
+                acker.retry_done(job.generation, job.seq, true);
             }
-            tracing::warn!(queue, result = ?result, "Retry publish not confirmed; requeueing");
+            other => {
+                if matches!(other, Published::Returned { .. }) {
+                    // The retry queue went away: declare it again next time.
+                    publisher.forget_declared();
+                }
+                last_error = Some(format!("{other:?}"));
+                failed.push(job);
+            }
         }
-        acker.retry_done(job.generation, job.seq, ok);
     }
     acker.status.record_retried(published);
+    if let Some(error) = last_error {
+        not_taken(acker, "publish", queue, &error, failed.len());
+    }
+    failed
 }

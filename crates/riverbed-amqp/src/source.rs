@@ -1,7 +1,7 @@
 //! `AmqpSource`: consumes a RabbitMQ queue or stream with manual acks, and reconnects by itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
@@ -22,17 +22,21 @@ use crate::settings::SourceSettings;
 use crate::status::SourceStatus;
 use crate::topology;
 
+mod reconnect;
 mod session;
 
 /// With fewer deliveries than this at hand, `recv` lingers to collect more.
 const LINGER_BELOW: usize = 64;
 
+use reconnect::Reconnect;
 use session::Session;
 
 /// A RabbitMQ source: a classic or quorum queue, a server-named exclusive queue, or a stream.
 ///
 /// It owns its reconnect loop: when the connection or channel is lost, or the broker cancels
-/// the consumer, it reconnects with jittered exponential backoff, rotating through the URLs,
+/// the consumer, it reconnects (at once after a session that lived a few seconds, else with
+/// jittered exponential backoff, so a session that dies young never spins), rotating through
+/// the URLs,
 /// declares its exchanges, queue and bindings again (a server-named queue gets a new name) and
 /// resumes. Deliveries carry a token naming their channel generation, so a settlement for a
 /// delivery of a dead channel is dropped (the broker redelivers the message) and no ack ever
@@ -44,10 +48,13 @@ use session::Session;
 pub struct AmqpSource {
     settings: SourceSettings,
     connector: Connector,
-    backoff: Backoff,
+    reconnect: Reconnect,
     retry_at: Option<Instant>,
     session: Option<Session>,
     next_generation: u32,
+    /// When a stream consumer first attached: where it resumes if it reconnects before its
+    /// first delivery.
+    first_attach: Option<SystemTime>,
     ever_connected: bool,
     closed: bool,
     acker: Arc<AckShared>,
@@ -90,10 +97,15 @@ impl AmqpSource {
         let c = &settings.connection;
         AmqpSource {
             connector: Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout),
-            backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+            reconnect: Reconnect::new(
+                c.reconnect_initial,
+                c.reconnect_max,
+                reconnect::HEALTHY_AFTER,
+            ),
             retry_at: None,
             session: None,
             next_generation: 1,
+            first_attach: None,
             ever_connected: false,
             closed: false,
             acker,
@@ -179,12 +191,18 @@ impl AmqpSource {
                 self.settings.confirm_timeout,
                 "retry",
             );
-            self.tasks.push(tokio::spawn(retry::run(
-                jobs,
+            let c = &self.settings.connection;
+            let worker = retry::Worker {
                 publisher,
                 spec,
-                self.settings.queue.name.clone(),
+                target: self.settings.queue.name.clone(),
+                backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+            };
+            self.tasks.push(tokio::spawn(retry::run(
+                jobs,
+                worker,
                 Arc::downgrade(&self.acker),
+                self.acker.closing(),
             )));
         }
     }
@@ -206,7 +224,7 @@ impl AmqpSource {
         let mut next = first.or_else(|| session.consumer.next().now_or_never());
         while let Some(item) = next.take() {
             match item {
-                Some(Ok(d)) => received.push(receive(d)),
+                Some(Ok(d)) => received.push(receive(d, &session.queue)),
                 Some(Err(e)) => session.lost = Some(e.to_string()),
                 None => session.lost = Some("consumer cancelled by the broker".into()),
             }
@@ -285,6 +303,7 @@ impl Source for AmqpSource {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.closed = true;
+        self.acker.begin_close();
         self.acker
             .wait_for_retries(self.settings.confirm_timeout + Duration::from_secs(1))
             .await;

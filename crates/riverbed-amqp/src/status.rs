@@ -12,6 +12,7 @@ pub struct SourceStatus {
     nack_frames: AtomicU64,
     stale: AtomicU64,
     retried: AtomicU64,
+    retry_failures: AtomicU64,
     queue: Mutex<String>,
 }
 
@@ -51,6 +52,12 @@ impl SourceStatus {
         self.retried.load(Relaxed)
     }
 
+    /// Retries the broker did not take on one attempt (the retry queue could not be declared,
+    /// the copy was not confirmed); each is held and tried again later.
+    pub fn retry_failures(&self) -> u64 {
+        self.retry_failures.load(Relaxed)
+    }
+
     /// The queue consumed now (for a server-named queue, the name of this session's queue).
     pub fn queue(&self) -> String {
         self.queue.lock().expect("status lock").clone()
@@ -82,5 +89,10 @@ impl SourceStatus {
     pub(crate) fn record_retried(&self, n: u64) {
         self.retried.fetch_add(n, Relaxed);
         metrics::counter!("riverbed_amqp_retries_published_total").increment(n);
+    }
+
+    pub(crate) fn record_retry_failures(&self, stage: &'static str, n: u64) {
+        self.retry_failures.fetch_add(n, Relaxed);
+        metrics::counter!("riverbed_amqp_retry_failures_total", "stage" => stage).increment(n);
     }
 }

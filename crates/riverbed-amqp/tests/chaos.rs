@@ -10,24 +10,12 @@ use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Raw, Recorder, available, broker, source_config, unique, wait_until};
+use common::{Raw, Recorder, available, broker, rabbitmqctl, source_config, unique, wait_until};
 use lapin::types::FieldTable;
 use riverbed_amqp::AmqpSource;
 use riverbed_core::Pipeline;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Restarts the broker application when dropped, even if the test failed half-way.
 struct RestartOnDrop;

@@ -1,5 +1,6 @@
 //! Opening a consuming session (connect, declare, consume) and ending a lost one.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -29,22 +30,25 @@ pub(super) struct Session {
 
 impl AmqpSource {
     /// The `x-stream-offset` to consume from, and the floor below which deliveries are skipped.
+    ///
+    /// After the settled prefix (or the first offset received) when there is one. A consumer
+    /// that attached at `next` or `last` and reconnects before its first delivery resumes from
+    /// the time of that first attach instead: asking for `next` again would skip whatever was
+    /// published during the outage. Timestamps are whole seconds and streams attach by chunk,
+    /// so this may deliver again a few messages published shortly before the first attach,
+    /// which sinks absorb like any redelivery.
     fn stream_position(&self) -> Option<(AMQPValue, Option<u64>)> {
         let start = self.settings.stream?;
         if let Some(n) = self.acker.resume_offset() {
             return Some((AMQPValue::LongLongInt(n as i64), Some(n)));
         }
-        Some(match start {
-            StreamStart::First => (AMQPValue::LongString("first".into()), None),
-            StreamStart::Last => (AMQPValue::LongString("last".into()), None),
-            StreamStart::Next => (AMQPValue::LongString("next".into()), None),
-            StreamStart::Offset(n) => (AMQPValue::LongLongInt(n as i64), Some(n)),
-            StreamStart::Timestamp(t) => {
-                let secs = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                (AMQPValue::Timestamp(secs), None)
-            }
+        Some(match (start, self.first_attach) {
+            (StreamStart::Next | StreamStart::Last, Some(at)) => (timestamp(at), None),
+            (StreamStart::First, _) => (AMQPValue::LongString("first".into()), None),
+            (StreamStart::Last, None) => (AMQPValue::LongString("last".into()), None),
+            (StreamStart::Next, None) => (AMQPValue::LongString("next".into()), None),
+            (StreamStart::Offset(n), _) => (AMQPValue::LongLongInt(n as i64), Some(n)),
+            (StreamStart::Timestamp(t), _) => (timestamp(t), None),
         })
     }
 
@@ -63,6 +67,7 @@ impl AmqpSource {
         if let Some((offset, _)) = position {
             args.insert("x-stream-offset".into(), offset);
         }
+        let attaching_at = SystemTime::now();
         let consumer = channel
             .basic_consume(
                 short("queue", &queue)?,
@@ -75,11 +80,14 @@ impl AmqpSource {
                 action: format!("consume queue `{queue}`"),
                 source,
             })?;
+        if s.stream.is_some() && self.first_attach.is_none() {
+            self.first_attach = Some(attaching_at);
+        }
         let generation = self.next_generation;
         self.next_generation = (generation + 1) & GEN_MASK;
         // No await from here until the session is stored: a cancelled `recv` cannot leave a
         // generation installed without its session.
-        self.acker.install(generation, channel.clone());
+        self.acker.install(generation, Arc::new(channel.clone()));
         self.acker.resumed();
         tracing::info!(
             queue = %queue,
@@ -110,7 +118,7 @@ impl AmqpSource {
             match self.open_session().await {
                 Ok(session) => {
                     self.retry_at = None;
-                    self.backoff.reset();
+                    self.reconnect.opened(Instant::now());
                     self.ever_connected = true;
                     self.status.session_opened(&session.queue);
                     self.session = Some(session);
@@ -125,7 +133,7 @@ impl AmqpSource {
                     return Err(SourceError::Config(e.to_string()));
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.reconnect.failed();
                     self.retry_at = Some(Instant::now() + delay);
                     metrics::counter!("riverbed_amqp_connect_failures_total", "role" => "source")
                         .increment(1);
@@ -147,12 +155,23 @@ impl AmqpSource {
         };
         self.acker.retire().await;
         if let Some(s) = self.session.take() {
+            let delay = self.reconnect.lost(Instant::now());
+            self.retry_at = (!delay.is_zero()).then(|| Instant::now() + delay);
             tracing::warn!(
                 queue = %s.queue,
                 generation = s.generation,
                 reason = %reason,
+                retry_in_ms = delay.as_millis() as u64,
                 "Consumer lost; reconnecting"
             );
         }
     }
+}
+
+/// A stream offset at `t`, rounded down to the second (the precision AMQP timestamps have).
+fn timestamp(t: SystemTime) -> AMQPValue {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    AMQPValue::Timestamp(secs)
 }

@@ -135,6 +135,19 @@ impl Raw {
 
     /// Publishes one persistent message (confirm awaited later by `wait_for_confirms`).
     pub async fn publish(&self, exchange: &str, routing_key: &str, id: &str, payload: String) {
+        self.publish_with_headers(exchange, routing_key, id, payload, FieldTable::default())
+            .await;
+    }
+
+    /// Publishes one persistent message with `headers` (confirm awaited later).
+    pub async fn publish_with_headers(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        id: &str,
+        payload: String,
+        headers: FieldTable,
+    ) {
         let confirm = self
             .channel
             .basic_publish(
@@ -144,7 +157,8 @@ impl Raw {
                 payload.as_bytes(),
                 BasicProperties::default()
                     .with_delivery_mode(2)
-                    .with_message_id(id.into()),
+                    .with_message_id(id.into())
+                    .with_headers(headers),
             )
             .await
             .unwrap();
@@ -188,6 +202,26 @@ impl Raw {
     }
 }
 
+/// Runs `rabbitmqctl` with `args`, failing the test if it fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Closes every client connection of the broker (take the broker lock exclusively first).
+pub async fn close_all_connections() {
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "test"]))
+        .await
+        .unwrap();
+}
+
 /// Queue names that start with `prefix`, as `rabbitmqctl` lists them.
 pub fn queues_with_prefix(prefix: &str) -> Vec<String> {
     let out = std::process::Command::new("rabbitmqctl")
@@ -227,6 +261,35 @@ pub fn source_config(queue: &str, extra: &str) -> AmqpSourceConfig {
     toml::from_str(&text).expect("test config parses")
 }
 
+/// Runs `pipeline` in a task until the returned sender fires; the task returns its report.
+pub fn spawn_pipeline(
+    pipeline: riverbed_core::Pipeline,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<riverbed_core::Report>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        pipeline
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("pipeline runs")
+    });
+    (stop, run)
+}
+
+/// Message ids committed so far, in commit order.
+pub fn committed_ids(committed: &Mutex<Vec<Seen>>) -> Vec<String> {
+    committed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// What a recording sink saw of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
@@ -234,6 +297,7 @@ pub struct Seen {
     pub position: Option<u64>,
     pub attempt: u32,
     pub redelivered: bool,
+    pub subject: Option<String>,
 }
 
 type Rule = dyn Fn(&Message) -> Outcome + Send + Sync;
@@ -283,6 +347,7 @@ fn seen(m: &Message) -> Seen {
         position: m.meta.position,
         attempt: m.meta.attempt,
         redelivered: m.meta.redelivered,
+        subject: m.meta.subject.clone(),
     }
 }
 

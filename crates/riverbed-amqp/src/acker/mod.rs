@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use riverbed_core::{Acker, Delivery, Settled, Settlement};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::delivery::Received;
@@ -18,10 +16,16 @@ use crate::retry::RetryJob;
 use crate::status::SourceStatus;
 use crate::window::{Window, split, token};
 
+mod channel;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use channel::AckChannel;
+
 /// The live channel and its deliveries.
 struct Generation {
     id: u32,
-    channel: Channel,
+    channel: Arc<dyn AckChannel>,
     window: Window,
 }
 
@@ -48,6 +52,8 @@ pub(crate) struct AckShared {
     retry: Option<mpsc::UnboundedSender<RetryJob>>,
     retries_in_flight: AtomicUsize,
     retries_done: Notify,
+    /// Turns true when the source closes: the retry worker stops holding failed retries.
+    closing: watch::Sender<bool>,
     pub status: Arc<SourceStatus>,
 }
 
@@ -69,6 +75,7 @@ impl AckShared {
             retry,
             retries_in_flight: AtomicUsize::new(0),
             retries_done: Notify::new(),
+            closing: watch::Sender::new(false),
             status,
         }
     }
@@ -97,7 +104,7 @@ impl AckShared {
     }
 
     /// Makes `channel` the live one, as generation `id`.
-    pub fn install(&self, id: u32, channel: Channel) {
+    pub fn install(&self, id: u32, channel: Arc<dyn AckChannel>) {
         let mut st = self.lock();
         st.current = Some(Generation {
             id,
@@ -182,7 +189,23 @@ impl AckShared {
         self.lock().requeue_floor = None;
     }
 
-    /// A retried delivery's republish finished: acknowledge it, or requeue it if it failed.
+    /// Whether generation `id` is the live one, whose deliveries can still be settled.
+    pub fn is_live(&self, id: u32) -> bool {
+        self.lock().current.as_ref().is_some_and(|g| g.id == id)
+    }
+
+    /// Tells the retry worker the source is closing: retries that fail are requeued at once.
+    pub fn begin_close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true once the source is closing.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// A retried delivery's republish finished: acknowledge it, or requeue it (when the source
+    /// closes before the broker took the retry).
     pub fn retry_done(&self, id: u32, seq: u64, published: bool) {
         {
             let mut st = self.lock();
@@ -235,20 +258,13 @@ impl AckShared {
             (g.channel.clone(), f)
         };
         for (tag, requeue) in f.nacks {
-            let options = BasicNackOptions {
-                multiple: false,
-                requeue,
-            };
-            match channel.basic_nack(tag, options).await {
+            match channel.nack(tag, requeue).await {
                 Ok(()) => self.status.record_nack(),
                 Err(e) => tracing::debug!(error = %e, tag, "Nack not sent; the broker redelivers"),
             }
         }
         if let Some((tag, covered)) = f.ack {
-            match channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await
-            {
+            match channel.ack_up_to(tag).await {
                 Ok(()) => self.status.record_ack(covered),
                 Err(e) => tracing::debug!(error = %e, tag, "Ack not sent; the broker redelivers"),
             }

@@ -44,9 +44,12 @@ async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOn
     let status = source.status();
     let sink = Recorder::new().slowed(Duration::from_millis(40));
     let committed = sink.committed.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (table, rows) = table_sink(&dir.path().join("rows.db")).await;
     let pipeline = Pipeline::builder()
         .source(source)
         .sink("recorder", sink)
+        .sink("table", table)
         .build()
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -88,6 +91,18 @@ async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOn
         ids, published,
         "the committed set is exactly the published set"
     );
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT message_id, count(*) FROM rows GROUP BY message_id ORDER BY 1")
+            .fetch_all(&rows)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), n, "the table holds a row for every message");
+    assert!(stored.iter().all(|(_, c)| *c == 1), "and one only");
+    let stored: BTreeSet<String> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        stored, published,
+        "the table's rows are exactly the published messages"
+    );
     let first_deliveries = seen.iter().filter(|s| !s.redelivered).count();
     assert!(
         first_deliveries <= n,
@@ -101,6 +116,32 @@ async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOn
     let raw = Raw::connect().await;
     assert_eq!(raw.ready(&queue).await, 0, "nothing left behind");
     raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+}
+
+/// A SQLite table sink (insert by message id, a redelivery skipped), and a pool to read it.
+async fn table_sink(path: &std::path::Path) -> (impl riverbed_core::Sink, sqlx::SqlitePool) {
+    use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode};
+    let col = |n: &str, ty, from: &str| Column {
+        name: Ident::new(n).unwrap(),
+        ty,
+        from: from.parse().unwrap(),
+        required: true,
+    };
+    let spec = TableSpec {
+        table: vec![Ident::new("rows").unwrap()],
+        columns: vec![
+            col("message_id", ColumnType::Text, "$message_id"),
+            col("id", ColumnType::Integer, "/id"),
+        ],
+        key: vec![Ident::new("message_id").unwrap()],
+        mode: WriteMode::Insert,
+        create: true,
+    };
+    let pool = riverbed_sql::sqlite_pool(path).await.unwrap();
+    let writer = SqliteWriter::new(pool.clone(), std::sync::Arc::new(spec), None)
+        .await
+        .unwrap();
+    (writer.into_sink("table"), pool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,35 @@ pub struct TombstoneConfig {
     pub value: String,
 }
 
+impl TombstoneConfig {
+    /// The boolean column that marks deletes (true when the operation field holds the delete
+    /// value), to append to the `declared` columns; its name must not be one of theirs.
+    pub fn column(&self, declared: &[Column]) -> Result<Column, String> {
+        let name = Ident::new(&self.column).map_err(|e| format!("tombstone.column: {e}"))?;
+        if declared.iter().any(|c| c.name == name) {
+            return Err(format!(
+                "tombstone.column `{name}` is also in `columns` (the sink adds the tombstone \
+                 column itself: name another one)"
+            ));
+        }
+        if !self.field.starts_with('/') {
+            return Err(format!(
+                "tombstone.field `{}` must be a JSON pointer such as \"/op\"",
+                self.field
+            ));
+        }
+        Ok(Column {
+            name,
+            ty: ColumnType::Boolean,
+            from: ValueSource::Equals {
+                pointer: self.field.clone(),
+                value: self.value.clone(),
+            },
+            required: false,
+        })
+    }
+}
+
 fn default_tombstone_column() -> String {
     "deleted".into()
 }
@@ -147,6 +176,11 @@ impl PostgresSinkConfig {
             .iter()
             .map(ColumnConfig::column)
             .collect::<Result<Vec<_>>>()?;
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(cfg(format!("columns: `{}` is declared twice", c.name)));
+            }
+        }
         let key = self
             .key
             .iter()
@@ -167,17 +201,9 @@ impl PostgresSinkConfig {
             SinkMode::Upsert => {
                 let tombstone = match &self.tombstone {
                     Some(t) => {
-                        let name = Ident::new(&t.column)
-                            .map_err(|e| cfg(format!("tombstone.column: {e}")))?;
-                        columns.push(Column {
-                            name: name.clone(),
-                            ty: ColumnType::Boolean,
-                            from: ValueSource::Equals {
-                                pointer: t.field.clone(),
-                                value: t.value.clone(),
-                            },
-                            required: false,
-                        });
+                        let column = t.column(&columns).map_err(cfg)?;
+                        let name = column.name.clone();
+                        columns.push(column);
                         Some(name)
                     }
                     None => None,
@@ -275,5 +301,38 @@ mod tests {
             "mode = \"append\"\ntabel = \"x\"\n[connection]\nurl = \"postgres://x\"",
         );
         assert!(bad.unwrap_err().to_string().contains("tabel"));
+    }
+
+    fn upsert(columns: &str, tombstone: &str) -> PostgresSinkConfig {
+        toml::from_str(&format!(
+            "mode = \"upsert\"\ntable = \"t\"\nkey = [\"id\"]\nversion = \"v\"\n{tombstone}\n\
+             columns = [{columns}]\n[connection]\nurl = \"postgres://x\""
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicate_columns_are_refused_naming_the_field() {
+        let cols = r#"{ name = "id", type = "text", from = "/id" },
+                      { name = "v", type = "integer", from = "/v" },
+                      { name = "deleted", type = "boolean", from = "/gone" }"#;
+        let err = upsert(cols, "tombstone = {}").table_spec().unwrap_err();
+        assert!(
+            err.to_string().contains("tombstone.column `deleted`"),
+            "{err}"
+        );
+        assert!(
+            upsert(cols, "tombstone = { column = \"gone\" }")
+                .table_spec()
+                .is_ok()
+        );
+        let twice = r#"{ name = "id", type = "text", from = "/id" },
+                       { name = "v", type = "integer", from = "/v" },
+                       { name = "v", type = "integer", from = "/w" }"#;
+        let err = upsert(twice, "").table_spec().unwrap_err();
+        assert!(
+            err.to_string().contains("columns: `v` is declared twice"),
+            "{err}"
+        );
     }
 }

@@ -110,6 +110,14 @@ impl InboxWriter {
         params: Vec<Column>,
         store_offsets: bool,
     ) -> Result<Self, crate::Error> {
+        for (i, p) in params.iter().enumerate() {
+            if params[..i].iter().any(|o| o.name == p.name) {
+                return Err(crate::Error::Config(format!(
+                    "params: `{}` is declared twice",
+                    p.name
+                )));
+            }
+        }
         let statement = compile_named(sql, |n| {
             params.iter().find(|c| c.name.as_str() == n).map(|c| c.ty)
         })

@@ -9,7 +9,8 @@
 //! - `convert`: message fields to typed SQL values.
 //! - `sqlgen`: SQL text per dialect (values are always bound).
 //! - `classify`: transient vs row-refusing database errors.
-//! - `table`: the dialect-independent sink (dedup, batch splitting, outcomes).
+//! - `table`: the dialect-independent sink (batch splitting within a budget, outcomes).
+//! - `dedupe`: one row per key within a batch.
 //! - `sqlite`: the SQLite backend.
 //! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
 //! - `inbox`: user SQL run once per message id (effectively-once for any statement).
@@ -23,6 +24,7 @@ mod classify;
 mod config;
 mod connection;
 mod convert;
+mod dedupe;
 mod error;
 mod inbox;
 mod offsets;
@@ -43,5 +45,5 @@ pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool
 pub use spec::{Column, ColumnType, Ident, SqlValue, TableSpec, ValueSource, WriteMode, row_of};
 pub use sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
 pub use sqlite::{SqliteTableSink, SqliteWriter, sqlite_pool};
-pub use table::{OffsetUpdate, RowWriter, TableSink};
+pub use table::{OffsetUpdate, RowWriter, SPLIT_BUDGET, TableSink};
 pub use url::{DatabaseUrl, redact_url};

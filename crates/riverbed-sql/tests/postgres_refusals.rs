@@ -1,5 +1,6 @@
 //! How the PostgreSQL sink classifies what the server refuses: a read-only server (a standby
-//! after failover) is transient.
+//! after failover) is transient; a batch whose every row is refused is dead-lettered with the
+//! database error in a bounded number of statements.
 
 mod support;
 
@@ -75,4 +76,28 @@ async fn a_read_only_server_is_transient_not_a_bad_row() {
         assert!(f.error.contains("25006"), "{}", f.error);
     }
     drop_tables(&admin, &[&table]).await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_every_row_is_refused_is_dead_lettered_with_the_database_error() {
+    if !postgres_available() {
+        return;
+    }
+    let _shared = postgres_lock(false).await;
+    let pool = pool("riverbed-test").await;
+    let table = unique("all_refused");
+    create(&pool, &table).await;
+    let sink = PostgresWriter::new(pool.clone(), spec(&table), None, InsertStyle::Unnest)
+        .await
+        .unwrap()
+        .into_sink("all_refused");
+    let batch: Vec<Message> = (0..500).map(|i| row(i, "-1")).collect();
+    let outcome = sink.write(&batch).await;
+    for i in 0..500 {
+        let Outcome::Permanent(f) = outcome.get(i) else {
+            panic!("message {i}: {outcome:?}")
+        };
+        assert!(f.error.contains("23514"), "{}", f.error);
+    }
+    drop_tables(&pool, &[&table]).await;
 }

@@ -9,7 +9,9 @@ use crate::connection::PostgresConnectionConfig;
 use crate::error::{Error, Result};
 use crate::inbox::InboxWriter;
 use crate::postgres::{InsertStyle, PostgresWriter};
+use crate::settled::SettledPosition;
 use crate::spec::{Column, ColumnType, Ident, TableSpec, ValueSource, WriteMode};
+use crate::table::{RowWriter, TableSink};
 
 /// One column of the target table.
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +232,17 @@ impl PostgresSinkConfig {
 
     /// Connects and builds the sink named `name`.
     pub async fn build(&self, name: &str) -> Result<Arc<dyn Sink>> {
+        self.build_with(name, None).await
+    }
+
+    /// Connects and builds the sink named `name`; with `settled` (and `offsets`), stored
+    /// positions also follow the source's settled position (see [`crate::TrackSettled`]).
+    pub async fn build_with(
+        &self,
+        name: &str,
+        settled: Option<SettledPosition>,
+    ) -> Result<Arc<dyn Sink>> {
+        let settled = settled.filter(|_| self.offsets.is_some());
         if self.mode == SinkMode::Inbox {
             let statement = self
                 .statement
@@ -255,14 +268,22 @@ impl PostgresSinkConfig {
                 self.offsets.is_some(),
             )
             .await?;
-            return Ok(Arc::new(writer.into_sink(name)));
+            return Ok(Arc::new(settle(writer.into_sink(name), settled)));
         }
         let spec = Arc::new(self.table_spec()?);
         let pool = self.connection.connect().await?;
         let writer =
             PostgresWriter::new(pool, spec, self.offsets.as_deref(), self.insert_style).await?;
         tracing::info!(sink = name, url = %self.connection.url, "PostgreSQL sink ready");
-        Ok(Arc::new(writer.into_sink(name)))
+        Ok(Arc::new(settle(writer.into_sink(name), settled)))
+    }
+}
+
+/// The sink, following `settled` if given.
+fn settle<W: RowWriter>(sink: TableSink<W>, settled: Option<SettledPosition>) -> TableSink<W> {
+    match settled {
+        Some(s) => sink.with_settled(s),
+        None => sink,
     }
 }
 

@@ -221,6 +221,13 @@ impl RowWriter for InboxWriter {
         }
         Ok(fresh.len() as u64)
     }
+
+    async fn advance_offsets(&self, position: u64) -> Result<(), sqlx::Error> {
+        match &self.offsets {
+            Some(store) => store.advance_all(position).await,
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use riverbed_core::{BatchOutcome, Failure, Message, Outcome, Sink};
 
+use crate::batch_position::BatchPositions;
 use crate::classify::{ErrorClass, classify};
 use crate::dedupe::{Row, dedupe};
+use crate::settled::{Advance, SettledPosition};
 use crate::spec::{SqlValue, TableSpec, row_of};
 use crate::sqlgen::Dialect;
 
@@ -23,7 +25,8 @@ use crate::sqlgen::Dialect;
 pub struct OffsetUpdate {
     /// The pipeline partition the batch came from.
     pub partition: u32,
-    /// The highest source position among the rows written.
+    /// The highest source position at or below which every message of the batch is
+    /// committed once this transaction is.
     pub position: u64,
 }
 
@@ -40,6 +43,13 @@ pub trait RowWriter: Send + Sync + 'static {
         rows: &[&[SqlValue]],
         offset: Option<OffsetUpdate>,
     ) -> Result<u64, sqlx::Error>;
+
+    /// Moves every stored partition position below `position` up to it (writers that store
+    /// no offsets do nothing).
+    async fn advance_offsets(&self, position: u64) -> Result<(), sqlx::Error> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// A sink writing messages as rows of one table.
@@ -48,6 +58,7 @@ pub struct TableSink<W> {
     spec: Arc<TableSpec>,
     name: String,
     store_offsets: bool,
+    advance: Option<Advance>,
 }
 
 impl<W: RowWriter> TableSink<W> {
@@ -59,26 +70,46 @@ impl<W: RowWriter> TableSink<W> {
             spec,
             name: name.to_owned(),
             store_offsets,
+            advance: None,
         }
+    }
+
+    /// Moves every stored partition position up to the source's settled position as it
+    /// advances (see [`crate::OffsetStore::advance_all`]), at most once a second and when the
+    /// sink closes. Without it, a partition that receives nothing holds the resume point where
+    /// its run began.
+    pub fn with_settled(mut self, settled: SettledPosition) -> Self {
+        self.advance = Some(Advance::new(settled));
+        self
     }
 
     fn offset_of(
         &self,
         batch: &[Message],
-        rows: &[(usize, Vec<SqlValue>)],
-        range: Range<usize>,
+        positions: &BatchPositions,
+        committed: &[bool],
+        range: &Range<usize>,
     ) -> Option<OffsetUpdate> {
         if !self.store_offsets {
             return None;
         }
-        let position = rows[range]
-            .iter()
-            .filter_map(|(i, _)| batch[*i].meta.position)
-            .max()?;
         Some(OffsetUpdate {
-            partition: batch[rows[0].0].meta.partition,
-            position,
+            partition: batch.first()?.meta.partition,
+            position: positions.safe(committed, range)?,
         })
+    }
+
+    async fn advance_settled(&self, force: bool) {
+        let Some(advance) = &self.advance else { return };
+        let Some(position) = advance.due(force) else {
+            return;
+        };
+        match self.writer.advance_offsets(position).await {
+            Ok(()) => advance.done(position),
+            Err(e) => {
+                tracing::warn!(sink = %self.name, position, error = %e, "Advancing stored offsets to the settled position failed; retried later")
+            }
+        }
     }
 }
 
@@ -89,7 +120,14 @@ pub const SPLIT_BUDGET: usize = 64;
 impl<W: RowWriter> TableSink<W> {
     /// Writes `kept` in ranges, splitting refused ones within the budget; fills `outcomes`
     /// (one per kept row) and returns how many rows the database reports written.
-    async fn write_kept(&self, batch: &[Message], kept: &[Row], outcomes: &mut [Outcome]) -> u64 {
+    async fn write_kept(
+        &self,
+        batch: &[Message],
+        kept: &[Row],
+        positions: &BatchPositions,
+        outcomes: &mut [Outcome],
+    ) -> u64 {
+        let mut committed = vec![false; kept.len()];
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
         pending.push(0..kept.len());
         let mut statements = 0;
@@ -103,14 +141,14 @@ impl<W: RowWriter> TableSink<W> {
                 .iter()
                 .map(|(_, r)| r.as_slice())
                 .collect();
-            let offset = self.offset_of(batch, kept, range.clone());
-            let Err(e) = self
-                .writer
-                .write_rows(&refs, offset)
-                .await
-                .map(|n| written += n)
-            else {
-                continue;
+            let offset = self.offset_of(batch, positions, &committed, &range);
+            let e = match self.writer.write_rows(&refs, offset).await {
+                Ok(n) => {
+                    written += n;
+                    committed[range].fill(true);
+                    continue;
+                }
+                Err(e) => e,
             };
             match classify(&e, self.writer.dialect()) {
                 ErrorClass::Transient(f) => {
@@ -160,8 +198,12 @@ impl<W: RowWriter> Sink for TableSink<W> {
             }
         }
         let (kept, dropped) = dedupe(&self.spec, rows);
+        let positions = BatchPositions::new(batch, &kept, &dropped);
         let mut kept_outcome = vec![Outcome::Ok; kept.len()];
-        let written = self.write_kept(batch, &kept, &mut kept_outcome).await;
+        let written = self
+            .write_kept(batch, &kept, &positions, &mut kept_outcome)
+            .await;
+        self.advance_settled(false).await;
         let attempted = kept
             .iter()
             .zip(&kept_outcome)
@@ -189,6 +231,11 @@ impl<W: RowWriter> Sink for TableSink<W> {
             BatchOutcome::Each(outcomes)
         }
     }
+
+    async fn close(&self) -> Result<(), Failure> {
+        self.advance_settled(true).await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -199,10 +246,10 @@ mod tests {
     use crate::spec::{Column, ColumnType, Ident, ValueSource, WriteMode};
 
     /// A writer refusing every statement that holds a row whose `id` starts with "bad", as a
-    /// constraint would; it records each statement's rows and offset.
+    /// constraint would; it records each statement's rows and offset, and whether it committed.
     #[derive(Default)]
     pub(crate) struct Refusing {
-        pub statements: Mutex<Vec<(usize, Option<OffsetUpdate>)>>,
+        pub statements: Mutex<Vec<(usize, Option<OffsetUpdate>, bool)>>,
     }
 
     #[async_trait]
@@ -216,9 +263,11 @@ mod tests {
             rows: &[&[SqlValue]],
             offset: Option<OffsetUpdate>,
         ) -> Result<u64, sqlx::Error> {
-            self.statements.lock().unwrap().push((rows.len(), offset));
             let bad = |r: &&&[SqlValue]| matches!(&r[0], SqlValue::Text(t) if t.starts_with("bad"));
-            match rows.iter().find(bad) {
+            let refused = rows.iter().find(bad);
+            let entry = (rows.len(), offset, refused.is_none());
+            self.statements.lock().unwrap().push(entry);
+            match refused {
                 Some(r) => Err(sqlx::Error::Encode(format!("refused {:?}", r[0]).into())),
                 None => Ok(rows.len() as u64),
             }
@@ -288,8 +337,32 @@ mod tests {
             f.error
         );
         let statements = sink.writer.statements.lock().unwrap();
-        let written: usize = statements.iter().map(|(n, _)| n).sum::<usize>();
+        let written: usize = statements.iter().filter(|s| s.2).map(|s| s.0).sum();
         assert!(statements.len() < SPLIT_BUDGET, "{}", statements.len());
-        assert!(written >= 497);
+        assert_eq!(written, 497);
+    }
+
+    #[tokio::test]
+    async fn a_split_batch_never_records_a_position_past_an_uncommitted_message() {
+        let sink = sink(true);
+        let mut batch = vec![msg("ok0"), msg("bad1"), msg("ok2"), msg("ok3")];
+        for (i, m) in batch.iter_mut().enumerate() {
+            m.meta.position = Some(10 + i as u64);
+            m.meta.partition = 1;
+        }
+        let outcome = sink.write(&batch).await;
+        assert_eq!(refused(&outcome, 4), [1]);
+        let recorded: Vec<Option<u64>> = sink
+            .writer
+            .statements
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.2)
+            .map(|s| s.1.map(|o| o.position))
+            .collect();
+        // The refused row at 11 is only settled by its dead letter, after this batch: the
+        // rows at 12 and 13 commit, but the batch records no further than 10.
+        assert_eq!(recorded, [Some(10), Some(10)]);
     }
 }

@@ -34,8 +34,9 @@ pub struct Plan {
     pub dead_letter: Option<DeadLetterKind>,
     /// Tasks beside the pipeline.
     pub tasks: Vec<TaskEntry>,
-    /// The sink whose stored offsets the source resumes after.
-    pub resume_from: Option<usize>,
+    /// The sinks whose stored offsets the source resumes after (every sink that stores
+    /// offsets; empty without `resume_from`): the lowest of their positions.
+    pub resume_from: Vec<usize>,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -116,12 +117,12 @@ pub enum SinkPlanKind {
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
 }
 
 impl Checker<'_> {
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         msg: impl Into<String>,
@@ -237,9 +238,10 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
+    super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
     let resume_from = match &raw.pipeline.resume_from {
-        None => None,
-        Some(name) => Some(check_resume(&c, name, &sinks, raw.source.get_ref())?),
+        None => Vec::new(),
+        Some(name) => super::resume::check_resume(&c, name, &sinks, raw.source.get_ref())?,
     };
     Ok(Plan {
         metrics: raw.admin.metrics,
@@ -282,44 +284,6 @@ fn check_processor(
             negate: f.negate,
         },
     })
-}
-
-fn check_resume(
-    c: &Checker<'_>,
-    name: &Spanned<String>,
-    sinks: &[SinkPlan],
-    source: &SourceKind,
-) -> Result<usize, ConfigError> {
-    if !matches!(source, SourceKind::Amqp(_)) {
-        return c.err(
-            name.span(),
-            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\")",
-        );
-    }
-    let Some(i) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
-        return c.err(
-            name.span(),
-            format!(
-                "`pipeline.resume_from`: no sink is named `{}`",
-                name.get_ref()
-            ),
-        );
-    };
-    let stores = match &sinks[i].kind {
-        SinkPlanKind::Sqlite { offsets, .. } => offsets.is_some(),
-        SinkPlanKind::Postgres(p) => p.offsets.is_some(),
-        _ => false,
-    };
-    if !stores {
-        return c.err(
-            name.span(),
-            format!(
-                "`pipeline.resume_from`: sink `{}` stores no offsets (set its `offsets`)",
-                name.get_ref()
-            ),
-        );
-    }
-    Ok(i)
 }
 
 /// The columns an aggregate's state is restored from.

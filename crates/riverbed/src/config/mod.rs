@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod load;
 pub mod raw;
+mod resume;
 
 use std::path::Path;
 

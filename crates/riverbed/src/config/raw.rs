@@ -85,7 +85,9 @@ pub struct PipelineSection {
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// A SQL sink with `offsets` set: a stream source resumes right after the positions that
-    /// sink committed with its rows.
+    /// sink committed with its rows. Every other sink must store offsets too (a `noop` sink
+    /// needs none): the stream resumes after the lowest position any of them stored, so no
+    /// sink's uncommitted messages are skipped.
     pub resume_from: Option<Spanned<String>>,
 }
 

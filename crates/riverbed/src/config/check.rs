@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 use riverbed_core::{BatchSettings, KeySpec, RetryPolicy};
-use riverbed_sql::{Column, Ident, TableSpec, ValueSource, WriteMode};
+use riverbed_sql::{Ident, TableSpec, ValueSource};
 use toml::Spanned;
 
 use super::load::ConfigError;
@@ -148,7 +148,7 @@ impl Checker<'_> {
         Ok(p.clone())
     }
 
-    fn ident(&self, v: &Spanned<String>, field: &str) -> Result<Ident, ConfigError> {
+    pub(super) fn ident(&self, v: &Spanned<String>, field: &str) -> Result<Ident, ConfigError> {
         Ident::new(v.get_ref()).or_else(|e| self.err(v.span(), format!("`{field}`: {e}")))
     }
 }
@@ -344,7 +344,7 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
     let kind = match &s.kind {
         SinkKind::Sqlite(q) => SinkPlanKind::Sqlite {
             path: q.path.clone(),
-            spec: Arc::new(check_table(c, q)?),
+            spec: Arc::new(super::table::check_table(c, q)?),
             offsets: q.offsets.clone(),
         },
         SinkKind::Stdout(l) => SinkPlanKind::Stdout {
@@ -387,69 +387,4 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
         batch,
         kind,
     })
-}
-
-fn check_table(c: &Checker<'_>, q: &SqliteSection) -> Result<TableSpec, ConfigError> {
-    let table = q
-        .table
-        .get_ref()
-        .split('.')
-        .map(|part| Ident::new(part).or_else(|e| c.err(q.table.span(), format!("`table`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut columns = Vec::with_capacity(q.columns.len());
-    for col in &q.columns {
-        let name = c.ident(&col.name, "columns.name")?;
-        if columns.iter().any(|x: &Column| x.name == name) {
-            return c.err(
-                col.name.span(),
-                format!("column `{name}` is declared twice"),
-            );
-        }
-        let from: ValueSource = col
-            .from
-            .get_ref()
-            .parse()
-            .or_else(|e: String| c.err(col.from.span(), format!("`columns.from`: {e}")))?;
-        columns.push(Column {
-            name,
-            ty: col.ty,
-            from,
-            required: col.required,
-        });
-    }
-    let key = q
-        .key
-        .iter()
-        .map(|k| c.ident(k, "key"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let version = q
-        .version
-        .as_ref()
-        .map(|v| c.ident(v, "version"))
-        .transpose()?;
-    let mode = match q.mode {
-        ModeName::Insert if version.is_some() => {
-            let span = q.version.as_ref().map(|v| v.span()).unwrap_or(0..0);
-            return c.err(span, "`version` applies to mode = \"upsert\" only");
-        }
-        ModeName::Insert => WriteMode::Insert,
-        ModeName::Upsert => WriteMode::Upsert {
-            version,
-            tombstone: None,
-        },
-    };
-    let spec = TableSpec {
-        table,
-        columns,
-        key,
-        mode,
-        create: q.create,
-    };
-    spec.check().or_else(|e| {
-        c.err(
-            q.table.span(),
-            format!("table `{}`: {e}", q.table.get_ref()),
-        )
-    })?;
-    Ok(spec)
 }

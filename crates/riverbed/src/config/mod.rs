@@ -5,6 +5,7 @@ mod check;
 mod load;
 pub mod raw;
 mod resume;
+mod table;
 
 use std::path::Path;
 

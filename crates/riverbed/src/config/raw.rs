@@ -305,7 +305,7 @@ pub struct BatchSection {
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     /// A SQLite table.
-    Sqlite(SqliteSection),
+    Sqlite(Box<SqliteSection>),
     /// JSON lines on standard output.
     Stdout(LinesSection),
     /// JSON lines appended to a file (synced after each batch).
@@ -345,6 +345,11 @@ pub struct SqliteSection {
     pub offsets: Option<String>,
     /// The columns, in order.
     pub columns: Vec<ColumnSection>,
+    /// Upsert: keep deletes as tombstone rows (key, version, a boolean column; every other
+    /// column NULL), so an older update arriving late cannot bring a deleted entity back.
+    /// `{ column = "deleted", field = "/op", value = "delete" }` (these defaults), as for
+    /// PostgreSQL.
+    pub tombstone: Option<Spanned<riverbed_sql::TombstoneConfig>>,
 }
 
 /// Write modes.

@@ -40,5 +40,5 @@ pub use error::{Error, ErrorClass, Result, classify};
 pub use field::{Field, KeyTemplate};
 pub use hash_incr::{HashIncrSink, default_marker_prefix};
 pub use latest::LatestSink;
-pub use totals::{GroupTotals, Totals, TotalsLayout, epoch_ms, reconcile};
+pub use totals::{GroupTotals, Snapshot, Totals, TotalsLayout, epoch_ms, reconcile};
 pub use window::{Flush, WindowCounter, next_boundary};

@@ -70,12 +70,16 @@ pub struct DedupConfig {
     /// Where the message id comes from: `$message_id` or a JSON pointer.
     #[serde(default = "default_id")]
     pub id: String,
-    /// How long a message id is remembered: longer than any redelivery can take.
+    /// How long a message id is remembered: longer than any redelivery can take (the
+    /// longest outage, crash loop included, or retry delay). Each marker costs about 125 bytes
+    /// of Redis memory for this long: see the `hash_incr` module docs before changing it.
     #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
     pub ttl: Duration,
-    /// Prefix of the marker keys (`<prefix><message id>`).
-    #[serde(default = "default_marker_prefix")]
-    pub prefix: String,
+    /// Prefix of the marker keys (`<prefix><message id>`). Default: `riverbed:seen:` and a
+    /// short hash of the sink's `key`, `field` and `amount`, so two counters over the same
+    /// messages never share markers (and instances of the same sink do).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 fn yes() -> bool {
@@ -87,9 +91,6 @@ fn default_id() -> String {
 fn default_dedup_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-fn default_marker_prefix() -> String {
-    "riverbed:seen:".into()
-}
 
 impl Default for DedupConfig {
     fn default() -> Self {
@@ -97,7 +98,7 @@ impl Default for DedupConfig {
             enabled: true,
             id: default_id(),
             ttl: default_dedup_ttl(),
-            prefix: default_marker_prefix(),
+            prefix: None,
         }
     }
 }

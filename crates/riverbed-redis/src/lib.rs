@@ -6,6 +6,7 @@
 //! - `config`: TOML configuration ([`RedisConfig`], [`HashIncrConfig`], [`LatestConfig`],
 //!   [`TotalsConfig`], [`WindowCounterConfig`]).
 //! - `hash_incr`: [`HashIncrSink`], `HINCRBY`/`HINCRBYFLOAT` with a per-message-id dedup guard.
+//! - `incr_script`: its Lua script (grouped increments, `SET NX` markers, exact refusals).
 //! - `latest`: [`LatestSink`], versioned state per key with tombstones.
 //! - `totals`: [`Totals`], a PostgreSQL query's groups written with `HSET` in one
 //!   `MULTI`/`EXEC`; [`reconcile`] at startup.
@@ -26,6 +27,7 @@ mod config;
 mod error;
 mod field;
 mod hash_incr;
+mod incr_script;
 mod latest;
 mod totals;
 mod window;
@@ -36,7 +38,7 @@ pub use config::{
 };
 pub use error::{Error, ErrorClass, Result, classify};
 pub use field::{Field, KeyTemplate};
-pub use hash_incr::HashIncrSink;
+pub use hash_incr::{HashIncrSink, default_marker_prefix};
 pub use latest::LatestSink;
-pub use totals::{GroupTotals, Totals, TotalsLayout, epoch_ms, reconcile};
+pub use totals::{GroupTotals, Snapshot, Totals, TotalsLayout, epoch_ms, reconcile};
 pub use window::{Flush, WindowCounter, next_boundary};

@@ -2,7 +2,19 @@
 //! `MULTI`/`EXEC` with `HSET` (absolute values, never increments), so writing them again — after
 //! a crash, a restart of Redis, a retry — can never count anything twice. Startup
 //! reconciliation is one such write; the window counter repeats it at every boundary.
+//!
+//! # The totals own their keys
+//! Each write replaces the whole result: the keys written last time are listed in the set
+//! `riverbed:totals-keys:<prefix>`, and the same `MULTI` deletes them and the new ones before writing, so a
+//! group that left the query's result (its rows deleted, a filter that now excludes it) and a
+//! total that became NULL disappear from Redis instead of keeping stale values. Readers never
+//! see a half-replaced state. Nothing else should write into these keys.
+//!
+//! A row whose group is NULL cannot be named in Redis: it is skipped, counted in
+//! `riverbed_redis_totals_null_groups_total` and logged (use `coalesce(group, '...')` in the
+//! query to keep it).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -51,6 +63,30 @@ impl TotalsLayout {
     pub fn as_of_key(&self) -> String {
         format!("{}@as_of_ms", self.prefix())
     }
+
+    /// The set listing the keys the last write created. It lies outside the prefix, so
+    /// readers that scan `<prefix>*` find only the totals and `@as_of_ms`.
+    pub fn index_key(&self) -> String {
+        format!("riverbed:totals-keys:{}", self.prefix())
+    }
+
+    /// The hashes `totals` become: key -> (field, value) pairs.
+    fn hashes(&self, totals: &[GroupTotals]) -> BTreeMap<String, Vec<(String, String)>> {
+        let prefix = self.prefix();
+        let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for g in totals {
+            for (name, value) in &g.values {
+                let (key, field) = match self {
+                    TotalsLayout::HashPerGroup { .. } => (format!("{prefix}{}", g.group), name),
+                    TotalsLayout::HashPerTotal { .. } => (format!("{prefix}{name}"), &g.group),
+                };
+                out.entry(key)
+                    .or_default()
+                    .push((field.clone(), value.clone()));
+            }
+        }
+        out
+    }
 }
 
 /// One group's totals, as the database printed them (exact decimals stay exact).
@@ -60,6 +96,15 @@ pub struct GroupTotals {
     pub group: String,
     /// `(column alias, value)` for every further column; NULLs are left out.
     pub values: Vec<(String, String)>,
+}
+
+/// A query's result: the groups, and how many rows had a NULL group (skipped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The groups, in the query's order.
+    pub groups: Vec<GroupTotals>,
+    /// Rows skipped because their group was NULL.
+    pub null_groups: usize,
 }
 
 /// A totals query and where its result goes.
@@ -99,12 +144,12 @@ impl Totals {
     }
 
     /// Runs the query. Values are read in PostgreSQL's text form (simple query protocol), so
-    /// `numeric` sums keep every digit.
-    pub async fn fetch(&self) -> Result<Vec<GroupTotals>> {
+    /// `numeric` sums keep every digit. Rows with a NULL group are counted and logged.
+    pub async fn fetch(&self) -> Result<Snapshot> {
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(self.query.clone()))
             .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Snapshot::default();
         for row in rows {
             if row.columns().len() < 2 {
                 return Err(Error::Config(
@@ -112,6 +157,7 @@ impl Totals {
                 ));
             }
             let Some(group) = row.try_get_unchecked::<Option<String>, _>(0)? else {
+                out.null_groups += 1;
                 continue;
             };
             let mut values = Vec::with_capacity(row.columns().len() - 1);
@@ -120,36 +166,61 @@ impl Totals {
                     values.push((c.name().to_owned(), v));
                 }
             }
-            out.push(GroupTotals { group, values });
+            out.groups.push(GroupTotals { group, values });
+        }
+        if out.null_groups > 0 {
+            metrics::counter!("riverbed_redis_totals_null_groups_total", "prefix" => self.layout.prefix().to_owned())
+                .increment(out.null_groups as u64);
+            tracing::warn!(prefix = %self.layout.prefix(), rows = out.null_groups, "Totals rows with a NULL group skipped");
         }
         Ok(out)
     }
 
-    /// Writes `totals` taken for `as_of` in one `MULTI`/`EXEC`.
+    /// Writes `totals` taken for `as_of` in one `MULTI`/`EXEC`, replacing what the last write
+    /// left (see the module docs).
     pub async fn write(&self, totals: &[GroupTotals], as_of: SystemTime) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let index = self.layout.index_key();
+        let previous: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await?;
+        let hashes = self.layout.hashes(totals);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let prefix = self.layout.prefix();
-        for g in totals {
-            for (name, value) in &g.values {
-                let (key, field) = match &self.layout {
-                    TotalsLayout::HashPerGroup { .. } => (format!("{prefix}{}", g.group), name),
-                    TotalsLayout::HashPerTotal { .. } => (format!("{prefix}{name}"), &g.group),
-                };
-                pipe.hset(key, field, value).ignore();
-            }
+        let stale: Vec<&String> = previous.iter().chain(hashes.keys()).collect();
+        if !stale.is_empty() {
+            pipe.del(stale).ignore();
+        }
+        pipe.del(&index).ignore();
+        for (key, fields) in &hashes {
+            pipe.cmd("HSET").arg(key).arg(fields).ignore();
+        }
+        if !hashes.is_empty() {
+            pipe.sadd(&index, hashes.keys().collect::<Vec<_>>())
+                .ignore();
         }
         pipe.set(self.layout.as_of_key(), epoch_ms(as_of)).ignore();
-        let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
+    /// Whether Redis still holds the last write's `as_of` marker (false after Redis lost its
+    /// data).
+    pub async fn present(&self) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(self.layout.as_of_key())
+            .query_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Fetches and writes; returns how many groups were written.
     pub async fn sync(&self, as_of: SystemTime) -> Result<usize> {
-        let totals = self.fetch().await?;
-        self.write(&totals, as_of).await?;
-        Ok(totals.len())
+        let snapshot = self.fetch().await?;
+        self.write(&snapshot.groups, as_of).await?;
+        Ok(snapshot.groups.len())
     }
 }
 

@@ -11,7 +11,9 @@
 //! twice changes nothing:
 //! - a crash of Riverbed: the next boundary writes the totals of everything committed,
 //!   redelivered messages included exactly once (their rows were skipped as duplicates);
-//! - a restart of Redis that lost every key: the next boundary writes them all again;
+//! - a restart of Redis that lost every key: within a second the counter sees that
+//!   `<prefix>@as_of_ms` is gone and writes the last boundary's totals again (kept in memory,
+//!   same values and `as_of`, no query), so readers do not wait for the next boundary;
 //! - a failed flush (Redis or PostgreSQL down): retried with backoff until the next boundary,
 //!   which then writes the newer totals.
 //!
@@ -28,6 +30,7 @@
 //! (`boundary_ms`, `lateness_ms`: debug level, a warning from a second late on).
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use riverbed_core::Backoff;
@@ -35,7 +38,10 @@ use tokio::sync::watch;
 
 use crate::config::WindowCounterConfig;
 use crate::error::{Error, Result};
-use crate::totals::{Totals, epoch_ms};
+use crate::totals::{GroupTotals, Totals, epoch_ms};
+
+/// How often, between boundaries, the counter checks that Redis still holds its totals.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One completed flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,9 @@ pub struct WindowCounter {
     totals: Totals,
     every: Duration,
     flushed: watch::Sender<Option<Flush>>,
+    /// The last totals written and the instant they were for: written again if Redis loses
+    /// them.
+    last: Mutex<Option<(Vec<GroupTotals>, SystemTime)>>,
 }
 
 /// The first boundary strictly after `now`: the next multiple of `every` since the epoch.
@@ -78,6 +87,7 @@ impl WindowCounter {
             totals,
             every,
             flushed: watch::channel(None).0,
+            last: Mutex::new(None),
         })
     }
 
@@ -99,12 +109,21 @@ impl WindowCounter {
 
     /// Startup reconciliation: writes the current totals now, before consuming.
     pub async fn reconcile(&self) -> Result<usize> {
-        self.totals.sync(SystemTime::now()).await
+        self.write_current(SystemTime::now()).await
+    }
+
+    /// Queries and writes the totals for `as_of`, and keeps them for [`Self::restore`].
+    async fn write_current(&self, as_of: SystemTime) -> Result<usize> {
+        let snapshot = self.totals.fetch().await?;
+        self.totals.write(&snapshot.groups, as_of).await?;
+        let groups = snapshot.groups.len();
+        *self.last.lock().expect("last totals lock") = Some((snapshot.groups, as_of));
+        Ok(groups)
     }
 
     /// Writes the totals for `boundary` and records the lateness.
     pub async fn flush(&self, boundary: SystemTime) -> Result<Flush> {
-        let groups = self.totals.sync(boundary).await?;
+        let groups = self.write_current(boundary).await?;
         let lateness = SystemTime::now()
             .duration_since(boundary)
             .unwrap_or_default();
@@ -118,18 +137,55 @@ impl WindowCounter {
         Ok(flush)
     }
 
+    /// If Redis lost the totals (its `as_of` marker is gone: a restart without persistence, a
+    /// flush of the database), writes the last ones again, for the same instant. Returns
+    /// whether it did.
+    pub async fn restore(&self) -> Result<bool> {
+        let last = self.last.lock().expect("last totals lock").clone();
+        let Some((groups, as_of)) = last else {
+            return Ok(false);
+        };
+        if self.totals.present().await? {
+            return Ok(false);
+        }
+        self.totals.write(&groups, as_of).await?;
+        metrics::counter!("riverbed_redis_window_restores_total", "counter" => self.name.clone())
+            .increment(1);
+        tracing::warn!(counter = %self.name, as_of_ms = epoch_ms(as_of), groups = groups.len(), "Redis lost the totals; the last ones are written again");
+        Ok(true)
+    }
+
+    /// Waits until `boundary`, checking every [`CHECK_EVERY`] that Redis still holds the
+    /// totals. Returns false if `shutdown` completed first.
+    async fn wait_for(
+        &self,
+        boundary: SystemTime,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        loop {
+            let Ok(left) = boundary.duration_since(SystemTime::now()) else {
+                return true;
+            };
+            tokio::select! {
+                _ = shutdown.as_mut() => return false,
+                _ = tokio::time::sleep(left.min(CHECK_EVERY)) => {}
+            }
+            if left > CHECK_EVERY
+                && let Err(e) = self.restore().await
+            {
+                tracing::debug!(counter = %self.name, error = %e, "Checking the totals in Redis failed");
+            }
+        }
+    }
+
     /// Flushes at every boundary until `shutdown` completes. A failed flush is retried with
     /// backoff until the next boundary, which supersedes it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             let boundary = next_boundary(SystemTime::now(), self.every);
-            let wait = boundary
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(wait) => {}
+            if !self.wait_for(boundary, &mut shutdown).await {
+                return;
             }
             let superseded_at = boundary + self.every;
             let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));

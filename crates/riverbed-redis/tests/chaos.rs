@@ -279,7 +279,7 @@ async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
             amount: "/cents".into(),
             kind: Amount::Integer,
             dedup: DedupConfig {
-                prefix: format!("{prefix}:seen:"),
+                prefix: Some(format!("{prefix}:seen:")),
                 ..DedupConfig::default()
             },
         },

@@ -23,7 +23,7 @@ fn hash_incr_config(prefix: &str, dedup: bool) -> HashIncrConfig {
         kind: Amount::Integer,
         dedup: DedupConfig {
             enabled: dedup,
-            prefix: format!("{prefix}:seen:"),
+            prefix: Some(format!("{prefix}:seen:")),
             ..DedupConfig::default()
         },
     }

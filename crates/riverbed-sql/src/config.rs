@@ -9,7 +9,9 @@ use crate::connection::PostgresConnectionConfig;
 use crate::error::{Error, Result};
 use crate::inbox::InboxWriter;
 use crate::postgres::{InsertStyle, PostgresWriter};
+use crate::settled::SettledPosition;
 use crate::spec::{Column, ColumnType, Ident, TableSpec, ValueSource, WriteMode};
+use crate::table::{RowWriter, TableSink};
 
 /// One column of the target table.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +58,35 @@ pub struct TombstoneConfig {
     /// The operation value that means "delete".
     #[serde(default = "default_delete_value")]
     pub value: String,
+}
+
+impl TombstoneConfig {
+    /// The boolean column that marks deletes (true when the operation field holds the delete
+    /// value), to append to the `declared` columns; its name must not be one of theirs.
+    pub fn column(&self, declared: &[Column]) -> Result<Column, String> {
+        let name = Ident::new(&self.column).map_err(|e| format!("tombstone.column: {e}"))?;
+        if declared.iter().any(|c| c.name == name) {
+            return Err(format!(
+                "tombstone.column `{name}` is also in `columns` (the sink adds the tombstone \
+                 column itself: name another one)"
+            ));
+        }
+        if !self.field.starts_with('/') {
+            return Err(format!(
+                "tombstone.field `{}` must be a JSON pointer such as \"/op\"",
+                self.field
+            ));
+        }
+        Ok(Column {
+            name,
+            ty: ColumnType::Boolean,
+            from: ValueSource::Equals {
+                pointer: self.field.clone(),
+                value: self.value.clone(),
+            },
+            required: false,
+        })
+    }
 }
 
 fn default_tombstone_column() -> String {
@@ -147,6 +178,11 @@ impl PostgresSinkConfig {
             .iter()
             .map(ColumnConfig::column)
             .collect::<Result<Vec<_>>>()?;
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(cfg(format!("columns: `{}` is declared twice", c.name)));
+            }
+        }
         let key = self
             .key
             .iter()
@@ -167,17 +203,9 @@ impl PostgresSinkConfig {
             SinkMode::Upsert => {
                 let tombstone = match &self.tombstone {
                     Some(t) => {
-                        let name = Ident::new(&t.column)
-                            .map_err(|e| cfg(format!("tombstone.column: {e}")))?;
-                        columns.push(Column {
-                            name: name.clone(),
-                            ty: ColumnType::Boolean,
-                            from: ValueSource::Equals {
-                                pointer: t.field.clone(),
-                                value: t.value.clone(),
-                            },
-                            required: false,
-                        });
+                        let column = t.column(&columns).map_err(cfg)?;
+                        let name = column.name.clone();
+                        columns.push(column);
                         Some(name)
                     }
                     None => None,
@@ -204,6 +232,17 @@ impl PostgresSinkConfig {
 
     /// Connects and builds the sink named `name`.
     pub async fn build(&self, name: &str) -> Result<Arc<dyn Sink>> {
+        self.build_with(name, None).await
+    }
+
+    /// Connects and builds the sink named `name`; with `settled` (and `offsets`), stored
+    /// positions also follow the source's settled position (see [`crate::TrackSettled`]).
+    pub async fn build_with(
+        &self,
+        name: &str,
+        settled: Option<SettledPosition>,
+    ) -> Result<Arc<dyn Sink>> {
+        let settled = settled.filter(|_| self.offsets.is_some());
         if self.mode == SinkMode::Inbox {
             let statement = self
                 .statement
@@ -229,14 +268,22 @@ impl PostgresSinkConfig {
                 self.offsets.is_some(),
             )
             .await?;
-            return Ok(Arc::new(writer.into_sink(name)));
+            return Ok(Arc::new(settle(writer.into_sink(name), settled)));
         }
         let spec = Arc::new(self.table_spec()?);
         let pool = self.connection.connect().await?;
         let writer =
             PostgresWriter::new(pool, spec, self.offsets.as_deref(), self.insert_style).await?;
         tracing::info!(sink = name, url = %self.connection.url, "PostgreSQL sink ready");
-        Ok(Arc::new(writer.into_sink(name)))
+        Ok(Arc::new(settle(writer.into_sink(name), settled)))
+    }
+}
+
+/// The sink, following `settled` if given.
+fn settle<W: RowWriter>(sink: TableSink<W>, settled: Option<SettledPosition>) -> TableSink<W> {
+    match settled {
+        Some(s) => sink.with_settled(s),
+        None => sink,
     }
 }
 
@@ -275,5 +322,38 @@ mod tests {
             "mode = \"append\"\ntabel = \"x\"\n[connection]\nurl = \"postgres://x\"",
         );
         assert!(bad.unwrap_err().to_string().contains("tabel"));
+    }
+
+    fn upsert(columns: &str, tombstone: &str) -> PostgresSinkConfig {
+        toml::from_str(&format!(
+            "mode = \"upsert\"\ntable = \"t\"\nkey = [\"id\"]\nversion = \"v\"\n{tombstone}\n\
+             columns = [{columns}]\n[connection]\nurl = \"postgres://x\""
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicate_columns_are_refused_naming_the_field() {
+        let cols = r#"{ name = "id", type = "text", from = "/id" },
+                      { name = "v", type = "integer", from = "/v" },
+                      { name = "deleted", type = "boolean", from = "/gone" }"#;
+        let err = upsert(cols, "tombstone = {}").table_spec().unwrap_err();
+        assert!(
+            err.to_string().contains("tombstone.column `deleted`"),
+            "{err}"
+        );
+        assert!(
+            upsert(cols, "tombstone = { column = \"gone\" }")
+                .table_spec()
+                .is_ok()
+        );
+        let twice = r#"{ name = "id", type = "text", from = "/id" },
+                       { name = "v", type = "integer", from = "/v" },
+                       { name = "v", type = "integer", from = "/w" }"#;
+        let err = upsert(twice, "").table_spec().unwrap_err();
+        assert!(
+            err.to_string().contains("columns: `v` is declared twice"),
+            "{err}"
+        );
     }
 }

@@ -110,6 +110,14 @@ impl InboxWriter {
         params: Vec<Column>,
         store_offsets: bool,
     ) -> Result<Self, crate::Error> {
+        for (i, p) in params.iter().enumerate() {
+            if params[..i].iter().any(|o| o.name == p.name) {
+                return Err(crate::Error::Config(format!(
+                    "params: `{}` is declared twice",
+                    p.name
+                )));
+            }
+        }
         let statement = compile_named(sql, |n| {
             params.iter().find(|c| c.name.as_str() == n).map(|c| c.ty)
         })
@@ -212,6 +220,13 @@ impl RowWriter for InboxWriter {
                 .increment(duplicates);
         }
         Ok(fresh.len() as u64)
+    }
+
+    async fn advance_offsets(&self, position: u64) -> Result<(), sqlx::Error> {
+        match &self.offsets {
+            Some(store) => store.advance_all(position).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -9,24 +9,31 @@
 //! - `convert`: message fields to typed SQL values.
 //! - `sqlgen`: SQL text per dialect (values are always bound).
 //! - `classify`: transient vs row-refusing database errors.
-//! - `table`: the dialect-independent sink (dedup, batch splitting, outcomes).
+//! - `table`: the dialect-independent sink (batch splitting within a budget, outcomes).
+//! - `dedupe`: one row per key within a batch.
 //! - `sqlite`: the SQLite backend.
 //! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
 //! - `inbox`: user SQL run once per message id (effectively-once for any statement).
 //! - `offsets`: source positions stored with the data (SQLite and PostgreSQL).
+//! - `batch_position`: the position a partial write of a batch may record.
+//! - `settled`: a source wrapper publishing how far deliveries are settled
+//!   ([`TrackSettled`], [`SettledPosition`]), so idle partitions do not hold resumes back.
 //! - `url`: database URLs whose passwords never reach logs.
 //! - `error`: the errors of building sinks.
 
 #![forbid(unsafe_code)]
 
+mod batch_position;
 mod classify;
 mod config;
 mod connection;
 mod convert;
+mod dedupe;
 mod error;
 mod inbox;
 mod offsets;
 mod postgres;
+mod settled;
 mod spec;
 mod sqlgen;
 mod sqlite;
@@ -38,10 +45,11 @@ pub use config::{ColumnConfig, PostgresSinkConfig, SinkMode, TombstoneConfig};
 pub use connection::PostgresConnectionConfig;
 pub use error::{Error, Result};
 pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
-pub use offsets::{OFFSETS_TABLE, OffsetStore};
+pub use offsets::{NOTHING_COMMITTED, OFFSETS_TABLE, OffsetStore};
 pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool};
+pub use settled::{SettledPosition, TrackSettled};
 pub use spec::{Column, ColumnType, Ident, SqlValue, TableSpec, ValueSource, WriteMode, row_of};
 pub use sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
 pub use sqlite::{SqliteTableSink, SqliteWriter, sqlite_pool};
-pub use table::{OffsetUpdate, RowWriter, TableSink};
+pub use table::{OffsetUpdate, RowWriter, SPLIT_BUDGET, TableSink};
 pub use url::{DatabaseUrl, redact_url};

@@ -258,4 +258,11 @@ impl RowWriter for PostgresWriter {
         tx.commit().await?;
         Ok(affected)
     }
+
+    async fn advance_offsets(&self, position: u64) -> Result<(), sqlx::Error> {
+        match &self.offsets {
+            Some(store) => store.advance_all(position).await,
+            None => Ok(()),
+        }
+    }
 }

@@ -186,10 +186,15 @@ impl TableSpec {
             .join(".")
     }
 
-    /// Checks that key and version columns exist.
+    /// Checks that column names are unique and that key, version and tombstone columns exist.
     pub fn check(&self) -> Result<(), String> {
         if self.columns.is_empty() {
             return Err("a table sink needs at least one column".into());
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            if self.columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("column `{}` is declared twice", c.name));
+            }
         }
         for k in &self.key {
             if !self.columns.iter().any(|c| &c.name == k) {
@@ -349,4 +354,29 @@ pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure>
         row.push(v);
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_declared_twice_is_refused() {
+        let col = |n: &str| Column {
+            name: Ident::new(n).unwrap(),
+            ty: ColumnType::Text,
+            from: ValueSource::Key,
+            required: false,
+        };
+        let mut spec = TableSpec {
+            table: vec![Ident::new("t").unwrap()],
+            columns: vec![col("id"), col("a")],
+            key: vec![Ident::new("id").unwrap()],
+            mode: WriteMode::Insert,
+            create: true,
+        };
+        assert_eq!(spec.check(), Ok(()));
+        spec.columns.push(col("a"));
+        assert_eq!(spec.check(), Err("column `a` is declared twice".into()));
+    }
 }

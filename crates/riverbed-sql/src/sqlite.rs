@@ -24,7 +24,7 @@ pub type SqliteTableSink = TableSink<SqliteWriter>;
 /// Writes rows into a SQLite file through one connection (SQLite has one writer at a time).
 pub struct SqliteWriter {
     spec: Arc<TableSpec>,
-    offsets: bool,
+    offsets: Option<OffsetStore>,
     full_insert: String,
     rows_per_statement: usize,
     jobs: mpsc::Sender<Job>,
@@ -75,20 +75,19 @@ impl SqliteWriter {
         };
         let rows_per_statement = rows_per_statement(&spec, Dialect::Sqlite);
         let (jobs, rx) = mpsc::channel(MAX_GROUP);
-        let with_offsets = offsets.is_some();
-        tokio::spawn(commit_jobs(pool, offsets, rx));
+        tokio::spawn(commit_jobs(pool, offsets.clone(), rx));
         Ok(SqliteWriter {
             full_insert: insert(&spec, Dialect::Sqlite, rows_per_statement),
             rows_per_statement,
             spec,
-            offsets: with_offsets,
+            offsets,
             jobs,
         })
     }
 
     /// Builds the sink named `name` on this writer.
     pub fn into_sink(self, name: &str) -> SqliteTableSink {
-        let store_offsets = self.offsets;
+        let store_offsets = self.offsets.is_some();
         let spec = self.spec.clone();
         TableSink::new(name, self, spec, store_offsets)
     }
@@ -147,6 +146,13 @@ impl RowWriter for SqliteWriter {
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    async fn advance_offsets(&self, position: u64) -> Result<(), sqlx::Error> {
+        match &self.offsets {
+            Some(store) => store.advance_all(position).await,
+            None => Ok(()),
+        }
     }
 }
 

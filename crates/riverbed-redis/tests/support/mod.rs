@@ -49,14 +49,20 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Deletes every key starting with `prefix`.
+/// Deletes every key starting with `prefix`, and the totals' key index of such prefixes.
 pub async fn delete_prefix(prefix: &str) {
     let mut c = redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut c)
         .await
         .unwrap();
+    let indexes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("riverbed:totals-keys:{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    keys.extend(indexes);
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL")
             .arg(keys)

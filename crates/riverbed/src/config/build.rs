@@ -12,7 +12,9 @@ use riverbed_embedded::{
     Durability, EmbeddedLog, GenerateSource, Generator, JsonLinesSink, LineTarget, LogDeadLetters,
     LogOnlyDeadLetters, LogSource,
 };
-use riverbed_sql::{SqliteWriter, TableSpec, ValueSource, sqlite_pool};
+use riverbed_sql::{
+    SettledPosition, SqliteWriter, TableSpec, TrackSettled, ValueSource, sqlite_pool,
+};
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
@@ -98,6 +100,7 @@ async fn build_tasks(plan: &Plan) -> Result<Vec<Task>> {
 
 async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
     let mut handles = Handles::default();
+    let mut settled: Option<SettledPosition> = None;
     let mut builder = Pipeline::builder()
         .partitions(plan.partitions)
         .max_in_flight(plan.max_in_flight)
@@ -111,16 +114,17 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             builder.source(source)
         }
         SourceKind::Generate(g) => builder.source(generate_source(g)),
-        SourceKind::Amqp(a) => {
+        SourceKind::Amqp(a) if !plan.resume_from.is_empty() => {
             let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?;
-            if let Some(i) = plan.resume_from
-                && let Some(position) = stored_position(&mut handles, &plan, i).await?
-            {
-                tracing::info!(position, sink = %plan.sinks[i].name, "Stream resumes after the stored offset");
+            if let Some(position) = stored_position(&mut handles, &plan).await? {
+                tracing::info!(position, "Stream resumes after the stored offset");
                 source = source.resume_after(position);
             }
+            let (source, position) = TrackSettled::new(source);
+            settled = Some(position);
             builder.source(source)
         }
+        SourceKind::Amqp(a) => builder.source(riverbed_amqp::AmqpSource::new((**a).clone())?),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {
@@ -136,7 +140,12 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
                     .with_context(|| {
                         format!("preparing table {} for sink `{}`", spec.table_sql(), s.name)
                     })?;
-                Arc::new(writer.into_sink(&s.name))
+                match (&settled, offsets) {
+                    (Some(p), Some(_)) => {
+                        Arc::new(writer.into_sink(&s.name).with_settled(p.clone()))
+                    }
+                    _ => Arc::new(writer.into_sink(&s.name)),
+                }
             }
             SinkPlanKind::Stdout { envelope } => {
                 Arc::new(JsonLinesSink::new(LineTarget::Stdout, *envelope))
@@ -147,7 +156,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             )),
             SinkPlanKind::Noop => Arc::new(NoopSink),
             SinkPlanKind::Postgres(p) => p
-                .build(&s.name)
+                .build_with(&s.name, settled.clone())
                 .await
                 .with_context(|| format!("building sink `{}`", s.name))?,
             SinkPlanKind::RedisHashIncr(r) => Arc::new(
@@ -244,25 +253,33 @@ pub(super) fn generate_source(g: &GenerateSection) -> GenerateSource {
     GenerateSource::new(generator, count, g.rate)
 }
 
-/// The position after which everything is committed in the offsets of sink `i`.
-async fn stored_position(handles: &mut Handles, plan: &Plan, i: usize) -> Result<Option<u64>> {
+/// The position after which every sink storing offsets has committed everything: the lowest
+/// of their stored positions, or `None` (the configured start) when any of them has none.
+/// Every store is asked, so each gives every partition a row.
+async fn stored_position(handles: &mut Handles, plan: &Plan) -> Result<Option<u64>> {
     let partitions = plan.partitions.get() as u32;
-    let store = match &plan.sinks[i].kind {
-        SinkPlanKind::Sqlite {
-            path,
-            offsets: Some(consumer),
-            ..
-        } => riverbed_sql::OffsetStore::sqlite(handles.pool(path).await?, consumer).await?,
-        SinkPlanKind::Postgres(p) => {
-            let consumer = p
-                .offsets
-                .as_deref()
-                .expect("checked: the sink stores offsets");
-            riverbed_sql::OffsetStore::postgres(p.connection.connect().await?, consumer).await?
-        }
-        _ => unreachable!("checked: resume_from names a sink with offsets"),
-    };
-    Ok(store.resume_position(partitions).await?)
+    let mut lowest = Some(u64::MAX);
+    for &i in &plan.resume_from {
+        let store = match &plan.sinks[i].kind {
+            SinkPlanKind::Sqlite {
+                path,
+                offsets: Some(consumer),
+                ..
+            } => riverbed_sql::OffsetStore::sqlite(handles.pool(path).await?, consumer).await?,
+            SinkPlanKind::Postgres(p) => {
+                let consumer = p
+                    .offsets
+                    .as_deref()
+                    .expect("checked: the sink stores offsets");
+                riverbed_sql::OffsetStore::postgres(p.connection.connect().await?, consumer).await?
+            }
+            _ => unreachable!("checked: resume_from lists sinks with offsets"),
+        };
+        let position = store.resume_position(partitions).await?;
+        tracing::info!(sink = %plan.sinks[i].name, position, "Stored offset read");
+        lowest = lowest.zip(position).map(|(a, b)| a.min(b));
+    }
+    Ok(lowest)
 }
 
 /// Reads an aggregate's committed snapshots back from its SQL sink.

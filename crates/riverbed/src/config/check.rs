@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 use riverbed_core::{BatchSettings, KeySpec, RetryPolicy};
-use riverbed_sql::{Column, Ident, TableSpec, ValueSource, WriteMode};
+use riverbed_sql::{Ident, TableSpec, ValueSource};
 use toml::Spanned;
 
 use super::load::ConfigError;
@@ -34,8 +34,9 @@ pub struct Plan {
     pub dead_letter: Option<DeadLetterKind>,
     /// Tasks beside the pipeline.
     pub tasks: Vec<TaskEntry>,
-    /// The sink whose stored offsets the source resumes after.
-    pub resume_from: Option<usize>,
+    /// The sinks whose stored offsets the source resumes after (every sink that stores
+    /// offsets; empty without `resume_from`): the lowest of their positions.
+    pub resume_from: Vec<usize>,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -116,12 +117,12 @@ pub enum SinkPlanKind {
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
 }
 
 impl Checker<'_> {
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         msg: impl Into<String>,
@@ -147,7 +148,7 @@ impl Checker<'_> {
         Ok(p.clone())
     }
 
-    fn ident(&self, v: &Spanned<String>, field: &str) -> Result<Ident, ConfigError> {
+    pub(super) fn ident(&self, v: &Spanned<String>, field: &str) -> Result<Ident, ConfigError> {
         Ident::new(v.get_ref()).or_else(|e| self.err(v.span(), format!("`{field}`: {e}")))
     }
 }
@@ -237,9 +238,10 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
+    super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
     let resume_from = match &raw.pipeline.resume_from {
-        None => None,
-        Some(name) => Some(check_resume(&c, name, &sinks, raw.source.get_ref())?),
+        None => Vec::new(),
+        Some(name) => super::resume::check_resume(&c, name, &sinks, raw.source.get_ref())?,
     };
     Ok(Plan {
         metrics: raw.admin.metrics,
@@ -282,44 +284,6 @@ fn check_processor(
             negate: f.negate,
         },
     })
-}
-
-fn check_resume(
-    c: &Checker<'_>,
-    name: &Spanned<String>,
-    sinks: &[SinkPlan],
-    source: &SourceKind,
-) -> Result<usize, ConfigError> {
-    if !matches!(source, SourceKind::Amqp(_)) {
-        return c.err(
-            name.span(),
-            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\")",
-        );
-    }
-    let Some(i) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
-        return c.err(
-            name.span(),
-            format!(
-                "`pipeline.resume_from`: no sink is named `{}`",
-                name.get_ref()
-            ),
-        );
-    };
-    let stores = match &sinks[i].kind {
-        SinkPlanKind::Sqlite { offsets, .. } => offsets.is_some(),
-        SinkPlanKind::Postgres(p) => p.offsets.is_some(),
-        _ => false,
-    };
-    if !stores {
-        return c.err(
-            name.span(),
-            format!(
-                "`pipeline.resume_from`: sink `{}` stores no offsets (set its `offsets`)",
-                name.get_ref()
-            ),
-        );
-    }
-    Ok(i)
 }
 
 /// The columns an aggregate's state is restored from.
@@ -380,7 +344,7 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
     let kind = match &s.kind {
         SinkKind::Sqlite(q) => SinkPlanKind::Sqlite {
             path: q.path.clone(),
-            spec: Arc::new(check_table(c, q)?),
+            spec: Arc::new(super::table::check_table(c, q)?),
             offsets: q.offsets.clone(),
         },
         SinkKind::Stdout(l) => SinkPlanKind::Stdout {
@@ -423,69 +387,4 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
         batch,
         kind,
     })
-}
-
-fn check_table(c: &Checker<'_>, q: &SqliteSection) -> Result<TableSpec, ConfigError> {
-    let table = q
-        .table
-        .get_ref()
-        .split('.')
-        .map(|part| Ident::new(part).or_else(|e| c.err(q.table.span(), format!("`table`: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut columns = Vec::with_capacity(q.columns.len());
-    for col in &q.columns {
-        let name = c.ident(&col.name, "columns.name")?;
-        if columns.iter().any(|x: &Column| x.name == name) {
-            return c.err(
-                col.name.span(),
-                format!("column `{name}` is declared twice"),
-            );
-        }
-        let from: ValueSource = col
-            .from
-            .get_ref()
-            .parse()
-            .or_else(|e: String| c.err(col.from.span(), format!("`columns.from`: {e}")))?;
-        columns.push(Column {
-            name,
-            ty: col.ty,
-            from,
-            required: col.required,
-        });
-    }
-    let key = q
-        .key
-        .iter()
-        .map(|k| c.ident(k, "key"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let version = q
-        .version
-        .as_ref()
-        .map(|v| c.ident(v, "version"))
-        .transpose()?;
-    let mode = match q.mode {
-        ModeName::Insert if version.is_some() => {
-            let span = q.version.as_ref().map(|v| v.span()).unwrap_or(0..0);
-            return c.err(span, "`version` applies to mode = \"upsert\" only");
-        }
-        ModeName::Insert => WriteMode::Insert,
-        ModeName::Upsert => WriteMode::Upsert {
-            version,
-            tombstone: None,
-        },
-    };
-    let spec = TableSpec {
-        table,
-        columns,
-        key,
-        mode,
-        create: q.create,
-    };
-    spec.check().or_else(|e| {
-        c.err(
-            q.table.span(),
-            format!("table `{}`: {e}", q.table.get_ref()),
-        )
-    })?;
-    Ok(spec)
 }

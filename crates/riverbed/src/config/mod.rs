@@ -4,6 +4,8 @@ mod build;
 mod check;
 mod load;
 pub mod raw;
+mod resume;
+mod table;
 
 use std::path::Path;
 

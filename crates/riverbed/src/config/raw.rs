@@ -85,7 +85,9 @@ pub struct PipelineSection {
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// A SQL sink with `offsets` set: a stream source resumes right after the positions that
-    /// sink committed with its rows.
+    /// sink committed with its rows. Every other sink must store offsets too (a `noop` sink
+    /// needs none): the stream resumes after the lowest position any of them stored, so no
+    /// sink's uncommitted messages are skipped.
     pub resume_from: Option<Spanned<String>>,
 }
 
@@ -303,7 +305,7 @@ pub struct BatchSection {
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     /// A SQLite table.
-    Sqlite(SqliteSection),
+    Sqlite(Box<SqliteSection>),
     /// JSON lines on standard output.
     Stdout(LinesSection),
     /// JSON lines appended to a file (synced after each batch).
@@ -343,6 +345,11 @@ pub struct SqliteSection {
     pub offsets: Option<String>,
     /// The columns, in order.
     pub columns: Vec<ColumnSection>,
+    /// Upsert: keep deletes as tombstone rows (key, version, a boolean column; every other
+    /// column NULL), so an older update arriving late cannot bring a deleted entity back.
+    /// `{ column = "deleted", field = "/op", value = "delete" }` (these defaults), as for
+    /// PostgreSQL.
+    pub tombstone: Option<Spanned<riverbed_sql::TombstoneConfig>>,
 }
 
 /// Write modes.

@@ -1,6 +1,7 @@
 //! Ledger benchmark: a naive per-message consumer against a Riverbed pipeline, on the same
 //! transactions, into the same PostgreSQL table and Redis counter; plus `UNNEST` against
-//! multi-row `VALUES` for 500-row batches, and the window counter's flush time.
+//! multi-row `VALUES` for 500-row batches, the window counter's flush time, and the
+//! `hash_incr` script against its previous version (`counter.rs`).
 //!
 //! Run: `cargo run --release -p riverbed-redis --example ledger_bench -- [N]` (default 100000)
 //! with PostgreSQL (`postgres://postgres@127.0.0.1:5432/test`) and Redis on 127.0.0.1.
@@ -18,6 +19,8 @@ use riverbed_redis::{
 use riverbed_sql::{
     Column, ColumnType, Ident, InsertStyle, PostgresWriter, TableSpec, ValueSource, WriteMode,
 };
+
+mod counter;
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -67,13 +70,18 @@ async fn reset(pool: &sqlx::PgPool, table: &str, redis_prefix: &str) {
     .execute(pool)
     .await
     .expect("create");
+    reset_redis(redis_prefix).await;
+}
+
+/// Deletes the Redis keys starting with `prefix`.
+async fn reset_redis(prefix: &str) {
     let mut c = redis::Client::open(REDIS_URL)
         .expect("url")
         .get_multiplexed_async_connection()
         .await
         .expect("Redis at 127.0.0.1:6379");
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{redis_prefix}*"))
+        .arg(format!("{prefix}*"))
         .query_async(&mut c)
         .await
         .expect("keys");
@@ -151,7 +159,7 @@ async fn riverbed(pool: &sqlx::PgPool, n: u64) -> f64 {
             kind: Amount::Float,
             dedup: DedupConfig {
                 id: "/id".into(),
-                prefix: "bench:rb:seen:".into(),
+                prefix: Some("bench:rb:seen:".into()),
                 ..DedupConfig::default()
             },
         },
@@ -230,6 +238,8 @@ async fn main() {
     );
     let counter = WindowCounter::new("bench", totals, Duration::from_secs(60)).expect("counter");
     let flush = counter.flush(SystemTime::now()).await.expect("flush");
+    let counted = (n as usize).min(50_000);
+    let (previous, current) = counter::compare(counted).await;
 
     println!("| consumer | messages | msg/s |");
     println!("|---|---:|---:|");
@@ -250,4 +260,18 @@ async fn main() {
         flush.groups,
         flush.lateness.as_secs_f64() * 1000.0
     );
+    println!();
+    println!(
+        "| hash_incr script, {counted} messages, 500 per batch, dedup on | msg/s | Redis µs per batch | commands per batch | bytes per marker |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("previous (EXISTS + HINCRBY + SET each)", previous),
+        ("grouped (SET NX each, HINCRBY per group)", current),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.rate, r.script_usec_per_batch, r.commands_per_batch, r.bytes_per_marker
+        );
+    }
 }

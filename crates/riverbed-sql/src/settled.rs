@@ -1,0 +1,272 @@
+//! How far a source's deliveries are settled: a source wrapper that tracks the contiguous
+//! prefix of acknowledged deliveries, so offset stores can move partitions that receive
+//! nothing past positions every sink has settled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use riverbed_core::{
+    AckToken, Acker, Capabilities, ContiguousTracker, DeadLetterSink, Delivery, Settled,
+    Settlement, Source, SourceError,
+};
+
+/// How often a sink moves its stored positions up to the settled position, at most.
+const ADVANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops.
+const MAX_TRACKED: usize = 1 << 20;
+
+/// The highest source position at or below which every delivery of this run is acknowledged:
+/// committed by every sink, or dead-lettered. Cheap to read from any task.
+#[derive(Debug, Clone)]
+pub struct SettledPosition(Arc<AtomicI64>);
+
+impl Default for SettledPosition {
+    fn default() -> Self {
+        SettledPosition(Arc::new(AtomicI64::new(-1)))
+    }
+}
+
+impl SettledPosition {
+    /// The position, once some prefix of deliveries with positions is settled.
+    pub fn get(&self) -> Option<u64> {
+        u64::try_from(self.0.load(Ordering::Acquire)).ok()
+    }
+
+    fn raise(&self, position: u64) {
+        self.0.fetch_max(
+            i64::try_from(position).unwrap_or(i64::MAX),
+            Ordering::AcqRel,
+        );
+    }
+}
+
+/// The registered deliveries, in delivery order.
+#[derive(Default)]
+struct State {
+    tracker: ContiguousTracker<Option<u64>>,
+    seqs: HashMap<AckToken, (u64, Option<u64>)>,
+    /// A delivery was given back (requeue, delayed retry): the prefix cannot pass it in this
+    /// run, so tracking stops.
+    stopped: bool,
+}
+
+struct Tracking {
+    state: Mutex<State>,
+    settled: SettledPosition,
+}
+
+impl Tracking {
+    fn register(&self, deliveries: &[Delivery]) {
+        let mut st = self.state.lock().expect("tracking lock");
+        if st.stopped {
+            return;
+        }
+        for d in deliveries {
+            let seq = st.tracker.register();
+            st.seqs.insert(d.token, (seq, d.message.meta.position));
+        }
+        if st.tracker.outstanding() > MAX_TRACKED {
+            tracing::warn!(
+                tracked = MAX_TRACKED,
+                "A delivery stays unsettled; the settled position stops advancing for this run"
+            );
+            stop(&mut st);
+        }
+    }
+
+    fn settle(&self, settled: &[Settled]) {
+        let mut st = self.state.lock().expect("tracking lock");
+        if st.stopped {
+            return;
+        }
+        for s in settled {
+            let Some((seq, position)) = st.seqs.remove(&s.token) else {
+                continue;
+            };
+            match s.settlement {
+                Settlement::Ack => {
+                    st.tracker.complete(seq, position);
+                }
+                Settlement::Requeue | Settlement::Retry { .. } => return stop(&mut st),
+            }
+        }
+        if let Some(Some(p)) = st.tracker.advance() {
+            self.settled.raise(p);
+        }
+    }
+}
+
+fn stop(st: &mut State) {
+    *st = State {
+        stopped: true,
+        ..State::default()
+    };
+}
+
+/// A source whose settled prefix is published as a [`SettledPosition`]; everything else is
+/// the wrapped source's.
+pub struct TrackSettled<S> {
+    inner: S,
+    tracking: Arc<Tracking>,
+}
+
+impl<S: Source> TrackSettled<S> {
+    /// Wraps `inner`; the returned position follows its settled deliveries.
+    pub fn new(inner: S) -> (Self, SettledPosition) {
+        let settled = SettledPosition::default();
+        let tracking = Arc::new(Tracking {
+            state: Mutex::new(State::default()),
+            settled: settled.clone(),
+        });
+        (TrackSettled { inner, tracking }, settled)
+    }
+}
+
+struct TrackingAcker {
+    inner: Arc<dyn Acker>,
+    tracking: Arc<Tracking>,
+}
+
+impl Acker for TrackingAcker {
+    fn settle(&self, settled: Vec<Settled>) {
+        self.tracking.settle(&settled);
+        self.inner.settle(settled);
+    }
+}
+
+#[async_trait]
+impl<S: Source> Source for TrackSettled<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Delivery>, max: usize) -> Result<bool, SourceError> {
+        let start = out.len();
+        let more = self.inner.recv(out, max).await?;
+        self.tracking.register(&out[start..]);
+        Ok(more)
+    }
+
+    fn acker(&self) -> Arc<dyn Acker> {
+        Arc::new(TrackingAcker {
+            inner: self.inner.acker(),
+            tracking: self.tracking.clone(),
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn dead_letters(&self) -> Option<Arc<dyn DeadLetterSink>> {
+        self.inner.dead_letters()
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        self.inner.close().await
+    }
+}
+
+/// When a sink moves its stored positions up to the settled position: once it advanced, at
+/// most every [`ADVANCE_EVERY`] (a forced advance, at close, does not wait).
+pub(crate) struct Advance {
+    settled: SettledPosition,
+    /// The last position written, and when the last attempt started.
+    state: Mutex<(Option<u64>, Option<Instant>)>,
+}
+
+impl Advance {
+    pub fn new(settled: SettledPosition) -> Self {
+        Advance {
+            settled,
+            state: Mutex::new((None, None)),
+        }
+    }
+
+    /// The position to write now, if any (and notes the attempt).
+    pub fn due(&self, force: bool) -> Option<u64> {
+        let position = self.settled.get()?;
+        let mut st = self.state.lock().expect("advance lock");
+        let recent = st.1.is_some_and(|t| t.elapsed() < ADVANCE_EVERY);
+        if st.0.is_some_and(|done| done >= position) || (recent && !force) {
+            return None;
+        }
+        st.1 = Some(Instant::now());
+        Some(position)
+    }
+
+    /// `position` was written.
+    pub fn done(&self, position: u64) {
+        let mut st = self.state.lock().expect("advance lock");
+        st.0 = st.0.max(Some(position));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use riverbed_core::testing::{Journal, MemorySource, numbered_messages};
+    use riverbed_core::{Failure, Message};
+
+    use super::*;
+
+    fn settled(d: &Delivery, settlement: Settlement) -> Settled {
+        Settled {
+            token: d.token,
+            settlement,
+            message: Some(d.message.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_position_follows_the_contiguous_acknowledged_prefix() {
+        let mut messages: Vec<Message> = numbered_messages(6, 2);
+        for (i, m) in messages.iter_mut().enumerate() {
+            m.meta.position = Some(10 + i as u64);
+        }
+        let (mut source, position) =
+            TrackSettled::new(MemorySource::new(messages, Journal::default()));
+        let mut out = Vec::new();
+        while out.len() < 6 {
+            source.recv(&mut out, 6).await.unwrap();
+        }
+        let acker = source.acker();
+        acker.settle(vec![
+            settled(&out[1], Settlement::Ack),
+            settled(&out[2], Settlement::Ack),
+        ]);
+        assert_eq!(position.get(), None, "10 is not settled");
+        acker.settle(vec![settled(&out[0], Settlement::Ack)]);
+        assert_eq!(position.get(), Some(12));
+        // A delayed retry gives 13 back to the broker: the prefix cannot pass it this run.
+        let retry = Settlement::Retry {
+            next_attempt: 2,
+            delay: Duration::from_millis(1),
+            failure: Failure::unavailable("down"),
+        };
+        acker.settle(vec![settled(&out[3], retry)]);
+        acker.settle(vec![
+            settled(&out[4], Settlement::Ack),
+            settled(&out[5], Settlement::Ack),
+        ]);
+        assert_eq!(position.get(), Some(12));
+    }
+
+    #[test]
+    fn advances_are_spaced_unless_forced() {
+        let position = SettledPosition::default();
+        let advance = Advance::new(position.clone());
+        assert_eq!(advance.due(false), None, "nothing settled yet");
+        position.raise(5);
+        assert_eq!(advance.due(false), Some(5));
+        advance.done(5);
+        position.raise(9);
+        assert_eq!(advance.due(false), None, "within a second of the last");
+        assert_eq!(advance.due(true), Some(9));
+        advance.done(9);
+        assert_eq!(advance.due(true), None, "already there");
+    }
+}

@@ -187,6 +187,11 @@ impl Advance {
         }
     }
 
+    /// The source's settled position now.
+    pub fn settled(&self) -> Option<u64> {
+        self.settled.get()
+    }
+
     /// The position to write now, if any (and notes the attempt).
     pub fn due(&self, force: bool) -> Option<u64> {
         let position = self.settled.get()?;

@@ -76,8 +76,10 @@ impl<W: RowWriter> TableSink<W> {
 
     /// Moves every stored partition position up to the source's settled position as it
     /// advances (see [`crate::OffsetStore::advance_all`]), at most once a second and when the
-    /// sink closes. Without it, a partition that receives nothing holds the resume point where
-    /// its run began.
+    /// sink closes, and never records a position past it. Without it, a partition that
+    /// receives nothing holds the resume point where its run began, and a message refused
+    /// here or by another sink could be resumed past if the process died before its dead
+    /// letter was stored.
     pub fn with_settled(mut self, settled: SettledPosition) -> Self {
         self.advance = Some(Advance::new(settled));
         self
@@ -93,9 +95,17 @@ impl<W: RowWriter> TableSink<W> {
         if !self.store_offsets {
             return None;
         }
+        let mut position = positions.safe(committed, range)?;
+        if let Some(advance) = &self.advance {
+            // Never past the source's settled prefix: a message of an earlier batch, or one
+            // another sink refused, is settled only once its dead letter is stored, and a
+            // crash before that must not resume past it. (A restart re-reads what lies between,
+            // which the table absorbs by its key.)
+            position = position.min(advance.settled()?);
+        }
         Some(OffsetUpdate {
             partition: batch.first()?.meta.partition,
-            position: positions.safe(committed, range)?,
+            position,
         })
     }
 

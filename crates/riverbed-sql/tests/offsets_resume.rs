@@ -151,3 +151,71 @@ async fn delete_offsets(pool: &sqlx::PgPool, consumer: &str) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_stored_position_never_passes_a_message_whose_dead_letter_is_not_stored() {
+    use riverbed_core::testing::MemorySink;
+    use riverbed_core::{Failure, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_pool(&dir.path().join("out.db")).await.unwrap();
+    let mut messages = numbered_messages(200, 1);
+    for (i, m) in messages.iter_mut().enumerate() {
+        m.meta.position = Some(1000 + i as u64);
+    }
+    let (source, settled) = TrackSettled::new(MemorySource::new(messages, Journal::default()));
+    let store = OffsetStore::sqlite(pool.clone(), "svc").await.unwrap();
+    assert_eq!(store.resume_position(1).await.unwrap(), None, "first start");
+    // The table commits everything; another sink refuses m50 (position 1050), whose dead
+    // letter cannot be stored (the dead-letter queue is down).
+    let table = SqliteWriter::new(pool.clone(), spec("rows"), Some("svc"))
+        .await
+        .unwrap()
+        .into_sink("rows")
+        .with_settled(settled.clone());
+    let picky = MemorySink::failing("picky", Journal::default(), |m, _| {
+        if m.meta.message_id.as_deref() == Some("m50") {
+            Outcome::Permanent(Failure::rejected("no"))
+        } else {
+            Outcome::Ok
+        }
+    });
+    let rows = pool.clone();
+    let all_written = async move {
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rows")
+                .fetch_one(&rows)
+                .await
+                .unwrap_or(0);
+            if n == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        Pipeline::builder()
+            .source(source)
+            .partitions(NonZeroUsize::new(1).unwrap())
+            .key(KeySpec::JsonPointer("/key".into()))
+            .sink("rows", table)
+            .sink("picky", picky)
+            .dead_letters(Arc::new(
+                MemoryDeadLetters::new(Journal::default()).failing_first(u32::MAX),
+            ))
+            .shutdown_grace(Duration::from_millis(500))
+            .build()
+            .unwrap()
+            .run(all_written),
+    )
+    .await
+    .expect("the pipeline stops")
+    .unwrap();
+    assert!(!report.drained, "m50's dead letter was never stored");
+    assert_eq!(settled.get(), Some(1049));
+    let resume = store.resume_position(1).await.unwrap();
+    assert!(
+        resume.is_some_and(|p| p < 1050),
+        "a restart must read m50 again, not resume after {resume:?}"
+    );
+}

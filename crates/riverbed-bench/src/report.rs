@@ -60,7 +60,8 @@ fn command() -> String {
 pub fn render(run: &Run<'_>) -> String {
     let mut out = String::new();
     let date = output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let commit = output_of("git", &["rev-parse", "--short", "HEAD"]);
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let commit = output_of("git", &["-C", repo, "rev-parse", "--short", "HEAD"]);
     out.push_str(&format!(
         "`{}`\n\nMachine: {}. Measured {date} at commit {commit}. {} messages per run unless the \
          scenario says otherwise; median of {} runs, each in its own process; latency (publish \

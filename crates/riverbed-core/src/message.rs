@@ -1,6 +1,7 @@
 //! The unit that flows through a pipeline: payload, key, headers and delivery metadata.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -129,7 +130,9 @@ pub struct Message {
     pub headers: Headers,
     /// Delivery metadata.
     pub meta: Metadata,
-    json: Option<serde_json::Value>,
+    /// Shared, so a message fanned out to several sinks does not copy its decoded body; a
+    /// change through [`Message::decode_json`] copies it first if it is shared.
+    json: Option<Arc<serde_json::Value>>,
 }
 
 impl Message {
@@ -158,14 +161,14 @@ impl Message {
         let payload = serde_json::to_vec(&value).expect("a JSON value always serialises");
         Message {
             payload: payload.into(),
-            json: Some(value),
+            json: Some(Arc::new(value)),
             ..Message::default()
         }
     }
 
     /// The decoded JSON body, if the payload has been decoded.
     pub fn json(&self) -> Option<&serde_json::Value> {
-        self.json.as_ref()
+        self.json.as_deref()
     }
 
     /// Decodes the payload as JSON once and returns the body.
@@ -173,9 +176,19 @@ impl Message {
         if self.json.is_none() {
             let value = serde_json::from_slice(&self.payload)
                 .map_err(|e| Failure::malformed(format!("payload is not valid JSON: {e}")))?;
-            self.json = Some(value);
+            self.json = Some(Arc::new(value));
         }
-        Ok(self.json.as_mut().expect("decoded just above"))
+        Ok(Arc::make_mut(self.json.as_mut().expect("decoded just above")))
+    }
+
+    /// Decodes the payload as JSON once and returns the body, without copying a shared one.
+    pub fn decoded(&mut self) -> Result<&serde_json::Value, Failure> {
+        if self.json.is_none() {
+            let value = serde_json::from_slice(&self.payload)
+                .map_err(|e| Failure::malformed(format!("payload is not valid JSON: {e}")))?;
+            self.json = Some(Arc::new(value));
+        }
+        Ok(self.json.as_deref().expect("decoded just above"))
     }
 
     /// Replaces the JSON body and re-encodes the payload from it.
@@ -183,7 +196,7 @@ impl Message {
         self.payload = serde_json::to_vec(&value)
             .expect("a JSON value always serialises")
             .into();
-        self.json = Some(value);
+        self.json = Some(Arc::new(value));
     }
 
     /// Re-encodes the payload after the JSON body was changed in place.
@@ -208,7 +221,7 @@ impl Message {
 
     /// Looks up a JSON pointer in the body, decoding the payload if needed.
     pub fn pointer(&mut self, pointer: &str) -> Result<Option<&serde_json::Value>, Failure> {
-        Ok(self.decode_json()?.pointer(pointer))
+        Ok(self.decoded()?.pointer(pointer))
     }
 }
 

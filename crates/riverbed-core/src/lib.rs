@@ -47,7 +47,7 @@ pub use contiguous::ContiguousTracker;
 pub use dead_letter::DeadLetterSink;
 pub use key::{KeySpec, partition_of};
 pub use lane::BatchSettings;
-pub use message::{HeaderValue, Headers, Message, Metadata};
+pub use message::{HeaderValue, Headers, Message, Metadata, json_pointer};
 pub use outcome::{DeadLetter, FIRST_FAILURE_HEADER, Failure, Outcome, Settlement};
 pub use pipeline::{Pipeline, PipelineError, Report};
 pub use processor::{Emitter, FnProcessor, MAIN, Processor, ProcessorFactory};

@@ -48,7 +48,7 @@ impl Field {
         let found = match self {
             Field::Key => msg.key.clone(),
             Field::MessageId => msg.meta.message_id.clone(),
-            Field::Pointer(p) => match body.pointer(p) {
+            Field::Pointer(p) => match riverbed_core::json_pointer(body, p) {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(v) => Some(v.to_string()),
@@ -60,7 +60,7 @@ impl Field {
     /// The raw JSON value at a pointer (`None` for the key and message id fields).
     pub fn json<'a>(&self, body: &'a Value) -> Option<&'a Value> {
         match self {
-            Field::Pointer(p) => body.pointer(p),
+            Field::Pointer(p) => riverbed_core::json_pointer(body, p),
             _ => None,
         }
     }

@@ -89,7 +89,7 @@ impl LatestSink {
 
     fn update(&self, msg: &Message) -> Result<Update, Failure> {
         let body = body(msg)?;
-        let version = match body.pointer(&self.version) {
+        let version = match riverbed_core::json_pointer(&body, &self.version) {
             Some(Value::Number(n)) => n.as_i64(),
             Some(Value::String(s)) => s.trim().parse().ok(),
             _ => None,
@@ -101,14 +101,13 @@ impl LatestSink {
                 format!("no integer version (|v| <= 2^53) at {}", self.version),
             )
         })?;
-        let deleted = self
-            .delete
-            .as_ref()
-            .is_some_and(|(p, v)| body.pointer(p).and_then(Value::as_str) == Some(v));
+        let deleted = self.delete.as_ref().is_some_and(|(p, v)| {
+            riverbed_core::json_pointer(&body, p).and_then(Value::as_str) == Some(v)
+        });
         let value = match &self.value {
             _ if deleted => String::new(),
             None => String::from_utf8_lossy(&msg.payload).into_owned(),
-            Some(p) => match body.pointer(p) {
+            Some(p) => match riverbed_core::json_pointer(&body, p) {
                 Some(Value::String(s)) => s.clone(),
                 Some(v) => v.to_string(),
                 None => return Err(Failure::new("missing_field", format!("no value at {p}"))),

@@ -19,7 +19,7 @@ fn invalid(c: &Column, v: &dyn std::fmt::Display) -> Failure {
 pub fn value_of(c: &Column, msg: &Message, body: Option<&Value>) -> Result<SqlValue, Failure> {
     let json = match &c.from {
         ValueSource::Pointer(p) => body
-            .and_then(|b| b.pointer(p))
+            .and_then(|b| riverbed_core::json_pointer(b, p))
             .cloned()
             .unwrap_or(Value::Null),
         ValueSource::Key => msg.key.clone().map(Value::String).unwrap_or(Value::Null),
@@ -60,7 +60,7 @@ pub fn value_of(c: &Column, msg: &Message, body: Option<&Value>) -> Result<SqlVa
             Some(v) => serde_json::to_value(v).unwrap_or(Value::Null),
         },
         ValueSource::Equals { pointer, value } => {
-            let found = body.and_then(|b| b.pointer(pointer));
+            let found = body.and_then(|b| riverbed_core::json_pointer(b, pointer));
             Value::Bool(found.and_then(Value::as_str) == Some(value.as_str()))
         }
     };

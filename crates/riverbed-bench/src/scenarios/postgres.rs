@@ -155,8 +155,7 @@ fn with(partitions: usize) -> Params {
 /// The tuned settings of the PostgreSQL rows (chosen from the partition and window sweeps in
 /// BENCHMARKS.md).
 const TUNED: Params = Params {
-    partitions: Some(2),
-    window: Some(8192),
+    partitions: Some(1),
     ..Params::DEFAULT
 };
 
@@ -206,7 +205,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         into_pg(
             "amqp-pg-append-tuned",
-            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            "same, tuned: 1 partition (one transaction at a time leaves the two cores to RabbitMQ and PostgreSQL)",
             TUNED,
             append,
             false,
@@ -220,7 +219,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         into_pg(
             "amqp-pg-redis-tuned",
-            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            "same, tuned: 1 partition (one transaction at a time leaves the two cores to RabbitMQ and PostgreSQL)",
             TUNED,
             redis,
             false,
@@ -234,7 +233,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         into_pg(
             "amqp-pg-upsert-tuned",
-            "same, tuned: 2 partitions, prefetch and in-flight 8192",
+            "same, tuned: 1 partition (one transaction at a time leaves the two cores to RabbitMQ and PostgreSQL)",
             TUNED,
             upsert,
             false,

@@ -44,14 +44,29 @@ async fn amqp_sqlite(ctx: Ctx) -> Result<Sample> {
 
 /// The RabbitMQ -> SQLite scenario.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "amqp-sqlite",
-        what: "RabbitMQ -> Riverbed (defaults) -> SQLite table (idempotent insert, WAL, FULL sync), at-least-once",
-        ceiling: Some("amqp-raw-consume"),
-        baseline: Some("naive-pg-redis"),
-        params: Params::DEFAULT,
-        prepare: |ctx| Box::pin(fill(ctx)),
-        run: |ctx| Box::pin(amqp_sqlite(ctx)),
-        latency: true,
-    }]
+    vec![
+        Scenario {
+            name: "amqp-sqlite",
+            what: "RabbitMQ -> Riverbed (defaults) -> SQLite table (idempotent insert, WAL, FULL sync), at-least-once",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params::DEFAULT,
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(amqp_sqlite(ctx)),
+            latency: true,
+        },
+        Scenario {
+            name: "amqp-sqlite-tuned",
+            what: "same, tuned: 1 partition (one SQLite writer)",
+            ceiling: Some("amqp-raw-consume"),
+            baseline: Some("naive-pg-redis"),
+            params: Params {
+                partitions: Some(1),
+                ..Params::DEFAULT
+            },
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(amqp_sqlite(ctx)),
+            latency: false,
+        },
+    ]
 }

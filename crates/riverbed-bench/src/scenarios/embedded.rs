@@ -76,7 +76,13 @@ async fn log_to(ctx: Ctx, sqlite: bool) -> anyhow::Result<Sample> {
     } else {
         Pipeline::builder().source(source)
     };
-    let builder = builder.key(KeySpec::JsonPointer("/sensor_id".into()));
+    let mut builder = builder.key(KeySpec::JsonPointer("/sensor_id".into()));
+    if let Some(p) = ctx.params.partitions {
+        builder = builder.partitions(p.try_into()?);
+    }
+    if let Some(w) = ctx.params.window {
+        builder = builder.max_in_flight(w.try_into()?);
+    }
     let builder = if sqlite {
         let writer = SqliteWriter::new(sqlite_pool(&out).await?, readings_spec(), None).await?;
         builder.sink("readings", writer.into_sink("readings"))
@@ -210,6 +216,20 @@ pub fn scenarios() -> Vec<Scenario> {
             baseline: None,
             params: Params::DEFAULT,
             latency: true,
+            prepare: |ctx| Box::pin(prepare_log(ctx)),
+            run: |ctx| Box::pin(log_to(ctx, true)),
+        },
+        Scenario {
+            name: "embedded-sqlite-tuned",
+            what: "same, tuned: 1 partition, in-flight 16384 (one SQLite writer; larger group commits)",
+            ceiling: Some("sqlite-ceiling"),
+            baseline: None,
+            params: Params {
+                partitions: Some(1),
+                window: Some(16384),
+                ..Params::DEFAULT
+            },
+            latency: false,
             prepare: |ctx| Box::pin(prepare_log(ctx)),
             run: |ctx| Box::pin(log_to(ctx, true)),
         },

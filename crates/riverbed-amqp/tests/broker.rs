@@ -1,34 +1,21 @@
-//! The connector against a real RabbitMQ on 127.0.0.1:5672: consuming through a pipeline with
-//! coalesced acks, dead letters, broker retry, unroutable publishes and streams.
+//! The source against a real RabbitMQ on 127.0.0.1:5672: consuming through a pipeline with
+//! coalesced acks, dead letters, broker retry, queues declared ahead, refused starts.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Raw, Recorder, available, broker, queues_with_prefix, source_config, unique};
-use lapin::types::{AMQPValue, FieldTable};
-use riverbed_amqp::{AmqpSink, AmqpSinkConfig, AmqpSource};
-use riverbed_core::{
-    BatchOutcome, Failure, KeySpec, Message, Outcome, Pipeline, RetryMode, RetryPolicy, Sink,
+use common::{
+    LIMIT, Raw, Recorder, available, broker, queues_with_prefix, run_until, source_config, unique,
 };
-
-const LIMIT: Duration = Duration::from_secs(60);
+use lapin::types::{AMQPValue, FieldTable};
+use riverbed_amqp::AmqpSource;
+use riverbed_core::{Failure, KeySpec, Outcome, Pipeline, RetryMode, RetryPolicy};
 
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap()
-}
-
-/// Runs `pipeline` until `done` holds, then stops it and returns its report.
-async fn run_until(
-    pipeline: Pipeline,
-    what: &'static str,
-    done: impl Fn() -> bool + Send + 'static,
-) -> riverbed_core::Report {
-    let shutdown = async move { common::wait_until(what, LIMIT, done).await };
-    pipeline.run(shutdown).await.expect("pipeline runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,80 +230,6 @@ async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
-    if !available() {
-        return;
-    }
-    let _shared = broker(false).await;
-    common::bounded(async {
-        let exchange = unique("orders");
-        let bound = unique("orders-bound");
-        let _cleanup = common::DeleteOnPanic(bound.clone());
-        let config: AmqpSinkConfig = toml::from_str(&format!(
-            r#"
-            urls = ["{}"]
-            exchange = "{exchange}"
-            routing_key = "orders.{{key}}"
-            [[exchanges]]
-            name = "{exchange}"
-            kind = "direct"
-            durable = false
-            auto_delete = true
-            "#,
-            common::URL
-        ))
-        .unwrap();
-        let sink = AmqpSink::new(config).unwrap();
-        let raw = Raw::connect().await;
-        // Declares the exchange; then bind a queue for one key only.
-        sink.connect().await.unwrap();
-        let probe = Message::new("probe").with_key("nobody");
-        let first = sink.write(&[probe]).await;
-        assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
-        raw.declare(&bound, FieldTable::default()).await;
-        raw.channel
-            .queue_bind(
-                bound.as_str().into(),
-                exchange.as_str().into(),
-                "orders.a".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-
-        let batch: Vec<Message> = ["a", "b", "a"]
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let mut m = Message::new(format!("{i}")).with_key(*k);
-                m.meta.message_id = Some(format!("o{i}"));
-                m
-            })
-            .collect();
-        let outcome = sink.write(&batch).await;
-        assert!(outcome.get(0).is_ok(), "{outcome:?}");
-        assert!(outcome.get(2).is_ok(), "{outcome:?}");
-        match outcome.get(1) {
-            Outcome::Permanent(f) => {
-                assert_eq!(f.reason, "unroutable");
-                assert!(f.error.contains("orders.b"), "{f}");
-            }
-            other => panic!("an unroutable message must fail permanently, got {other:?}"),
-        }
-        common::wait_until_async("two routed messages", LIMIT, || async {
-            raw.ready(&bound).await == 2
-        })
-        .await;
-        let ok = sink.write(&batch[..1]).await;
-        assert_eq!(ok, BatchOutcome::Committed);
-        sink.close().await.unwrap();
-        raw.delete(&[bound]).await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_declared_ahead_keeps_what_is_published_before_its_consumer_runs() {
     if !available() {
         return;
@@ -374,80 +287,6 @@ async fn a_queue_declared_ahead_keeps_what_is_published_before_its_consumer_runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
-    if !available() {
-        return;
-    }
-    let _shared = broker(false).await;
-    common::bounded(async {
-        let stream = unique("stream");
-        let _cleanup = common::DeleteOnPanic(stream.clone());
-        let raw = Raw::connect().await;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("stream".into()),
-        );
-        raw.declare(&stream, args).await;
-        const N: usize = 600;
-        raw.publish_range("", &stream, 0, N).await;
-
-        let consume = |extra: &str, resume: Option<u64>, until: usize| {
-            let mut source = AmqpSource::new(source_config(
-                &stream,
-                &format!("queue_type = \"stream\"\nprefetch = 100\n{extra}"),
-            ))
-            .unwrap();
-            if let Some(offset) = resume {
-                source = source.resume_after(offset);
-            }
-            let sink = Recorder::new();
-            let committed = sink.committed.clone();
-            let pipeline = Pipeline::builder()
-                .source(source)
-                .partitions(nz(1))
-                .sink("recorder", sink)
-                .build()
-                .unwrap();
-            let stats = pipeline.stats();
-            async move {
-                tokio::time::timeout(
-                    LIMIT,
-                    run_until(pipeline, "stream read", move || {
-                        stats.snapshot().acked >= until as u64
-                    }),
-                )
-                .await
-                .expect("test finishes in time");
-                committed.lock().unwrap().clone()
-            }
-        };
-
-        let all = consume("stream_offset = \"first\"", None, N).await;
-        let positions: Vec<u64> = all.iter().map(|s| s.position.unwrap()).collect();
-        assert_eq!(
-            positions,
-            (0..N as u64).collect::<Vec<_>>(),
-            "whole history, in order, once"
-        );
-        assert_eq!(all[0].id, "m0");
-
-        let rest = consume("", Some(449), N - 450).await;
-        let positions: BTreeSet<u64> = rest.iter().map(|s| s.position.unwrap()).collect();
-        assert_eq!(rest.len(), N - 450, "no duplicate");
-        assert_eq!(
-            positions,
-            (450..N as u64).collect::<BTreeSet<_>>(),
-            "resumes exactly after the stored offset"
-        );
-        assert_eq!(rest[0].id, "m450");
-        raw.delete(&[stream.clone(), format!("{stream}.dlq")]).await;
-        let _ = Arc::new(());
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
     if !available() {
         return;
@@ -480,71 +319,6 @@ async fn refuses_bad_credentials_and_mismatched_queues_at_start() {
         let err = start(source_config(&queue, "queue_type = \"quorum\"")).await;
         assert!(err.contains(&queue), "{err}");
         raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alternate_exchange_catches_what_no_binding_routes() {
-    if !available() {
-        return;
-    }
-    let _shared = broker(false).await;
-    common::bounded(async {
-        let exchange = unique("ae-main");
-        let caught = unique("ae-caught");
-        let _cleanup = common::DeleteOnPanic(caught.clone());
-        let config: AmqpSinkConfig = toml::from_str(&format!(
-            r#"
-            urls = ["{}"]
-            exchange = "{exchange}"
-            routing_key = "{{key}}"
-            [[exchanges]]
-            name = "{exchange}.unrouted"
-            kind = "fanout"
-            durable = false
-            [[exchanges]]
-            name = "{exchange}"
-            kind = "direct"
-            durable = false
-            auto_delete = true
-            alternate_exchange = "{exchange}.unrouted"
-            "#,
-            common::URL
-        ))
-        .unwrap();
-        let sink = AmqpSink::new(config).unwrap();
-        sink.connect().await.unwrap();
-        let raw = Raw::connect().await;
-        raw.declare(&caught, FieldTable::default()).await;
-        raw.channel
-            .queue_bind(
-                caught.as_str().into(),
-                format!("{exchange}.unrouted").as_str().into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let outcome = sink.write(&[Message::new("x").with_key("nobody")]).await;
-        assert_eq!(
-            outcome,
-            BatchOutcome::Committed,
-            "the alternate exchange routed it"
-        );
-        common::wait_until_async("the caught message", LIMIT, || async {
-            raw.ready(&caught).await == 1
-        })
-        .await;
-        sink.close().await.unwrap();
-        raw.delete(&[caught]).await;
-        for x in [exchange.clone(), format!("{exchange}.unrouted")] {
-            raw.channel
-                .exchange_delete(x.as_str().into(), Default::default())
-                .await
-                .unwrap();
-        }
     })
     .await;
 }

@@ -1,5 +1,6 @@
 //! Where a stream consumer starts: `next` skips the history, an RFC 3339 timestamp starts
-//! about there (streams attach by chunk, so a little of what came just before may come too).
+//! about there (streams attach by chunk, so a little of what came just before may come too),
+//! `first` reads all of it, and a stored offset resumes right after itself.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Raw, Recorder, Seen, available, broker, committed_ids, source_config, spawn_pipeline,
+    Raw, Recorder, Seen, available, broker, committed_ids, run_until, source_config,
+    spawn_pipeline, unique,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use riverbed_amqp::{AmqpSource, SourceStatus};
@@ -132,6 +134,79 @@ async fn a_stream_read_from_a_timestamp_starts_about_there() {
             earlier.is_subset(&range(10, 15)),
             "read from {from}: {ids:?}"
         );
+        raw.delete(&[stream.clone(), format!("{stream}.dlq")]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_stream_consumer_reads_all_history_and_resumes_after_an_offset() {
+    if !available() {
+        return;
+    }
+    let _shared = broker(false).await;
+    common::bounded(async {
+        let stream = unique("stream");
+        let _cleanup = common::DeleteOnPanic(stream.clone());
+        let raw = Raw::connect().await;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        raw.declare(&stream, args).await;
+        const N: usize = 600;
+        raw.publish_range("", &stream, 0, N).await;
+
+        let consume = |extra: &str, resume: Option<u64>, until: usize| {
+            let mut source = AmqpSource::new(source_config(
+                &stream,
+                &format!("queue_type = \"stream\"\nprefetch = 100\n{extra}"),
+            ))
+            .unwrap();
+            if let Some(offset) = resume {
+                source = source.resume_after(offset);
+            }
+            let sink = Recorder::new();
+            let committed = sink.committed.clone();
+            let pipeline = Pipeline::builder()
+                .source(source)
+                .partitions(NonZeroUsize::new(1).unwrap())
+                .sink("recorder", sink)
+                .build()
+                .unwrap();
+            let stats = pipeline.stats();
+            async move {
+                tokio::time::timeout(
+                    LIMIT,
+                    run_until(pipeline, "stream read", move || {
+                        stats.snapshot().acked >= until as u64
+                    }),
+                )
+                .await
+                .expect("test finishes in time");
+                committed.lock().unwrap().clone()
+            }
+        };
+
+        let all = consume("stream_offset = \"first\"", None, N).await;
+        let positions: Vec<u64> = all.iter().map(|s| s.position.unwrap()).collect();
+        assert_eq!(
+            positions,
+            (0..N as u64).collect::<Vec<_>>(),
+            "whole history, in order, once"
+        );
+        assert_eq!(all[0].id, "m0");
+
+        let rest = consume("", Some(449), N - 450).await;
+        let positions: BTreeSet<u64> = rest.iter().map(|s| s.position.unwrap()).collect();
+        assert_eq!(rest.len(), N - 450, "no duplicate");
+        assert_eq!(
+            positions,
+            (450..N as u64).collect::<BTreeSet<_>>(),
+            "resumes exactly after the stored offset"
+        );
+        assert_eq!(rest[0].id, "m450");
         raw.delete(&[stream.clone(), format!("{stream}.dlq")]).await;
     })
     .await;

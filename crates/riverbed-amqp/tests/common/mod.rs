@@ -51,6 +51,19 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// How long a pipeline in a test may take to reach its goal.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `pipeline` until `done` holds, then stops it and returns its report.
+pub async fn run_until(
+    pipeline: riverbed_core::Pipeline,
+    what: &'static str,
+    done: impl Fn() -> bool + Send + 'static,
+) -> riverbed_core::Report {
+    let shutdown = async move { wait_until(what, LIMIT, done).await };
+    pipeline.run(shutdown).await.expect("pipeline runs")
+}
+
 /// Runs a test body, failing it if it takes longer than two minutes.
 pub async fn bounded<F: Future>(body: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(120), body)

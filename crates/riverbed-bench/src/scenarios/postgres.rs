@@ -98,6 +98,44 @@ async fn pg_redis(ctx: Ctx) -> Result<Sample> {
     finish(&ctx, sample).await
 }
 
+/// The ledger recipe's design: append, and Redis totals written from the committed table at
+/// every (here: one-second) boundary by a window counter running alongside.
+async fn pg_window(ctx: Ctx) -> Result<Sample> {
+    use riverbed_redis::{RedisConfig, Totals, TotalsLayout, WindowCounter};
+    let history = append(&ctx).await?;
+    let prefix = format!("{}:", ctx.unique("window"));
+    let totals = Totals::new(
+        sqlx::PgPool::connect(PG).await?,
+        RedisConfig::new(REDIS).connect().await?,
+        &format!(
+            "SELECT provider, count(*) AS count, sum(amount) AS sum FROM {} GROUP BY provider",
+            ctx.unique("t")
+        ),
+        TotalsLayout::HashPerGroup {
+            prefix: prefix.clone(),
+        },
+    );
+    let counter = WindowCounter::new("bench", totals, std::time::Duration::from_secs(1))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(counter.run(async move {
+        let _ = stopped.await;
+    }));
+    let sample = through(ctx.clone(), vec![("history", history)]).await?;
+    let _ = stop.send(());
+    task.await?;
+    let mut redis = redis::Client::open(REDIS)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await?;
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
+    }
+    finish(&ctx, sample).await
+}
+
 async fn pg_upsert(ctx: Ctx) -> Result<Sample> {
     let sink = upsert(&ctx).await?;
     let sample = through(ctx.clone(), vec![("latest", sink)]).await?;
@@ -223,6 +261,13 @@ pub fn scenarios() -> Vec<Scenario> {
             TUNED,
             redis,
             false,
+        ),
+        into_pg(
+            "amqp-pg-window",
+            "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append + Redis totals from the committed rows every second (the ledger recipe's window counter)",
+            Params::DEFAULT,
+            |ctx| Box::pin(pg_window(ctx)),
+            true,
         ),
         into_pg(
             "amqp-pg-upsert",

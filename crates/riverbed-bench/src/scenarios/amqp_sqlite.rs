@@ -5,26 +5,20 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use riverbed_core::Sink;
-use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
+use riverbed_sql::{ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
 
 use super::amqp::{fill, through};
-use super::{Ctx, Params, Scenario};
+use super::{Ctx, Params, Scenario, column};
 use crate::measure::Sample;
 
 fn transactions_spec() -> Arc<TableSpec> {
-    let col = |n: &str, ty, from: &str| Column {
-        name: Ident::new(n).expect("valid"),
-        ty,
-        from: from.parse().expect("valid"),
-        required: false,
-    };
     Arc::new(TableSpec {
         table: vec![Ident::new("transactions").expect("valid")],
         columns: vec![
-            col("id", ColumnType::Text, "/id"),
-            col("provider", ColumnType::Text, "/provider"),
-            col("amount", ColumnType::Numeric, "/amount"),
-            col("currency", ColumnType::Text, "/currency"),
+            column("id", ColumnType::Text, "/id"),
+            column("provider", ColumnType::Text, "/provider"),
+            column("amount", ColumnType::Numeric, "/amount"),
+            column("currency", ColumnType::Text, "/currency"),
         ],
         key: vec![Ident::new("id").expect("valid")],
         mode: WriteMode::Insert,

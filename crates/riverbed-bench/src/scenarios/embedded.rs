@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use riverbed_core::{HeaderValue, KeySpec, NoopSink, Pipeline};
 use riverbed_embedded::{DataKind, Durability, EmbeddedLog, Generator, LogSource, Record};
-use riverbed_sql::{Column, ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
+use riverbed_sql::{ColumnType, Ident, SqliteWriter, TableSpec, WriteMode, sqlite_pool};
 
 use super::latency::{Latencies, SENT_HEADER, Timed, micros_now};
-use super::{Ctx, Params, Scenario, no_prepare};
+use super::{Ctx, Params, Scenario, column, no_prepare};
 use crate::measure::{Sample, timed};
 
 fn log_path(ctx: &Ctx) -> std::path::PathBuf {
@@ -34,18 +34,12 @@ async fn prepare_log(ctx: Ctx) -> anyhow::Result<()> {
 }
 
 fn readings_spec() -> Arc<TableSpec> {
-    let col = |n: &str, ty, from: &str| Column {
-        name: Ident::new(n).expect("valid"),
-        ty,
-        from: from.parse().expect("valid"),
-        required: false,
-    };
     Arc::new(TableSpec {
         table: vec![Ident::new("readings").expect("valid")],
         columns: vec![
-            col("reading_id", ColumnType::Text, "/reading_id"),
-            col("sensor_id", ColumnType::Text, "/sensor_id"),
-            col("value", ColumnType::Real, "/value"),
+            column("reading_id", ColumnType::Text, "/reading_id"),
+            column("sensor_id", ColumnType::Text, "/sensor_id"),
+            column("value", ColumnType::Real, "/value"),
         ],
         key: vec![Ident::new("reading_id").expect("valid")],
         mode: WriteMode::Insert,

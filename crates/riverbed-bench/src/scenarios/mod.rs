@@ -108,6 +108,16 @@ pub fn all() -> Vec<Scenario> {
     v
 }
 
+/// A table column filled from `from` (a JSON pointer or `$position`-style source).
+pub fn column(name: &str, ty: riverbed_sql::ColumnType, from: &str) -> riverbed_sql::Column {
+    riverbed_sql::Column {
+        name: riverbed_sql::Ident::new(name).expect("valid"),
+        ty,
+        from: from.parse().expect("valid"),
+        required: false,
+    }
+}
+
 /// Nothing to prepare.
 pub fn no_prepare(_: Ctx) -> BoxFuture<'static, Result<()>> {
     Box::pin(async { Ok(()) })

@@ -52,10 +52,7 @@ async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOn
         .sink("table", table)
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = common::spawn_pipeline(pipeline);
     let unique_committed = |c: &std::sync::Mutex<Vec<common::Seen>>| {
         c.lock()
             .unwrap()
@@ -81,7 +78,7 @@ async fn survives<F: Future<Output = ()>>(name: &str, n: usize, chaos: impl FnOn
     .await;
     assert!(status.reconnects() >= 1, "the source reconnected");
     let _ = stop.send(());
-    let report = run.await.unwrap().unwrap();
+    let report = run.await.unwrap();
     assert!(report.drained);
 
     let seen = committed.lock().unwrap().clone();
@@ -214,10 +211,7 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(pipeline.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = common::spawn_pipeline(pipeline);
         let test = async {
             let s = status.clone();
             wait_until("the first session", LIMIT, || s.sessions() == 1).await;
@@ -249,7 +243,7 @@ async fn server_named_queue_is_declared_again_after_a_reconnect() {
             .await
             .expect("test finishes in time");
         let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        run.await.unwrap();
         let ids: BTreeSet<String> = committed
             .lock()
             .unwrap()
@@ -298,10 +292,7 @@ async fn stream_consumer_resumes_after_the_settled_offset_on_reconnect() {
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(pipeline.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = common::spawn_pipeline(pipeline);
         let positions = |c: &std::sync::Mutex<Vec<common::Seen>>| {
             c.lock()
                 .unwrap()
@@ -326,7 +317,7 @@ async fn stream_consumer_resumes_after_the_settled_offset_on_reconnect() {
             .await
             .expect("test finishes in time");
         let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        run.await.unwrap();
         assert!(status.reconnects() >= 1);
         let seen = committed.lock().unwrap().clone();
         assert_eq!(

@@ -59,10 +59,7 @@ async fn connects_through_the_next_url_when_the_first_refuses_and_after_an_outag
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(pipeline.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = common::spawn_pipeline(pipeline);
         Raw::connect().await.publish_range("", &queue, 0, 10).await;
         let c = committed.clone();
         wait_until("the first ten", LIMIT, || ids(&c) == range(0, 10)).await;
@@ -75,7 +72,7 @@ async fn connects_through_the_next_url_when_the_first_refuses_and_after_an_outag
         let c = committed.clone();
         wait_until("the next ten", LIMIT, || ids(&c) == range(0, 20)).await;
         let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        run.await.unwrap();
         Raw::connect()
             .await
             .delete(&[queue.clone(), format!("{queue}.dlq")])
@@ -115,10 +112,7 @@ async fn a_stream_read_from_next_misses_nothing_published_while_it_reconnects() 
             .sink("recorder", sink)
             .build()
             .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(pipeline.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = common::spawn_pipeline(pipeline);
         let s = status.clone();
         wait_until("attached at next", LIMIT, || s.sessions() == 1).await;
 
@@ -136,7 +130,7 @@ async fn a_stream_read_from_next_misses_nothing_published_while_it_reconnects() 
         .await;
         assert!(status.reconnects() >= 1);
         let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        run.await.unwrap();
         Raw::connect()
             .await
             .delete(&[stream.clone(), format!("{stream}.dlq")])

@@ -114,26 +114,18 @@ fn main() -> Result<()> {
         bail!("no scenario matches {:?}", args.only);
     }
     let mut results: HashMap<&str, Sample> = HashMap::new();
+    let mut failed = Vec::new();
     for s in &selected {
-        let mut samples = Vec::new();
-        for run in 0..args.runs {
-            let sample = run_once(&rt, &args, s, &dir, run, 0)?;
-            eprintln!("{:<24} run {run}: {:>10.0} msg/s", s.name, sample.rate());
-            samples.push(sample);
+        match measure(&rt, &args, s, &dir) {
+            Ok(m) => {
+                results.insert(s.name, m);
+            }
+            Err(e) => {
+                // One broken scenario must not cost the figures of all the others.
+                eprintln!("{:<24} FAILED: {e:#}", s.name);
+                failed.push(s.name);
+            }
         }
-        let mut m = median(samples);
-        if s.latency && args.load > 0.0 {
-            let rate = (m.rate() * args.load).max(100.0) as u64;
-            let l = run_once(&rt, &args, s, &dir, args.runs, rate)?;
-            eprintln!(
-                "{:<24} at {rate} msg/s: p50 {:.1} ms, p99 {:.1} ms",
-                s.name,
-                l.p50_ms.unwrap_or(0.0),
-                l.p99_ms.unwrap_or(0.0)
-            );
-            (m.p50_ms, m.p99_ms) = (l.p50_ms, l.p99_ms);
-        }
-        results.insert(s.name, m);
     }
     let table = report::render(&report::Run {
         runs: args.runs,
@@ -143,11 +135,37 @@ fn main() -> Result<()> {
         results: &results,
     });
     println!("{table}");
+    if !failed.is_empty() {
+        bail!("scenarios failed: {}; nothing written", failed.join(", "));
+    }
     if let Some(path) = &args.write {
         report::write_section(path, &args.section, &table)?;
         eprintln!("wrote section `{}` of {}", args.section, path.display());
     }
     Ok(())
+}
+
+/// The median of `args.runs` runs of `s`, with its latency at the offered load if it has one.
+fn measure(rt: &tokio::runtime::Runtime, args: &Args, s: &Scenario, dir: &Path) -> Result<Sample> {
+    let mut samples = Vec::new();
+    for run in 0..args.runs {
+        let sample = run_once(rt, args, s, dir, run, 0)?;
+        eprintln!("{:<24} run {run}: {:>10.0} msg/s", s.name, sample.rate());
+        samples.push(sample);
+    }
+    let mut m = median(samples);
+    if s.latency && args.load > 0.0 {
+        let rate = (m.rate() * args.load).max(100.0) as u64;
+        let l = run_once(rt, args, s, dir, args.runs, rate)?;
+        eprintln!(
+            "{:<24} at {rate} msg/s: p50 {:.1} ms, p99 {:.1} ms",
+            s.name,
+            l.p50_ms.unwrap_or(0.0),
+            l.p99_ms.unwrap_or(0.0)
+        );
+        (m.p50_ms, m.p99_ms) = (l.p50_ms, l.p99_ms);
+    }
+    Ok(m)
 }
 
 fn run_once(

@@ -74,7 +74,7 @@ columns = [
 async fn counter(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
     let key = ctx.unique("totals");
     let c: riverbed_redis::HashIncrConfig = toml::from_str(&format!(
-        "redis = {{ url = \"{REDIS}\" }}\nkey = \"{key}\"\nfield = \"/provider\"\namount = \"/amount\"\ndedup = {{ prefix = \"{key}:seen:\", ttl = \"10m\" }}"
+        "redis = {{ url = \"{REDIS}\" }}\nkey = \"{key}\"\nfield = \"/provider\"\namount = \"/amount\"\ndedup = {{ prefix = \"{key}:seen:\", ttl = \"2m\" }}"
     ))?;
     Ok(Arc::new(
         riverbed_redis::HashIncrSink::from_config("totals", &c).await?,
@@ -103,7 +103,10 @@ async fn pg_redis(ctx: Ctx) -> Result<Sample> {
 async fn pg_window(ctx: Ctx) -> Result<Sample> {
     use riverbed_redis::{RedisConfig, Totals, TotalsLayout, WindowCounter};
     let history = append(&ctx).await?;
-    let prefix = format!("{}:", ctx.unique("window"));
+    let layout = TotalsLayout::HashPerGroup {
+        prefix: format!("{}:", ctx.unique("window")),
+    };
+    let (as_of, index) = (layout.as_of_key(), layout.index_key());
     let totals = Totals::new(
         sqlx::PgPool::connect(PG).await?,
         RedisConfig::new(REDIS).connect().await?,
@@ -111,9 +114,7 @@ async fn pg_window(ctx: Ctx) -> Result<Sample> {
             "SELECT provider, count(*) AS count, sum(amount) AS sum FROM {} GROUP BY provider",
             ctx.unique("t")
         ),
-        TotalsLayout::HashPerGroup {
-            prefix: prefix.clone(),
-        },
+        layout,
     );
     let counter = WindowCounter::new("bench", totals, std::time::Duration::from_secs(1))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -126,13 +127,12 @@ async fn pg_window(ctx: Ctx) -> Result<Sample> {
     let mut redis = redis::Client::open(REDIS)?
         .get_multiplexed_async_connection()
         .await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
+    let mut keys: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&index)
         .query_async(&mut redis)
         .await?;
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
-    }
+    keys.extend([as_of, index]);
+    let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
     finish(&ctx, sample).await
 }
 

@@ -155,10 +155,13 @@ async fn summary(
         println!("  dead letters: {n} x {reason}");
     }
     if let Some(first) = letters.first() {
-        println!(
-            "    e.g. offset {:?}: {}",
-            first.letter.message.meta.position, first.letter.error
-        );
+        let offset = first
+            .letter
+            .message
+            .meta
+            .position
+            .map_or_else(|| "?".to_owned(), |p| p.to_string());
+        println!("    e.g. offset {offset}: {}", first.letter.error);
     }
     let out = riverbed_sql::sqlite_pool(&dir.join("out.db")).await?;
     let readings: i64 = sqlx::query("SELECT count(*) FROM readings")

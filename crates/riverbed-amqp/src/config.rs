@@ -151,7 +151,10 @@ pub struct RetryQueueConfig {
     /// `<queue>.retry.128ms`, `<queue>.retry.256ms`...).
     #[serde(default)]
     pub queue_prefix: Option<String>,
-    /// Type of the retry queues (`classic` or `quorum`; quorum dead-letters at least once).
+    /// Type of the retry queues: `quorum` (the default) dead-letters back to the source queue
+    /// at least once; `classic` is lighter on the broker but its dead-lettering is at most
+    /// once, so a message the source queue refuses at that moment (full, or a node down) is
+    /// lost.
     #[serde(default)]
     pub queue_type: Option<QueueType>,
 }

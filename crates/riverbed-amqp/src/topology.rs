@@ -139,4 +139,20 @@ mod tests {
             Some(&AMQPValue::LongString("orders".into()))
         );
     }
+
+    #[test]
+    fn retry_queues_are_quorum_and_dead_letter_at_least_once_by_default() {
+        let config: crate::AmqpSourceConfig =
+            toml::from_str("urls = [\"amqp://127.0.0.1\"]\nqueue = \"orders\"").unwrap();
+        let settings = crate::settings::SourceSettings::try_from(config).unwrap();
+        let spec = settings
+            .retry
+            .expect("a named queue retries through the broker");
+        let args = retry_queue(&spec, "orders", Duration::from_millis(5)).arguments;
+        let arg = |k: &str| args.inner().get(k).cloned();
+        let text = |v: &str| Some(AMQPValue::LongString(v.into()));
+        assert_eq!(arg("x-queue-type"), text("quorum"));
+        assert_eq!(arg("x-dead-letter-strategy"), text("at-least-once"));
+        assert_eq!(arg("x-overflow"), text("reject-publish"));
+    }
 }

@@ -87,9 +87,11 @@ fn retry(c: &AmqpSourceConfig, is_stream: bool) -> Result<Option<RetrySpec>> {
     if !enabled {
         return Ok(None);
     }
+    // Quorum by default: its dead-lettering back to the source queue is at least once, where a
+    // classic queue's could drop a message the source queue refused at that moment.
     let queue_type = match c.retry.queue_type {
-        None | Some(QueueType::Classic) => QueueType::Classic,
-        Some(QueueType::Quorum) => QueueType::Quorum,
+        Some(QueueType::Classic) => QueueType::Classic,
+        None | Some(QueueType::Quorum) => QueueType::Quorum,
         Some(QueueType::Stream) => {
             return Err(config(
                 "retry.queue_type",

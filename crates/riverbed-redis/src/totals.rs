@@ -53,7 +53,8 @@ impl Default for TotalsLayout {
 }
 
 impl TotalsLayout {
-    fn prefix(&self) -> &str {
+    /// The prefix of every key the totals are written to.
+    pub fn prefix(&self) -> &str {
         match self {
             TotalsLayout::HashPerGroup { prefix } | TotalsLayout::HashPerTotal { prefix } => prefix,
         }

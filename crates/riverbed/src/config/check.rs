@@ -239,6 +239,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
     super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
+    super::counters::check_counters(&c, &raw.sinks, &sinks, &raw.tasks)?;
     let resume_from = match &raw.pipeline.resume_from {
         None => Vec::new(),
         Some(name) => super::resume::check_resume(&c, name, &sinks, raw.source.get_ref())?,

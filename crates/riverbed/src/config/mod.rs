@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod counters;
 mod load;
 pub mod raw;
 mod resume;

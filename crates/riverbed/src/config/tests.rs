@@ -185,6 +185,15 @@ query = "SELECT provider, count(*), sum(amount) FROM historical_transactions GRO
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field `qurey`"), "{e}");
+    // The window counter writes `totals:<provider>` (its default layout): a counter
+    // incrementing the same keys would count in-flight messages twice after a restart.
+    let e = load_str(&text.replace("key = \"aggregator\"", "key = \"totals:{/provider}\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("line 20, column 8: sink `counters` increments keys `totals:{/provider}` that task `per_minute` also writes"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -251,7 +251,7 @@ async fn ledger_totals_equal_the_committed_table_through_pg_kills_and_a_redis_re
         report.stats.dead_lettered,
         0,
         "{:?}",
-        MemoryDeadLetters::default().letters()
+        dead_letters.letters()
     );
     assert_eq!(stats.snapshot().acked, 4900);
     stop_counter.send(()).unwrap();

@@ -392,3 +392,85 @@ async fn a_dead_letter_after_broker_retries_reports_the_first_failure() {
             .contains_key(riverbed_core::FIRST_FAILURE_HEADER)
     );
 }
+
+/// A sink that records the size of each batch and when it was written.
+#[derive(Clone, Default)]
+struct BatchLog(Arc<std::sync::Mutex<Vec<(usize, tokio::time::Instant)>>>);
+
+#[async_trait::async_trait]
+impl riverbed_core::Sink for BatchLog {
+    async fn write(&self, batch: &[Message]) -> riverbed_core::BatchOutcome {
+        let now = tokio::time::Instant::now();
+        self.0.lock().unwrap().push((batch.len(), now));
+        riverbed_core::BatchOutcome::Committed
+    }
+}
+
+#[tokio::test]
+async fn batches_never_exceed_max_size() {
+    let journal = Journal::default();
+    let log = BatchLog::default();
+    let report = Pipeline::builder()
+        .source(MemorySource::new(
+            numbered_messages(1000, 3),
+            journal.clone(),
+        ))
+        .partitions(nz(2))
+        .sink_with(
+            "sized",
+            "main",
+            Arc::new(log.clone()),
+            Some(riverbed_core::BatchSettings {
+                max_size: nz(7),
+                max_wait: Duration::from_millis(1),
+            }),
+        )
+        .dead_letters(Arc::new(MemoryDeadLetters::new(journal.clone())))
+        .build()
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(report.stats.acked, 1000);
+    let sizes: Vec<usize> = log.0.lock().unwrap().iter().map(|(n, _)| *n).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 1000);
+    assert!(sizes.iter().all(|&n| n <= 7), "{sizes:?}");
+    assert!(
+        sizes.contains(&7),
+        "full batches are written: {sizes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_batch_is_written_when_its_max_wait_is_over() {
+    let journal = Journal::default();
+    let log = BatchLog::default();
+    let started = tokio::time::Instant::now();
+    let report = Pipeline::builder()
+        .source(MemorySource::new(numbered_messages(3, 1), journal.clone()).keep_open())
+        .partitions(nz(1))
+        .sink_with(
+            "waiting",
+            "main",
+            Arc::new(log.clone()),
+            Some(riverbed_core::BatchSettings {
+                max_size: nz(100),
+                max_wait: Duration::from_millis(250),
+            }),
+        )
+        .dead_letters(Arc::new(MemoryDeadLetters::new(journal.clone())))
+        .build()
+        .unwrap()
+        .run(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(report.stats.acked, 3);
+    let writes = log.0.lock().unwrap().clone();
+    let at: Vec<_> = writes.iter().map(|(n, t)| (*n, *t - started)).collect();
+    assert_eq!(writes.len(), 1, "three messages, one batch: {at:?}");
+    let waited = at[0].1;
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(300),
+        "written {waited:?} after the first message, not when max_wait was over"
+    );
+}

@@ -157,6 +157,12 @@ pub struct RetryQueueConfig {
     /// lost.
     #[serde(default)]
     pub queue_type: Option<QueueType>,
+    /// How long a retry the broker does not take (its retry queue cannot be declared, the copy
+    /// is not confirmed) is held and tried again before it goes to the dead-letter queue with
+    /// reason `retry_unavailable` (default 30s). While held, the delivery stays unacknowledged
+    /// and cumulative acknowledgements cannot pass it.
+    #[serde(default, with = "humantime_serde::option")]
+    pub hold_limit: Option<Duration>,
 }
 
 /// The RabbitMQ source: consumes a queue (classic, quorum, server-named) or a stream.

@@ -194,9 +194,12 @@ impl AmqpSource {
             let c = &self.settings.connection;
             let worker = retry::Worker {
                 publisher,
+                hold_limit: spec.hold_limit,
                 spec,
                 target: self.settings.queue.name.clone(),
                 backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
+                dead_letters: self.dead_letters.clone(),
+                last_error: None,
             };
             self.tasks.push(tokio::spawn(retry::run(
                 jobs,

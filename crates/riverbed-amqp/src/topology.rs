@@ -126,6 +126,7 @@ mod tests {
         let spec = RetrySpec {
             prefix: "orders.retry".into(),
             queue_type: QueueType::Classic,
+            hold_limit: Duration::from_secs(30),
         };
         let q = |ms| retry_queue(&spec, "orders", Duration::from_millis(ms)).name;
         assert_eq!(q(0), "orders.retry.1ms");

@@ -116,6 +116,96 @@ async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_no_queue_takes_is_dead_lettered_after_the_hold_limit_and_the_rest_flows() {
+    if !available() {
+        return;
+    }
+    let _shared = broker(false).await;
+    common::bounded(async {
+        let queue = unique("retry-given-up");
+        let _cleanup = common::DeleteOnPanic(queue.clone());
+        let raw = Raw::connect().await;
+        raw.declare(&queue, FieldTable::default()).await;
+        // The retry tiers exist with other arguments: the broker refuses them for good.
+        let tiers: Vec<String> = [64, 128]
+            .iter()
+            .map(|ms| format!("{queue}.retry.{ms}ms"))
+            .collect();
+        for t in &tiers {
+            raw.declare(t, FieldTable::default()).await;
+        }
+        raw.publish("", &queue, "flaky", "{}".into()).await;
+        for i in 0..20 {
+            raw.publish("", &queue, &format!("steady{i}"), "{}".into())
+                .await;
+        }
+        raw.channel.wait_for_confirms().await.unwrap();
+        let sink = Recorder::failing(|seen| {
+            if seen.meta.message_id.as_deref() == Some("flaky") {
+                Outcome::Transient(Failure::unavailable("downstream down"))
+            } else {
+                Outcome::Ok
+            }
+        });
+        let committed = sink.committed.clone();
+        // A prefetch of 5: while the flaky delivery is held, cumulative acks cannot pass it and
+        // the broker stops after 5 unacknowledged deliveries.
+        let source = AmqpSource::new(source_config(
+            &queue,
+            "prefetch = 5\n[retry]\nhold_limit = \"1s\"",
+        ))
+        .unwrap();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .partitions(NonZeroUsize::new(1).unwrap())
+            .max_in_flight(NonZeroUsize::new(5).unwrap())
+            .retry(RetryPolicy {
+                max_attempts: NonZeroU32::new(3).unwrap(),
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(100),
+                mode: RetryMode::Broker,
+            })
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let stats = pipeline.stats();
+        let (stop, run) = spawn_pipeline(pipeline);
+        let c = committed.clone();
+        common::wait_until("the 20 steady messages committed", LIMIT, || {
+            c.lock().unwrap().len() == 20
+        })
+        .await;
+        let s = stats.clone();
+        common::wait_until("everything acknowledged", LIMIT, || {
+            s.snapshot().acked + s.snapshot().broker_retried >= 21
+        })
+        .await;
+        let dlq = format!("{queue}.dlq");
+        let letter = raw.get(&dlq).await.expect("flaky is dead-lettered");
+        let headers = letter.delivery.properties.headers().clone().unwrap();
+        let text = |name: &str| match headers.inner().get(name) {
+            Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("header {name}: {other:?}"),
+        };
+        assert_eq!(text("x-riverbed-reason"), "retry_unavailable");
+        assert!(
+            text("x-riverbed-error").contains("downstream down"),
+            "{}",
+            text("x-riverbed-error")
+        );
+        assert!(text("x-riverbed-error").contains("PRECONDITION_FAILED"));
+        assert!(raw.get(&dlq).await.is_none(), "exactly one letter");
+        let _ = stop.send(());
+        assert!(run.await.unwrap().drained);
+        assert_eq!(raw.ready(&queue).await, 0, "nothing left behind");
+        let mut all = tiers.clone();
+        all.extend([queue.clone(), dlq]);
+        raw.delete(&all).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_under_the_consumer_is_declared_again_and_consumed() {
     if !available() {
         return;

@@ -307,7 +307,7 @@ impl Acker for AckShared {
                         Settlement::Retry {
                             next_attempt,
                             delay,
-                            ..
+                            failure,
                         },
                         Some(message),
                         Some(_),
@@ -318,6 +318,8 @@ impl Acker for AckShared {
                             message,
                             next_attempt,
                             delay,
+                            failure,
+                            held_since: None,
                         });
                     }
                     (settlement, _, _) => {

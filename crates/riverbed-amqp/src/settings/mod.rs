@@ -68,6 +68,7 @@ pub(crate) enum StreamStart {
 pub(crate) struct RetrySpec {
     pub prefix: String,
     pub queue_type: QueueType,
+    pub hold_limit: Duration,
 }
 
 /// Everything the source needs, checked.

@@ -108,7 +108,12 @@ fn retry(c: &AmqpSourceConfig, is_stream: bool) -> Result<Option<RetrySpec>> {
     if prefix.len() > 240 {
         return Err(config("retry.queue_prefix", "is longer than 240 bytes"));
     }
-    Ok(Some(RetrySpec { prefix, queue_type }))
+    let hold_limit = c.retry.hold_limit.unwrap_or(Duration::from_secs(30));
+    Ok(Some(RetrySpec {
+        prefix,
+        queue_type,
+        hold_limit,
+    }))
 }
 
 impl TryFrom<AmqpSourceConfig> for SourceSettings {

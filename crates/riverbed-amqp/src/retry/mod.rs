@@ -3,6 +3,10 @@
 //! acknowledged only once the broker confirmed the copy. While the broker does not take
 //! retries, they are held and tried again with backoff (see [`run`]).
 //!
+//! A retry the broker has not taken for `retry.hold_limit` goes to the dead-letter queue with
+//! reason `retry_unavailable` instead (see [`give_up`]): a held delivery keeps its place in
+//! the channel's acknowledgement order, and cumulative acks cannot pass it.
+//!
 //! **Order**: while a message waits in a retry queue, later messages with the same key are
 //! processed, so broker retry lets them overtake it. Use it for pipelines that do not need
 //! per-key order; in-process retry (the core default) keeps order by making the partition wait.
@@ -13,15 +17,18 @@ use std::time::{Duration, SystemTime};
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ShortString};
-use riverbed_core::{Backoff, Message};
+use riverbed_core::{Backoff, Failure, Message};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::acker::AckShared;
+use crate::dead_letter::AmqpDeadLetters;
 use crate::headers::{ATTEMPT_HEADER, to_table};
 use crate::publisher::{Outgoing, Published, Publisher};
 use crate::settings::{QueueSpec, RetrySpec};
 use crate::topology::retry_queue;
+
+mod give_up;
 
 /// Most retries republished in one batch.
 const MAX_BATCH: usize = 256;
@@ -34,6 +41,10 @@ pub(crate) struct RetryJob {
     pub message: Message,
     pub next_attempt: u32,
     pub delay: Duration,
+    /// What failed, for the dead letter if no retry queue ever takes the message.
+    pub failure: Failure,
+    /// Since when the broker has not taken this retry.
+    pub held_since: Option<Instant>,
 }
 
 /// The properties of a retried copy: persistent, expiring after `delay`, with its attempt.
@@ -75,6 +86,12 @@ pub(crate) struct Worker {
     pub target: String,
     /// Paces attempts while the broker does not take retries.
     pub backoff: Backoff,
+    /// Where a retry goes that the broker has not taken for `hold_limit`.
+    pub dead_letters: Option<std::sync::Arc<AmqpDeadLetters>>,
+    /// How long a retry may be held before it is dead-lettered instead.
+    pub hold_limit: Duration,
+    /// The broker's last refusal, for the dead letters.
+    pub last_error: Option<String>,
 }
 
 /// Republishes retries until every sender is gone, reporting each result to the acker.
@@ -115,6 +132,7 @@ pub(crate) async fn run(
         }
         let Some(acker) = acker.upgrade() else { return };
         let failed = worker.attempt(&acker, std::mem::take(&mut batch)).await;
+        let failed = worker.give_up_overdue(&acker, failed).await;
         if failed.is_empty() {
             worker.backoff.reset();
         } else if *closing.borrow() {
@@ -137,7 +155,7 @@ pub(crate) async fn run(
 impl Worker {
     /// Declares the retry queues and publishes `jobs` to them. Returns the retries the broker
     /// did not take and whose deliveries are still live.
-    async fn attempt(&self, acker: &AckShared, jobs: Vec<RetryJob>) -> Vec<RetryJob> {
+    async fn attempt(&mut self, acker: &AckShared, jobs: Vec<RetryJob>) -> Vec<RetryJob> {
         let mut tiers: BTreeMap<String, (QueueSpec, Vec<RetryJob>)> = BTreeMap::new();
         for job in jobs {
             if !acker.is_live(job.generation) {
@@ -155,9 +173,16 @@ impl Worker {
         let mut failed = Vec::new();
         for (name, (queue, group)) in tiers {
             match self.publisher.ensure_queue(&queue).await {
-                Ok(()) => failed.extend(publish(&self.publisher, acker, &name, group).await),
+                Ok(()) => {
+                    let (not_published, error) =
+                        publish(&self.publisher, acker, &name, group).await;
+                    failed.extend(not_published);
+                    self.last_error = error.or(self.last_error.take());
+                }
                 Err(e) => {
-                    not_taken(acker, "declare", &name, &e.to_string(), group.len());
+                    let error = e.to_string();
+                    not_taken(acker, "declare", &name, &error, group.len());
+                    self.last_error = Some(error);
                     failed.extend(group);
                 }
             }
@@ -169,22 +194,33 @@ impl Worker {
 /// Logs and counts retries the broker did not take.
 fn not_taken(acker: &AckShared, stage: &'static str, queue: &str, error: &str, messages: usize) {
     acker.status.record_retry_failures(stage, messages as u64);
-    tracing::warn!(
-        queue,
-        stage,
-        error,
-        messages,
-        "Retry not taken by the broker; holding the messages"
-    );
+    if error.contains("PRECONDITION_FAILED") {
+        tracing::error!(
+            queue,
+            stage,
+            error,
+            messages,
+            "Retry queue exists with other arguments (made with another `retry.queue_type`?): \
+             delete it once empty or set `retry.queue_type` to match; holding the messages"
+        );
+    } else {
+        tracing::warn!(
+            queue,
+            stage,
+            error,
+            messages,
+            "Retry not taken by the broker; holding the messages"
+        );
+    }
 }
 
-/// Publishes `group` to `queue`; returns the retries that were not confirmed.
+/// Publishes `group` to `queue`; returns the retries that were not confirmed, and why.
 async fn publish(
     publisher: &Publisher,
     acker: &AckShared,
     queue: &str,
     group: Vec<RetryJob>,
-) -> Vec<RetryJob> {
+) -> (Vec<RetryJob>, Option<String>) {
     let routing_key = ShortString::from(queue);
     let outgoing: Vec<Outgoing> = group
         .iter()
@@ -223,8 +259,8 @@ async fn publish(
         }
     }
     acker.status.record_retried(published);
-    if let Some(error) = last_error {
-        not_taken(acker, "publish", queue, &error, failed.len());
+    if let Some(error) = &last_error {
+        not_taken(acker, "publish", queue, error, failed.len());
     }
-    failed
+    (failed, last_error)
 }

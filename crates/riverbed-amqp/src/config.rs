@@ -226,9 +226,10 @@ pub struct AmqpSourceConfig {
     pub consumer_tag: String,
     /// Where a stream consumer starts the first time (streams only; default `next`). Later
     /// sessions resume after the last settled offset; one that reconnects before its first
-    /// delivery after starting at `next` or `last` resumes from the time it first attached
-    /// (to the second, so a few older messages may come again): nothing published during
-    /// the outage is skipped.
+    /// delivery after starting at `next` or `last` resumes from a minute before the time it
+    /// first attached (a margin for clock differences between this host and the broker), so
+    /// nothing published during the outage is skipped and what came shortly before the first
+    /// attach may come again.
     #[serde(default)]
     pub stream_offset: Option<StreamOffsetConfig>,
     /// Longest time a completed delivery waits before its (cumulative) acknowledgement is sent.

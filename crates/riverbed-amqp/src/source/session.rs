@@ -1,7 +1,7 @@
 //! Opening a consuming session (connect, declare, consume) and ending a lost one.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -28,22 +28,29 @@ pub(super) struct Session {
     pub lost: Option<String>,
 }
 
+/// How far before its first attach a `next`/`last` stream consumer that never received
+/// anything resumes after a reconnect.
+pub(super) const REATTACH_MARGIN: Duration = Duration::from_secs(60);
+
 impl AmqpSource {
     /// The `x-stream-offset` to consume from, and the floor below which deliveries are skipped.
     ///
     /// After the settled prefix (or the first offset received) when there is one. A consumer
     /// that attached at `next` or `last` and reconnects before its first delivery resumes from
-    /// the time of that first attach instead: asking for `next` again would skip whatever was
-    /// published during the outage. Timestamps are whole seconds and streams attach by chunk,
-    /// so this may deliver again a few messages published shortly before the first attach,
-    /// which sinks absorb like any redelivery.
+    /// [`REATTACH_MARGIN`] before the time of that first attach instead: asking for `next`
+    /// again would skip whatever was published during the outage. The margin covers the
+    /// difference between this host's clock and the broker's (chunk timestamps are the
+    /// broker's) and the chunk `last` would have started with; it delivers again what was
+    /// published shortly before the first attach, which sinks absorb like any redelivery.
     fn stream_position(&self) -> Option<(AMQPValue, Option<u64>)> {
         let start = self.settings.stream?;
         if let Some(n) = self.acker.resume_offset() {
             return Some((AMQPValue::LongLongInt(n as i64), Some(n)));
         }
         Some(match (start, self.first_attach) {
-            (StreamStart::Next | StreamStart::Last, Some(at)) => (timestamp(at), None),
+            (StreamStart::Next | StreamStart::Last, Some(at)) => {
+                (timestamp(at - REATTACH_MARGIN), None)
+            }
             (StreamStart::First, _) => (AMQPValue::LongString("first".into()), None),
             (StreamStart::Last, None) => (AMQPValue::LongString("last".into()), None),
             (StreamStart::Next, None) => (AMQPValue::LongString("next".into()), None),

@@ -65,10 +65,17 @@ pub async fn run_until(
 }
 
 /// Runs a test body, failing it if it takes longer than two minutes.
+///
+/// The panic comes while the body is still alive, so its guards (`DeleteOnPanic`) see a
+/// panicking thread when they are dropped and clean up.
 pub async fn bounded<F: Future>(body: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(120), body)
-        .await
-        .expect("test finishes in time")
+    tokio::pin!(body);
+    tokio::select! {
+        out = &mut body => out,
+        () = tokio::time::sleep(Duration::from_secs(120)) => {
+            panic!("test did not finish within two minutes")
+        }
+    }
 }
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `limit`.

@@ -149,14 +149,17 @@ fn main() -> Result<()> {
 fn measure(rt: &tokio::runtime::Runtime, args: &Args, s: &Scenario, dir: &Path) -> Result<Sample> {
     let mut samples = Vec::new();
     for run in 0..args.runs {
-        let sample = run_once(rt, args, s, dir, run, 0)?;
+        let sample = run_once(rt, args, s, dir, run, 0)
+            .inspect_err(|_| rt.block_on(scenarios::clean_up(ctx(args, s, dir, run, 0))))?;
         eprintln!("{:<24} run {run}: {:>10.0} msg/s", s.name, sample.rate());
         samples.push(sample);
     }
     let mut m = median(samples);
     if s.latency && args.load > 0.0 {
         let rate = (m.rate() * args.load).max(100.0) as u64;
-        let l = run_once(rt, args, s, dir, args.runs, rate)?;
+        let l = run_once(rt, args, s, dir, args.runs, rate).inspect_err(|_| {
+            rt.block_on(scenarios::clean_up(ctx(args, s, dir, args.runs, rate)))
+        })?;
         eprintln!(
             "{:<24} at {rate} msg/s: p50 {:.1} ms, p99 {:.1} ms",
             s.name,

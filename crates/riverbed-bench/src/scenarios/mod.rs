@@ -118,6 +118,20 @@ pub fn column(name: &str, ty: riverbed_sql::ColumnType, from: &str) -> riverbed_
     }
 }
 
+/// Removes what a failed run may have left behind (its queue, dead-letter queue and table),
+/// so that it does not weigh on the runs measured after it. Best effort: a run that never
+/// reached a service leaves nothing there.
+pub async fn clean_up(ctx: Ctx) {
+    let _ = amqp::cleanup(&ctx).await;
+    if let Ok(pool) = sqlx::PgPool::connect(postgres::PG).await {
+        let table = ctx.unique("t");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}
+
 /// Nothing to prepare.
 pub fn no_prepare(_: Ctx) -> BoxFuture<'static, Result<()>> {
     Box::pin(async { Ok(()) })

@@ -71,14 +71,21 @@ columns = [
     .await
 }
 
+/// The deduplicated counter of this run. Its hash and markers are named after this process,
+/// so a run soon after another never finds the earlier run's markers (which would skip every
+/// increment and flatter the figures).
 async fn counter(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
-    let key = ctx.unique("totals");
+    let key = counter_key(ctx);
     let c: riverbed_redis::HashIncrConfig = toml::from_str(&format!(
         "redis = {{ url = \"{REDIS}\" }}\nkey = \"{key}\"\nfield = \"/provider\"\namount = \"/amount\"\ndedup = {{ prefix = \"{key}:seen:\", ttl = \"2m\" }}"
     ))?;
     Ok(Arc::new(
         riverbed_redis::HashIncrSink::from_config("totals", &c).await?,
     ))
+}
+
+fn counter_key(ctx: &Ctx) -> String {
+    format!("{}_{}", ctx.unique("totals"), std::process::id())
 }
 
 async fn finish(ctx: &Ctx, sample: Sample) -> Result<Sample> {
@@ -95,6 +102,14 @@ async fn pg_append(ctx: Ctx) -> Result<Sample> {
 async fn pg_redis(ctx: Ctx) -> Result<Sample> {
     let (history, totals) = (append(&ctx).await?, counter(&ctx).await?);
     let sample = through(ctx.clone(), vec![("history", history), ("totals", totals)]).await?;
+    // The markers expire by themselves (2 minutes); the hash goes now.
+    let mut redis = redis::Client::open(REDIS)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(counter_key(&ctx))
+        .query_async(&mut redis)
+        .await?;
     finish(&ctx, sample).await
 }
 

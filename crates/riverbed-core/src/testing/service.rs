@@ -33,8 +33,8 @@ pub fn require_service(name: &str, addr: &str) -> bool {
 /// A held lock on a shared service, released when dropped.
 ///
 /// It is a file lock (`flock`), so it orders tests across test binaries and processes
-/// (`cargo test` of several crates, `cargo nextest`, a benchmark next to the tests), not only
-/// within one binary.
+/// (`cargo test` of several crates at once, `cargo nextest`), not only within one binary. The
+/// benchmark harness does not take it: do not run it while tests that restart services run.
 #[derive(Debug)]
 pub struct ServiceLock {
     _file: File,

@@ -435,10 +435,7 @@ async fn batches_never_exceed_max_size() {
     let sizes: Vec<usize> = log.0.lock().unwrap().iter().map(|(n, _)| *n).collect();
     assert_eq!(sizes.iter().sum::<usize>(), 1000);
     assert!(sizes.iter().all(|&n| n <= 7), "{sizes:?}");
-    assert!(
-        sizes.contains(&7),
-        "full batches are written: {sizes:?}"
-    );
+    assert!(sizes.contains(&7), "full batches are written: {sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,16 +5,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use riverbed_core::{
     AckToken, Acker, Capabilities, ContiguousTracker, DeadLetterSink, Delivery, Settled,
     Settlement, Source, SourceError,
 };
-
-/// How often a sink moves its stored positions up to the settled position, at most.
-const ADVANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops.
 const MAX_TRACKED: usize = 1 << 20;
@@ -36,7 +32,8 @@ impl SettledPosition {
         u64::try_from(self.0.load(Ordering::Acquire)).ok()
     }
 
-    fn raise(&self, position: u64) {
+    /// Raises the position to `position` (never lowers it).
+    pub(crate) fn raise(&self, position: u64) {
         self.0.fetch_max(
             i64::try_from(position).unwrap_or(i64::MAX),
             Ordering::AcqRel,
@@ -171,48 +168,10 @@ impl<S: Source> Source for TrackSettled<S> {
     }
 }
 
-/// When a sink moves its stored positions up to the settled position: once it advanced, at
-/// most every [`ADVANCE_EVERY`] (a forced advance, at close, does not wait).
-pub(crate) struct Advance {
-    settled: SettledPosition,
-    /// The last position written, and when the last attempt started.
-    state: Mutex<(Option<u64>, Option<Instant>)>,
-}
-
-impl Advance {
-    pub fn new(settled: SettledPosition) -> Self {
-        Advance {
-            settled,
-            state: Mutex::new((None, None)),
-        }
-    }
-
-    /// The source's settled position now.
-    pub fn settled(&self) -> Option<u64> {
-        self.settled.get()
-    }
-
-    /// The position to write now, if any (and notes the attempt).
-    pub fn due(&self, force: bool) -> Option<u64> {
-        let position = self.settled.get()?;
-        let mut st = self.state.lock().expect("advance lock");
-        let recent = st.1.is_some_and(|t| t.elapsed() < ADVANCE_EVERY);
-        if st.0.is_some_and(|done| done >= position) || (recent && !force) {
-            return None;
-        }
-        st.1 = Some(Instant::now());
-        Some(position)
-    }
-
-    /// `position` was written.
-    pub fn done(&self, position: u64) {
-        let mut st = self.state.lock().expect("advance lock");
-        st.0 = st.0.max(Some(position));
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use riverbed_core::testing::{Journal, MemorySource, numbered_messages};
     use riverbed_core::{Failure, Message};
 
@@ -258,20 +217,5 @@ mod tests {
             settled(&out[5], Settlement::Ack),
         ]);
         assert_eq!(position.get(), Some(12));
-    }
-
-    #[test]
-    fn advances_are_spaced_unless_forced() {
-        let position = SettledPosition::default();
-        let advance = Advance::new(position.clone());
-        assert_eq!(advance.due(false), None, "nothing settled yet");
-        position.raise(5);
-        assert_eq!(advance.due(false), Some(5));
-        advance.done(5);
-        position.raise(9);
-        assert_eq!(advance.due(false), None, "within a second of the last");
-        assert_eq!(advance.due(true), Some(9));
-        advance.done(9);
-        assert_eq!(advance.due(true), None, "already there");
     }
 }

@@ -13,6 +13,12 @@
 //! count and a sum) keep separate markers, while instances running the same sink (redundant
 //! consumers) share them and count each message once.
 //!
+//! **Upgrading**: this default changed in this version; earlier versions used
+//! `riverbed:seen:<message id>`. Messages an older version counted but had not acknowledged
+//! when it stopped are redelivered to the new version, which does not find their markers:
+//! they may be counted once more. To keep the old markers, set `dedup.prefix =
+//! "riverbed:seen:"` (two counters over the same messages then need distinct prefixes).
+//!
 //! A marker must outlive every redelivery of its message: after a crash RabbitMQ redelivers
 //! the unacknowledged messages (up to the in-flight limit) as soon as a consumer is back, so
 //! the TTL must exceed the longest outage, crash loop included; a broker-delayed retry comes

@@ -1,6 +1,14 @@
 //! How far a source's deliveries are settled: a source wrapper that tracks the contiguous
 //! prefix of acknowledged deliveries, so offset stores can move partitions that receive
 //! nothing past positions every sink has settled.
+//!
+//! # When tracking stops
+//! Tracking stops for the rest of the run, logged once at WARN, when a delivery is given back
+//! (requeued, or sent to a delayed retry: the prefix cannot pass it in this run) or when more
+//! than [`MAX_TRACKED`] deliveries wait behind one unsettled delivery (memory stays bounded).
+//! The settled position then stays where it was, and so do the stored positions that follow
+//! it: a crash re-reads everything from there (the tables absorb it by their key), and the
+//! next run tracks again from its start.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,7 +20,8 @@ use riverbed_core::{
     Settlement, Source, SourceError,
 };
 
-/// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops.
+/// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops (see
+/// the module docs).
 const MAX_TRACKED: usize = 1 << 20;
 
 /// The highest source position at or below which every delivery of this run is acknowledged:
@@ -46,14 +55,15 @@ impl SettledPosition {
 struct State {
     tracker: ContiguousTracker<Option<u64>>,
     seqs: HashMap<AckToken, (u64, Option<u64>)>,
-    /// A delivery was given back (requeue, delayed retry): the prefix cannot pass it in this
-    /// run, so tracking stops.
+    /// Tracking stopped for this run (see the module docs).
     stopped: bool,
 }
 
 struct Tracking {
     state: Mutex<State>,
     settled: SettledPosition,
+    /// [`MAX_TRACKED`], but for tests.
+    max_tracked: usize,
 }
 
 impl Tracking {
@@ -66,10 +76,12 @@ impl Tracking {
             let seq = st.tracker.register();
             st.seqs.insert(d.token, (seq, d.message.meta.position));
         }
-        if st.tracker.outstanding() > MAX_TRACKED {
+        if st.tracker.outstanding() > self.max_tracked {
+            let position = self.settled.get();
             tracing::warn!(
-                tracked = MAX_TRACKED,
-                "A delivery stays unsettled; the settled position stops advancing for this run"
+                tracked = self.max_tracked,
+                ?position,
+                "A delivery stays unsettled behind too many others; the settled position and stored offsets stop advancing for this run (a crash re-reads from there)"
             );
             stop(&mut st);
         }
@@ -88,7 +100,14 @@ impl Tracking {
                 Settlement::Ack => {
                     st.tracker.complete(seq, position);
                 }
-                Settlement::Requeue | Settlement::Retry { .. } => return stop(&mut st),
+                Settlement::Requeue | Settlement::Retry { .. } => {
+                    let position = self.settled.get();
+                    tracing::warn!(
+                        ?position,
+                        "A delivery was given back to the source; the settled position and stored offsets stop advancing for this run (a crash re-reads from there)"
+                    );
+                    return stop(&mut st);
+                }
             }
         }
         if let Some(Some(p)) = st.tracker.advance() {
@@ -114,10 +133,15 @@ pub struct TrackSettled<S> {
 impl<S: Source> TrackSettled<S> {
     /// Wraps `inner`; the returned position follows its settled deliveries.
     pub fn new(inner: S) -> (Self, SettledPosition) {
+        Self::tracking_at_most(inner, MAX_TRACKED)
+    }
+
+    fn tracking_at_most(inner: S, max_tracked: usize) -> (Self, SettledPosition) {
         let settled = SettledPosition::default();
         let tracking = Arc::new(Tracking {
             state: Mutex::new(State::default()),
             settled: settled.clone(),
+            max_tracked,
         });
         (TrackSettled { inner, tracking }, settled)
     }
@@ -217,5 +241,29 @@ mod tests {
             settled(&out[5], Settlement::Ack),
         ]);
         assert_eq!(position.get(), Some(12));
+    }
+
+    #[tokio::test]
+    async fn too_many_deliveries_behind_an_unsettled_one_stop_tracking_for_the_run() {
+        let mut messages: Vec<Message> = numbered_messages(6, 2);
+        for (i, m) in messages.iter_mut().enumerate() {
+            m.meta.position = Some(10 + i as u64);
+        }
+        let (mut source, position) =
+            TrackSettled::tracking_at_most(MemorySource::new(messages, Journal::default()), 3);
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            source.recv(&mut out, 2).await.unwrap();
+        }
+        let acker = source.acker();
+        acker.settle(vec![settled(&out[0], Settlement::Ack)]);
+        assert_eq!(position.get(), Some(10));
+        // 11 stays unsettled while four more arrive: more than 3 wait, tracking stops.
+        while out.len() < 6 {
+            source.recv(&mut out, 6).await.unwrap();
+        }
+        let rest = out[1..].iter().map(|d| settled(d, Settlement::Ack));
+        acker.settle(rest.collect());
+        assert_eq!(position.get(), Some(10), "stopped for the rest of the run");
     }
 }

@@ -77,7 +77,9 @@ pub struct DedupConfig {
     pub ttl: Duration,
     /// Prefix of the marker keys (`<prefix><message id>`). Default: `riverbed:seen:` and a
     /// short hash of the sink's `key`, `field` and `amount`, so two counters over the same
-    /// messages never share markers (and instances of the same sink do).
+    /// messages never share markers (and instances of the same sink do). Versions before
+    /// this one used `riverbed:seen:` alone: set it to keep their markers across an upgrade
+    /// (see the `hash_incr` module docs).
     #[serde(default)]
     pub prefix: Option<String>,
 }

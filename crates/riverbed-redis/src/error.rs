@@ -31,7 +31,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Retry later: connection refused or reset, timeouts, `LOADING`, `BUSY`, `TRYAGAIN`,
-    /// `MASTERDOWN`, `READONLY`, `OOM`, and permission or auth problems an operator can fix.
+    /// `MASTERDOWN`, `READONLY`, `OOM`, `NOREPLICAS`, `MISCONF` (persistence failing), and
+    /// permission or auth problems an operator can fix.
     Transient(Failure),
     /// Some message is refused for good (`WRONGTYPE`, a value that is not a number...):
     /// isolate it by splitting the batch.
@@ -47,6 +48,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "READONLY",
     "OOM",
     "NOREPLICAS",
+    "MISCONF",
     "CLUSTERDOWN",
     "NOPERM",
     "NOAUTH",
@@ -74,6 +76,12 @@ pub fn classify(e: &RedisError) -> ErrorClass {
         }
         _ => ErrorClass::Permanent(Failure::rejected(text)),
     }
+}
+
+/// The error a script reported as text (`CODE detail`), as Redis would have answered it.
+pub(crate) fn server_error(text: &str) -> RedisError {
+    let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
+    redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@
 //! count and a sum) keep separate markers, while instances running the same sink (redundant
 //! consumers) share them and count each message once.
 //!
+//! **Upgrading**: this default changed in this version; earlier versions used
+//! `riverbed:seen:<message id>`. Messages an older version counted but had not acknowledged
+//! when it stopped are redelivered to the new version, which does not find their markers:
+//! they may be counted once more. To keep the old markers, set `dedup.prefix =
+//! "riverbed:seen:"` (two counters over the same messages then need distinct prefixes).
+//!
 //! A marker must outlive every redelivery of its message: after a crash RabbitMQ redelivers
 //! the unacknowledged messages (up to the in-flight limit) as soon as a consumer is back, so
 //! the TTL must exceed the longest outage, crash loop included; a broker-delayed retry comes
@@ -29,6 +35,8 @@
 //! With `dedup.enabled = false` nothing guards redelivery: a message whose answer was lost is
 //! counted again when retried. A refused increment (`WRONGTYPE`) still never double counts:
 //! the script reports the refused group and the rest of the batch is sent once (no split).
+//! Errors that are not the group's (`READONLY` during a failover, `OOM`, `MISCONF`,
+//! `NOREPLICAS`) are classified like any other Redis error: retried, never dead-lettered.
 //!
 //! Do not seed a `hash_incr` counter from PostgreSQL (reconciliation) while messages that
 //! PostgreSQL already committed may still be redelivered: their increments would run once
@@ -42,7 +50,7 @@ use riverbed_core::{BatchOutcome, Failure, Message, Outcome, Sink};
 use serde_json::Value;
 
 use crate::config::{Amount, HashIncrConfig};
-use crate::error::{Error, ErrorClass, Result, classify};
+use crate::error::{Error, ErrorClass, Result, classify, server_error};
 use crate::field::{Field, KeyTemplate, body};
 use crate::incr_script::{Call, Increment, Reply, SCRIPT};
 
@@ -129,7 +137,8 @@ impl HashIncrSink {
     }
 
     /// Sends `todo` (indexes into `items`) until every one has an outcome: a refused group is
-    /// permanent for its messages and the later groups are sent again. Returns how many
+    /// permanent for its messages and the later groups are sent again; any other error is
+    /// classified (see [`outcome_of`]) for the messages not applied. Returns how many
     /// messages were counted.
     async fn send(&self, items: &[Increment], todo: Vec<usize>, out: &mut [Outcome]) -> u64 {
         let mut todo = todo;
@@ -140,38 +149,45 @@ impl HashIncrSink {
             let refs: Vec<&Increment> = todo.iter().map(|i| &items[*i]).collect();
             let call = Call::new(&self.script, &refs, ttl, float);
             let mut conn = self.conn.clone();
-            let (group, error) = match call.run(&mut conn).await {
+            // The failed group; its messages' outcome; whether later groups are sent again.
+            let (group, outcome, resend, n) = match call.run(&mut conn).await {
                 Ok(Reply::Applied(n)) => return applied + n,
                 Ok(Reply::Refused {
                     group,
                     error,
-                    applied: n,
+                    applied,
                 }) => {
-                    applied += n;
-                    (group, error)
+                    let refused = Outcome::Permanent(Failure::rejected(error));
+                    (group, refused, true, applied)
                 }
-                Err(e) => {
-                    let outcome = match classify(&e) {
-                        ErrorClass::Transient(f) => Outcome::Transient(f),
-                        ErrorClass::Permanent(f) => Outcome::Permanent(f),
-                    };
-                    todo.iter().for_each(|i| out[*i] = outcome.clone());
-                    return applied;
-                }
+                Ok(Reply::Failed {
+                    group,
+                    error,
+                    applied,
+                }) => (group, outcome_of(&server_error(&error)), false, applied),
+                Err(e) => (0, outcome_of(&e), false, 0),
             };
+            applied += n;
             let mut later = Vec::new();
             for (n, i) in todo.iter().enumerate() {
                 match call.group_of(n).cmp(&group) {
                     std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => {
-                        out[*i] = Outcome::Permanent(Failure::rejected(error.clone()))
-                    }
-                    std::cmp::Ordering::Greater => later.push(*i),
+                    std::cmp::Ordering::Greater if resend => later.push(*i),
+                    _ => out[*i] = outcome.clone(),
                 }
             }
             todo = later;
         }
         applied
+    }
+}
+
+/// The outcome of the messages a Redis error stopped: transient errors (a failover's
+/// `READONLY`, `OOM`, `MISCONF`...) are retried, others refuse the messages.
+fn outcome_of(e: &redis::RedisError) -> Outcome {
+    match classify(e) {
+        ErrorClass::Transient(f) => Outcome::Transient(f),
+        ErrorClass::Permanent(f) => Outcome::Permanent(f),
     }
 }
 
@@ -244,6 +260,31 @@ impl Sink for HashIncrSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Errors an increment meets that are not its group's: a failover, memory, persistence,
+    /// replicas. None of them may dead-letter the messages.
+    const NOT_THE_GROUPS: [&str; 4] = [
+        "READONLY You can't write against a read only replica.",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+        "NOREPLICAS Not enough good replicas to write.",
+    ];
+
+    #[test]
+    fn script_errors_that_are_not_the_groups_are_retried() {
+        for text in NOT_THE_GROUPS {
+            // Returned whole by the script: what the client parses from the wire.
+            let wire = redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
+                .and_then(redis::Value::extract_error)
+                .expect_err("an error reply");
+            assert!(matches!(outcome_of(&wire), Outcome::Transient(_)), "{text}");
+            // Reported with the group (after earlier groups were applied).
+            let reported = outcome_of(&server_error(text));
+            assert!(matches!(reported, Outcome::Transient(_)), "{text}");
+        }
+        let wrongtype = server_error("WRONGTYPE Operation against a key holding the wrong kind");
+        assert!(matches!(outcome_of(&wrongtype), Outcome::Permanent(_)));
+    }
 
     #[test]
     fn amounts_are_checked_for_their_kind() {

@@ -8,11 +8,18 @@
 //!    `HINCRBYFLOAT`. Integers are grouped per (hash, field) when the call's absolute sum
 //!    stays within 2^53 (Lua numbers are doubles: sums are exact there); floats are sent one
 //!    per message with their own text, so Redis rounds them as it always did.
-//! 3. If Redis refuses a group's increment (`WRONGTYPE`, a field that is not a number, an
-//!    overflow), the script deletes the markers it set for that group and every later one and
-//!    answers `{group, error, applied}`: earlier groups are committed, the refused group is
-//!    permanent, later groups were not touched and are sent again. Nothing is applied twice,
-//!    with or without dedup, and no batch is split.
+//! 3. If Redis refuses a group's increment (`WRONGTYPE`, a field that is not an integer or
+//!    not a valid float, an overflow), the script deletes the markers it set for that group
+//!    and every later one and answers `{group, error, applied}`: earlier groups are committed,
+//!    the refused group is permanent, later groups were not touched and are sent again.
+//!    Nothing is applied twice, with or without dedup, and no batch is split.
+//! 4. Any other error of an increment (`READONLY` after a failover, `OOM`, `MISCONF`,
+//!    `NOREPLICAS`, `NOPERM`...) says nothing about the group: the script deletes the markers
+//!    of that group and every later one and returns the error whole, for the sink to classify
+//!    (such errors are retried, not dead-lettered). Redis raises them at a script's first
+//!    write, so nothing was applied; should some group have been applied already, the script
+//!    answers `{group, error, applied, "failed"}` instead, so that only the groups from
+//!    `group` on are retried.
 //!
 //! Per batch that is `N` marker commands plus one increment per group, against `3N` commands
 //! before (`EXISTS`, increment, `SET` per message); each hash key is sent once. Measured by
@@ -39,6 +46,11 @@ local function forget(from)
   for _, f in ipairs(fresh) do
     if f[2] >= from then redis.call('DEL', KEYS[nh + f[1]]) end
   end
+end
+local function refused(e)
+  return e:find('^WRONGTYPE') ~= nil or e:find('not an integer', 1, true) ~= nil
+    or e:find('not a valid float', 1, true) ~= nil or e:find('not a float', 1, true) ~= nil
+    or e:find('overflow', 1, true) ~= nil or e:find('NaN or Infinity', 1, true) ~= nil
 end
 for i = 1, (#ARGV - first + 1) / 2 do
   local g, amount = tonumber(ARGV[first + 2 * i - 2]), ARGV[first + 2 * i - 1]
@@ -69,7 +81,9 @@ for g = 1, ng do
     local r = redis.pcall(incr, KEYS[tonumber(ARGV[3 + 2 * g])], ARGV[4 + 2 * g], amount)
     if type(r) == 'table' and r.err then
       forget(g)
-      return {g, r.err, applied}
+      if refused(r.err) then return {g, r.err, applied} end
+      if applied == 0 then return r end
+      return {g, r.err, applied, 'failed'}
     end
     applied = applied + counts[g]
   end
@@ -104,6 +118,17 @@ pub enum Reply {
     /// applied (`applied` messages), later ones were not touched.
     Refused {
         /// The refused group.
+        group: usize,
+        /// Redis's error.
+        error: String,
+        /// Messages counted in the earlier groups.
+        applied: u64,
+    },
+    /// An increment of group `group` failed with `error` for a reason that is not the group's
+    /// (the sink classifies it), after the earlier groups were applied (`applied` messages);
+    /// later groups were not touched.
+    Failed {
+        /// The group whose increment failed.
         group: usize,
         /// Redis's error.
         error: String,
@@ -187,14 +212,20 @@ fn parse_reply(v: Value) -> Reply {
         Value::Int(n) => *n as u64,
         _ => 0,
     };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
     match v {
         Value::Array(items) if items.len() == 3 => Reply::Refused {
             group: int(&items[0]) as usize,
-            error: match &items[1] {
-                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                Value::SimpleString(s) => s.clone(),
-                other => format!("{other:?}"),
-            },
+            error: text(&items[1]),
+            applied: int(&items[2]),
+        },
+        Value::Array(items) if items.len() == 4 => Reply::Failed {
+            group: int(&items[0]) as usize,
+            error: text(&items[1]),
             applied: int(&items[2]),
         },
         other => Reply::Applied(int(&other)),
@@ -263,6 +294,21 @@ mod tests {
                 error: "WRONGTYPE Operation".into(),
                 applied: 5
             }
+        );
+        let failed = Value::Array(vec![
+            Value::Int(3),
+            Value::BulkString(b"OOM command not allowed".to_vec()),
+            Value::Int(4),
+            Value::BulkString(b"failed".to_vec()),
+        ]);
+        assert_eq!(
+            parse_reply(failed),
+            Reply::Failed {
+                group: 3,
+                error: "OOM command not allowed".into(),
+                applied: 4
+            },
+            "not the group's fault: the sink classifies it"
         );
     }
 }

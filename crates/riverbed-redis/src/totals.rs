@@ -1,14 +1,17 @@
 //! Totals derived from committed data: a PostgreSQL query's groups written to Redis in one
-//! `MULTI`/`EXEC` with `HSET` (absolute values, never increments), so writing them again — after
-//! a crash, a restart of Redis, a retry — can never count anything twice. Startup
+//! script with `HSET` (absolute values, never increments), so writing them again — after a
+//! crash, a restart of Redis, a retry — can never count anything twice. Startup
 //! reconciliation is one such write; the window counter repeats it at every boundary.
 //!
 //! # The totals own their keys
 //! Each write replaces the whole result: the keys written last time are listed in the set
-//! `riverbed:totals-keys:<prefix>`, and the same `MULTI` deletes them and the new ones before writing, so a
-//! group that left the query's result (its rows deleted, a filter that now excludes it) and a
-//! total that became NULL disappear from Redis instead of keeping stale values. Readers never
-//! see a half-replaced state. Nothing else should write into these keys.
+//! `riverbed:totals-keys:<prefix>`, and the same script reads that set, deletes those keys and
+//! the new ones, and writes, so a group that left the query's result (its rows deleted, a
+//! filter that now excludes it) and a total that became NULL disappear from Redis instead of
+//! keeping stale values. Readers never see a half-replaced state, and two writers on one
+//! prefix (redundant instances) cannot leave a stale key behind: the read is part of the
+//! atomic write. Nothing else should write into these keys. (The keys of the last write are
+//! not declared to the script: run the totals against a single primary, not a cluster.)
 //!
 //! A row whose group is NULL cannot be named in Redis: it is skipped, counted in
 //! `riverbed_redis_totals_null_groups_total` and logged (use `coalesce(group, '...')` in the
@@ -17,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use sqlx::postgres::PgPool;
@@ -108,6 +112,38 @@ pub struct Snapshot {
     pub null_groups: usize,
 }
 
+/// The write of a snapshot, atomic with the read of the keys the last write left: `KEYS[1]`
+/// the key index, `KEYS[2]` the `@as_of_ms` key, `KEYS[3..]` the hashes; `ARGV[1]` the instant,
+/// `ARGV[2]` the number of hashes, then per hash its number of fields and the field-value
+/// pairs. The keys of the last write are read inside the script (they are not declared), so
+/// two writers on one prefix (redundant instances) never leave a stale group behind. Long
+/// argument lists go in chunks (Lua's `unpack` is bounded).
+const WRITE_SCRIPT: &str = r"
+local nh = tonumber(ARGV[2])
+local fresh = {}
+for i = 1, nh do fresh[KEYS[2 + i]] = true end
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not fresh[k] then redis.call('DEL', k) end
+end
+redis.call('DEL', KEYS[1])
+local function chunked(cmd, key, list, from, to)
+  while from <= to do
+    local last = math.min(from + 999, to)
+    redis.call(cmd, key, unpack(list, from, last))
+    from = last + 1
+  end
+end
+local a = 3
+for i = 1, nh do
+  local n = tonumber(ARGV[a])
+  redis.call('DEL', KEYS[2 + i])
+  chunked('HSET', KEYS[2 + i], ARGV, a + 1, a + 2 * n)
+  a = a + 2 * n + 1
+end
+chunked('SADD', KEYS[1], KEYS, 3, 2 + nh)
+redis.call('SET', KEYS[2], ARGV[1])
+";
+
 /// A totals query and where its result goes.
 #[derive(Clone)]
 pub struct Totals {
@@ -115,6 +151,7 @@ pub struct Totals {
     conn: ConnectionManager,
     query: String,
     layout: TotalsLayout,
+    script: Script,
 }
 
 impl Totals {
@@ -126,6 +163,7 @@ impl Totals {
             conn,
             query: query.to_owned(),
             layout,
+            script: Script::new(WRITE_SCRIPT),
         }
     }
 
@@ -177,32 +215,19 @@ impl Totals {
         Ok(out)
     }
 
-    /// Writes `totals` taken for `as_of` in one `MULTI`/`EXEC`, replacing what the last write
-    /// left (see the module docs).
+    /// Writes `totals` taken for `as_of` in one script, replacing what the last write left
+    /// (see the module docs).
     pub async fn write(&self, totals: &[GroupTotals], as_of: SystemTime) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let index = self.layout.index_key();
-        let previous: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&index)
-            .query_async(&mut conn)
-            .await?;
         let hashes = self.layout.hashes(totals);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let stale: Vec<&String> = previous.iter().chain(hashes.keys()).collect();
-        if !stale.is_empty() {
-            pipe.del(stale).ignore();
-        }
-        pipe.del(&index).ignore();
+        let mut inv = self.script.prepare_invoke();
+        inv.key(self.layout.index_key())
+            .key(self.layout.as_of_key());
+        inv.arg(epoch_ms(as_of)).arg(hashes.len());
         for (key, fields) in &hashes {
-            pipe.cmd("HSET").arg(key).arg(fields).ignore();
+            inv.key(key).arg(fields.len()).arg(fields);
         }
-        if !hashes.is_empty() {
-            pipe.sadd(&index, hashes.keys().collect::<Vec<_>>())
-                .ignore();
-        }
-        pipe.set(self.layout.as_of_key(), epoch_ms(as_of)).ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<()>(&mut conn).await?;
         Ok(())
     }
 

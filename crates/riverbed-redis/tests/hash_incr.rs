@@ -156,3 +156,127 @@ async fn grouped_integer_sums_stay_exact_past_two_to_the_53() {
     assert_eq!(hash(&format!("{prefix}:sum")).await["acme"], 3 * big);
     delete_prefix(&prefix).await;
 }
+
+/// A private Redis, a replica of a primary that does not exist: it refuses writes with
+/// `READONLY`, as a primary demoted by a failover does. Killed when dropped.
+struct Replica {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Replica {
+    async fn start() -> Replica {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let replica = Replica {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while replica.conn().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica never answered"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        replica
+    }
+
+    async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let mut c = redis::Client::open(self.url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(c)
+    }
+
+    async fn promote(&self) {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(&mut self.conn().await.unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis refuses the increments with `READONLY` (a failover in progress): an error that is not
+/// the group's, as `OOM`, `MISCONF` or `NOREPLICAS` would be. The batch is retried, not
+/// dead-lettered, leaves no marker, and counts once when Redis accepts writes again.
+async fn refused_by_a_replica(dedup: bool) {
+    let replica = Replica::start().await;
+    let mut c = config("sum:{/provider}".into(), "/cents", dedup);
+    c.redis = riverbed_redis::RedisConfig::new(&replica.url);
+    c.dedup.prefix = Some("seen:".into());
+    let sink = HashIncrSink::from_config("counters", &c).await.unwrap();
+    let batch: Vec<Message> = (0..10)
+        .map(|i| payment(i, &format!("p{}", i % 2)))
+        .collect();
+    let outcome = sink.write(&batch).await;
+    for i in 0..batch.len() {
+        let Outcome::Transient(f) = outcome.get(i) else {
+            panic!("message {i} must be retried: {outcome:?}")
+        };
+        assert!(f.error.contains("read only replica"), "{}", f.error);
+    }
+    replica.promote().await;
+    let mut conn = replica.conn().await.unwrap();
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg("seen:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(markers, Vec::<String>::new(), "no marker left behind");
+    assert_eq!(sink.write(&batch).await, BatchOutcome::Committed);
+    let mut total = 0;
+    for p in 0..2 {
+        let h: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(format!("sum:p{p}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += h.values().sum::<i64>();
+    }
+    assert_eq!(total, (0..10).map(|i| i * 3 + 1).sum::<i64>());
+}
+
+#[tokio::test]
+async fn increments_a_replica_refuses_with_dedup_are_retried_and_leave_no_marker() {
+    if !services_available() {
+        return;
+    }
+    refused_by_a_replica(true).await;
+}
+
+#[tokio::test]
+async fn increments_a_replica_refuses_without_dedup_are_retried() {
+    if !services_available() {
+        return;
+    }
+    refused_by_a_replica(false).await;
+}

@@ -189,3 +189,101 @@ async fn totals_lost_by_a_redis_restart_are_written_again_within_seconds() {
     delete_prefix(&prefix).await;
     exec(&pool, format!("DROP TABLE \"{name}\"")).await;
 }
+
+/// The keys under `prefix`, sorted.
+async fn keys(prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn two_writers_on_one_prefix_never_leave_a_stale_group_behind() {
+    use riverbed_redis::GroupTotals;
+    if !services_available() {
+        return;
+    }
+    let _shared = redis_lock(false).await;
+    let pool = pg("riverbed-redis-test").await;
+    let prefix = unique("racing") + ":";
+    let layout = TotalsLayout::HashPerGroup {
+        prefix: prefix.clone(),
+    };
+    // Redundant instances: each writes its own snapshot, each time with other groups.
+    let writers = [
+        totals(&pool, "unused", layout.clone()).await,
+        totals(&pool, "unused", layout.clone()).await,
+    ];
+    let group = |name: String| GroupTotals {
+        group: name,
+        values: vec![("count".into(), "1".into())],
+    };
+    let run = |w: usize| {
+        let (writers, group) = (&writers, &group);
+        async move {
+            for i in 0..200 {
+                let groups = [group(format!("w{w}-{i}"))];
+                writers[w].write(&groups, SystemTime::now()).await.unwrap();
+            }
+        }
+    };
+    let both = async { tokio::join!(run(0), run(1)) };
+    tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .expect("the writes end");
+    // The last write replaces everything any earlier write left.
+    writers[0]
+        .write(&[group("last".into())], SystemTime::now())
+        .await
+        .unwrap();
+    let left = keys(&prefix).await;
+    let want = [format!("{prefix}@as_of_ms"), format!("{prefix}last")];
+    let stale: Vec<&String> = left.iter().filter(|k| !want.contains(k)).collect();
+    assert!(
+        stale.is_empty(),
+        "{} stale keys, such as {:?}",
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+    assert_eq!(left, want);
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_of_many_groups_is_written_whole_in_either_layout() {
+    use riverbed_redis::GroupTotals;
+    if !services_available() {
+        return;
+    }
+    let _shared = redis_lock(false).await;
+    let pool = pg("riverbed-redis-test").await;
+    let prefix = unique("many") + ":";
+    // More than Lua's `unpack` takes at once: the script writes in chunks.
+    let groups: Vec<GroupTotals> = (0..9000)
+        .map(|i| GroupTotals {
+            group: format!("g{i}"),
+            values: vec![("count".into(), i.to_string())],
+        })
+        .collect();
+    let per_group = TotalsLayout::HashPerGroup {
+        prefix: format!("{prefix}g:"),
+    };
+    let per_total = TotalsLayout::HashPerTotal {
+        prefix: format!("{prefix}t:"),
+    };
+    for layout in [per_group, per_total] {
+        let writer = totals(&pool, "unused", layout).await;
+        writer.write(&groups, SystemTime::now()).await.unwrap();
+        writer.write(&groups[1..], SystemTime::now()).await.unwrap();
+    }
+    assert_eq!(keys(&format!("{prefix}g:")).await.len(), 8999 + 1);
+    assert_eq!(hgetall(&format!("{prefix}g:g8999")).await["count"], "8999");
+    assert!(hgetall(&format!("{prefix}g:g0")).await.is_empty());
+    let counts = hgetall(&format!("{prefix}t:count")).await;
+    assert_eq!((counts.len(), counts["g8999"].as_str()), (8999, "8999"));
+    delete_prefix(&prefix).await;
+}

@@ -15,6 +15,7 @@
 //! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
 //! - `inbox`: user SQL run once per message id (effectively-once for any statement).
 //! - `offsets`: source positions stored with the data (SQLite and PostgreSQL).
+//! - `advance`: when stored positions move up to the settled position (timer, writes, close).
 //! - `batch_position`: the position a partial write of a batch may record.
 //! - `settled`: a source wrapper publishing how far deliveries are settled
 //!   ([`TrackSettled`], [`SettledPosition`]), so idle partitions do not hold resumes back.
@@ -23,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod advance;
 mod batch_position;
 mod classify;
 mod config;

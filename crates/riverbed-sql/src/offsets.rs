@@ -12,10 +12,15 @@
 //! - On later starts, partitions without a row (the partition count grew) get the resume
 //!   position, and rows of partitions that no longer exist are dropped once the resume
 //!   position is computed.
-//! - A partition that receives nothing would hold the resume point where its run began. With
-//!   a [`SettledPosition`](crate::SettledPosition) the sink moves every row up to the source's
-//!   settled prefix ([`OffsetStore::advance_all`]): every message at or below it is committed
-//!   by every sink (or dead-lettered), so any partition may claim it.
+//! - A partition that receives nothing would hold the resume point where its run began, and a
+//!   sink that receives nothing at all would keep saying "nothing committed" (a restart after
+//!   a crash would then start from the source's configured start, skipping what was in
+//!   flight). With a [`SettledPosition`](crate::SettledPosition) the sink moves every row up
+//!   to the source's settled prefix ([`OffsetStore::advance_all`]) every second from a timer,
+//!   after its writes and when it closes: every message at or below that prefix is committed
+//!   by every sink (or dead-lettered), so any partition may claim it. A recorded position then
+//!   also never passes the settled prefix; without it, a later batch can record a position
+//!   past a message refused here or by another sink whose dead letter is not stored yet.
 //!
 //! SQLite and PostgreSQL behave the same.
 

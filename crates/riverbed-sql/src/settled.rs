@@ -1,11 +1,18 @@
 //! How far a source's deliveries are settled: a source wrapper that tracks the contiguous
 //! prefix of acknowledged deliveries, so offset stores can move partitions that receive
 //! nothing past positions every sink has settled.
+//!
+//! # When tracking stops
+//! Tracking stops for the rest of the run, logged once at WARN, when a delivery is given back
+//! (requeued, or sent to a delayed retry: the prefix cannot pass it in this run) or when more
+//! than [`MAX_TRACKED`] deliveries wait behind one unsettled delivery (memory stays bounded).
+//! The settled position then stays where it was, and so do the stored positions that follow
+//! it: a crash re-reads everything from there (the tables absorb it by their key), and the
+//! next run tracks again from its start.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use riverbed_core::{
@@ -13,10 +20,8 @@ use riverbed_core::{
     Settlement, Source, SourceError,
 };
 
-/// How often a sink moves its stored positions up to the settled position, at most.
-const ADVANCE_EVERY: Duration = Duration::from_secs(1);
-
-/// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops.
+/// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops (see
+/// the module docs).
 const MAX_TRACKED: usize = 1 << 20;
 
 /// The highest source position at or below which every delivery of this run is acknowledged:
@@ -36,7 +41,8 @@ impl SettledPosition {
         u64::try_from(self.0.load(Ordering::Acquire)).ok()
     }
 
-    fn raise(&self, position: u64) {
+    /// Raises the position to `position` (never lowers it).
+    pub(crate) fn raise(&self, position: u64) {
         self.0.fetch_max(
             i64::try_from(position).unwrap_or(i64::MAX),
             Ordering::AcqRel,
@@ -49,14 +55,15 @@ impl SettledPosition {
 struct State {
     tracker: ContiguousTracker<Option<u64>>,
     seqs: HashMap<AckToken, (u64, Option<u64>)>,
-    /// A delivery was given back (requeue, delayed retry): the prefix cannot pass it in this
-    /// run, so tracking stops.
+    /// Tracking stopped for this run (see the module docs).
     stopped: bool,
 }
 
 struct Tracking {
     state: Mutex<State>,
     settled: SettledPosition,
+    /// [`MAX_TRACKED`], but for tests.
+    max_tracked: usize,
 }
 
 impl Tracking {
@@ -69,10 +76,12 @@ impl Tracking {
             let seq = st.tracker.register();
             st.seqs.insert(d.token, (seq, d.message.meta.position));
         }
-        if st.tracker.outstanding() > MAX_TRACKED {
+        if st.tracker.outstanding() > self.max_tracked {
+            let position = self.settled.get();
             tracing::warn!(
-                tracked = MAX_TRACKED,
-                "A delivery stays unsettled; the settled position stops advancing for this run"
+                tracked = self.max_tracked,
+                ?position,
+                "A delivery stays unsettled behind too many others; the settled position and stored offsets stop advancing for this run (a crash re-reads from there)"
             );
             stop(&mut st);
         }
@@ -91,7 +100,14 @@ impl Tracking {
                 Settlement::Ack => {
                     st.tracker.complete(seq, position);
                 }
-                Settlement::Requeue | Settlement::Retry { .. } => return stop(&mut st),
+                Settlement::Requeue | Settlement::Retry { .. } => {
+                    let position = self.settled.get();
+                    tracing::warn!(
+                        ?position,
+                        "A delivery was given back to the source; the settled position and stored offsets stop advancing for this run (a crash re-reads from there)"
+                    );
+                    return stop(&mut st);
+                }
             }
         }
         if let Some(Some(p)) = st.tracker.advance() {
@@ -117,10 +133,15 @@ pub struct TrackSettled<S> {
 impl<S: Source> TrackSettled<S> {
     /// Wraps `inner`; the returned position follows its settled deliveries.
     pub fn new(inner: S) -> (Self, SettledPosition) {
+        Self::tracking_at_most(inner, MAX_TRACKED)
+    }
+
+    fn tracking_at_most(inner: S, max_tracked: usize) -> (Self, SettledPosition) {
         let settled = SettledPosition::default();
         let tracking = Arc::new(Tracking {
             state: Mutex::new(State::default()),
             settled: settled.clone(),
+            max_tracked,
         });
         (TrackSettled { inner, tracking }, settled)
     }
@@ -171,48 +192,10 @@ impl<S: Source> Source for TrackSettled<S> {
     }
 }
 
-/// When a sink moves its stored positions up to the settled position: once it advanced, at
-/// most every [`ADVANCE_EVERY`] (a forced advance, at close, does not wait).
-pub(crate) struct Advance {
-    settled: SettledPosition,
-    /// The last position written, and when the last attempt started.
-    state: Mutex<(Option<u64>, Option<Instant>)>,
-}
-
-impl Advance {
-    pub fn new(settled: SettledPosition) -> Self {
-        Advance {
-            settled,
-            state: Mutex::new((None, None)),
-        }
-    }
-
-    /// The source's settled position now.
-    pub fn settled(&self) -> Option<u64> {
-        self.settled.get()
-    }
-
-    /// The position to write now, if any (and notes the attempt).
-    pub fn due(&self, force: bool) -> Option<u64> {
-        let position = self.settled.get()?;
-        let mut st = self.state.lock().expect("advance lock");
-        let recent = st.1.is_some_and(|t| t.elapsed() < ADVANCE_EVERY);
-        if st.0.is_some_and(|done| done >= position) || (recent && !force) {
-            return None;
-        }
-        st.1 = Some(Instant::now());
-        Some(position)
-    }
-
-    /// `position` was written.
-    pub fn done(&self, position: u64) {
-        let mut st = self.state.lock().expect("advance lock");
-        st.0 = st.0.max(Some(position));
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use riverbed_core::testing::{Journal, MemorySource, numbered_messages};
     use riverbed_core::{Failure, Message};
 
@@ -260,18 +243,27 @@ mod tests {
         assert_eq!(position.get(), Some(12));
     }
 
-    #[test]
-    fn advances_are_spaced_unless_forced() {
-        let position = SettledPosition::default();
-        let advance = Advance::new(position.clone());
-        assert_eq!(advance.due(false), None, "nothing settled yet");
-        position.raise(5);
-        assert_eq!(advance.due(false), Some(5));
-        advance.done(5);
-        position.raise(9);
-        assert_eq!(advance.due(false), None, "within a second of the last");
-        assert_eq!(advance.due(true), Some(9));
-        advance.done(9);
-        assert_eq!(advance.due(true), None, "already there");
+    #[tokio::test]
+    async fn too_many_deliveries_behind_an_unsettled_one_stop_tracking_for_the_run() {
+        let mut messages: Vec<Message> = numbered_messages(6, 2);
+        for (i, m) in messages.iter_mut().enumerate() {
+            m.meta.position = Some(10 + i as u64);
+        }
+        let (mut source, position) =
+            TrackSettled::tracking_at_most(MemorySource::new(messages, Journal::default()), 3);
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            source.recv(&mut out, 2).await.unwrap();
+        }
+        let acker = source.acker();
+        acker.settle(vec![settled(&out[0], Settlement::Ack)]);
+        assert_eq!(position.get(), Some(10));
+        // 11 stays unsettled while four more arrive: more than 3 wait, tracking stops.
+        while out.len() < 6 {
+            source.recv(&mut out, 6).await.unwrap();
+        }
+        let rest = out[1..].iter().map(|d| settled(d, Settlement::Ack));
+        acker.settle(rest.collect());
+        assert_eq!(position.get(), Some(10), "stopped for the rest of the run");
     }
 }

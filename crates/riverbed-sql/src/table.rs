@@ -13,10 +13,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use riverbed_core::{BatchOutcome, Failure, Message, Outcome, Sink};
 
+use crate::advance::{Advance, spawn_timer};
 use crate::batch_position::BatchPositions;
 use crate::classify::{ErrorClass, classify};
 use crate::dedupe::{Row, dedupe};
-use crate::settled::{Advance, SettledPosition};
+use crate::settled::SettledPosition;
 use crate::spec::{SqlValue, TableSpec, row_of};
 use crate::sqlgen::Dialect;
 
@@ -54,11 +55,13 @@ pub trait RowWriter: Send + Sync + 'static {
 
 /// A sink writing messages as rows of one table.
 pub struct TableSink<W> {
-    writer: W,
+    /// Shared with the timer that advances stored positions (it holds a weak reference, so
+    /// it stops when the sink is dropped).
+    writer: Arc<W>,
     spec: Arc<TableSpec>,
     name: String,
     store_offsets: bool,
-    advance: Option<Advance>,
+    advance: Option<Arc<Advance>>,
 }
 
 impl<W: RowWriter> TableSink<W> {
@@ -66,7 +69,7 @@ impl<W: RowWriter> TableSink<W> {
     /// also records the batch's highest source position.
     pub fn new(name: &str, writer: W, spec: Arc<TableSpec>, store_offsets: bool) -> Self {
         TableSink {
-            writer,
+            writer: Arc::new(writer),
             spec,
             name: name.to_owned(),
             store_offsets,
@@ -74,14 +77,21 @@ impl<W: RowWriter> TableSink<W> {
         }
     }
 
-    /// Moves every stored partition position up to the source's settled position as it
-    /// advances (see [`crate::OffsetStore::advance_all`]), at most once a second and when the
-    /// sink closes, and never records a position past it. Without it, a partition that
-    /// receives nothing holds the resume point where its run began, and a message refused
-    /// here or by another sink could be resumed past if the process died before its dead
-    /// letter was stored.
+    /// Follows the source's settled position (see [`crate::OffsetStore::advance_all`]): a
+    /// recorded position never passes it, and every stored partition position is moved up to
+    /// it every second from a timer (while the sink lives, when a tokio runtime is present),
+    /// after writes (at most once a second) and when the sink closes, so partitions, or a
+    /// whole sink, that receive nothing do not hold the resume point where the run began.
+    /// Without settled tracking, a later batch can record a position past a message refused
+    /// here or by another sink whose dead letter is not stored yet: a crash then would
+    /// resume past it.
     pub fn with_settled(mut self, settled: SettledPosition) -> Self {
-        self.advance = Some(Advance::new(settled));
+        let advance = Arc::new(Advance::new(settled));
+        if self.store_offsets {
+            let writer = Arc::downgrade(&self.writer);
+            spawn_timer(self.name.clone(), writer, advance.clone());
+        }
+        self.advance = Some(advance);
         self
     }
 
@@ -110,15 +120,8 @@ impl<W: RowWriter> TableSink<W> {
     }
 
     async fn advance_settled(&self, force: bool) {
-        let Some(advance) = &self.advance else { return };
-        let Some(position) = advance.due(force) else {
-            return;
-        };
-        match self.writer.advance_offsets(position).await {
-            Ok(()) => advance.done(position),
-            Err(e) => {
-                tracing::warn!(sink = %self.name, position, error = %e, "Advancing stored offsets to the settled position failed; retried later")
-            }
+        if let Some(advance) = &self.advance {
+            advance.run(&self.name, &*self.writer, force).await;
         }
     }
 }

@@ -219,3 +219,53 @@ async fn a_stored_position_never_passes_a_message_whose_dead_letter_is_not_store
         "a restart must read m50 again, not resume after {resume:?}"
     );
 }
+
+#[tokio::test]
+async fn a_sink_that_is_never_written_still_raises_its_stored_rows_to_the_settled_position() {
+    use riverbed_core::{Settled, Settlement, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_pool(&dir.path().join("out.db")).await.unwrap();
+    let store = OffsetStore::sqlite(pool.clone(), "side").await.unwrap();
+    assert_eq!(store.resume_position(2).await.unwrap(), None, "first start");
+    let mut messages = numbered_messages(5, 1);
+    for (i, m) in messages.iter_mut().enumerate() {
+        m.meta.position = Some(500 + i as u64);
+    }
+    let (mut source, settled) = TrackSettled::new(MemorySource::new(messages, Journal::default()));
+    // The sink reads a side stream that had nothing yet: it is never written to.
+    let _sink = SqliteWriter::new(pool.clone(), spec("side"), Some("side"))
+        .await
+        .unwrap()
+        .into_sink("side")
+        .with_settled(settled.clone());
+    let mut out = Vec::new();
+    while out.len() < 5 {
+        source.recv(&mut out, 5).await.unwrap();
+    }
+    let acks = out.iter().map(|d| Settled {
+        token: d.token,
+        settlement: Settlement::Ack,
+        message: None,
+    });
+    source.acker().settle(acks.collect());
+    assert_eq!(settled.get(), Some(504));
+    // No write and no close (a crash comes next): the rows still move within seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lowest: i64 = sqlx::query_scalar(
+            "SELECT min(\"position\") FROM riverbed_offsets WHERE consumer = 'side'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if lowest == 504 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stored rows still say {lowest}: a restart would skip what was in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.resume_position(2).await.unwrap(), Some(504));
+}

@@ -35,7 +35,8 @@ pub struct Plan {
     /// Tasks beside the pipeline.
     pub tasks: Vec<TaskEntry>,
     /// The sinks whose stored offsets the source resumes after (every sink that stores
-    /// offsets; empty without `resume_from`): the lowest of their positions.
+    /// offsets, the one `resume_from` names first; empty without `resume_from`): the lowest
+    /// of their positions.
     pub resume_from: Vec<usize>,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
@@ -346,7 +347,7 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
         SinkKind::Sqlite(q) => SinkPlanKind::Sqlite {
             path: q.path.clone(),
             spec: Arc::new(super::table::check_table(c, q)?),
-            offsets: q.offsets.clone(),
+            offsets: q.offsets.as_ref().map(|o| o.get_ref().clone()),
         },
         SinkKind::Stdout(l) => SinkPlanKind::Stdout {
             envelope: l.envelope,

@@ -84,10 +84,11 @@ pub struct PipelineSection {
     /// How long a stop may take to drain before unsettled messages are left to redelivery.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// A SQL sink with `offsets` set: a stream source resumes right after the positions that
-    /// sink committed with its rows. Every other sink must store offsets too (a `noop` sink
-    /// needs none): the stream resumes after the lowest position any of them stored, so no
-    /// sink's uncommitted messages are skipped.
+    /// A SQL sink with `offsets` set: a stream source (`queue_type = "stream"`) resumes right
+    /// after the positions that sink committed with its rows. Every other sink storing offsets
+    /// counts too: the stream resumes after the lowest position any of them stored. Sinks that
+    /// store none (Redis, RabbitMQ, stdout...) are not skipped either: a stored position never
+    /// passes a message some sink has not committed (or whose dead letter is not stored).
     pub resume_from: Option<Spanned<String>>,
 }
 
@@ -342,7 +343,9 @@ pub struct SqliteSection {
     #[serde(default = "default_true")]
     pub create: bool,
     /// Store source positions under this consumer name, in the same transaction as the rows.
-    pub offsets: Option<String>,
+    /// Needs `key`: a restart re-reads what was committed after the stored position, which
+    /// only a keyed table absorbs.
+    pub offsets: Option<Spanned<String>>,
     /// The columns, in order.
     pub columns: Vec<ColumnSection>,
     /// Upsert: keep deletes as tombstone rows (key, version, a boolean column; every other

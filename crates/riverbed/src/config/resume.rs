@@ -1,6 +1,7 @@
 //! Checks of stored offsets: which sinks a stream resumes after, and that no two sinks share
 //! an offsets consumer.
 
+use riverbed_amqp::QueueType;
 use toml::Spanned;
 
 use super::check::{Checker, SinkPlan, SinkPlanKind};
@@ -43,20 +44,28 @@ pub(super) fn check_consumers(
     Ok(())
 }
 
-/// The sinks whose stored positions a stream resumes after: the one `resume_from` names and
-/// every other sink, which must all store offsets (a sink that does not could hold
-/// uncommitted messages below the resume point: they would be skipped). A `noop` sink
-/// commits nothing and needs none.
+/// The sinks whose stored positions a stream resumes after: the one `resume_from` names,
+/// which must store offsets, and every other sink that does (the lowest position of all is
+/// where nothing is missing). Sinks that store no offsets may run alongside: every stored
+/// position is capped at the source's settled prefix (a message is settled once every sink
+/// committed it or its dead letter was stored), so a resume never skips their messages.
 pub(super) fn check_resume(
     c: &Checker<'_>,
     name: &Spanned<String>,
     sinks: &[SinkPlan],
     source: &SourceKind,
 ) -> Result<Vec<usize>, ConfigError> {
-    if !matches!(source, SourceKind::Amqp(_)) {
+    let SourceKind::Amqp(amqp) = source else {
         return c.err(
             name.span(),
-            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\")",
+            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\", queue_type = \"stream\")",
+        );
+    };
+    if amqp.queue_type != Some(QueueType::Stream) {
+        return c.err(
+            name.span(),
+            "`pipeline.resume_from` applies to a stream source: the amqp source needs \
+             queue_type = \"stream\" (a queue has no offsets to resume after)",
         );
     }
     let Some(named) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
@@ -68,32 +77,18 @@ pub(super) fn check_resume(
             ),
         );
     };
-    let mut from = vec![named];
-    for (i, s) in sinks.iter().enumerate() {
-        let stores = offsets_consumer(&s.kind).is_some();
-        if stores && i != named {
-            from.push(i);
-        }
-        if stores || matches!(s.kind, SinkPlanKind::Noop) {
-            continue;
-        }
-        let why = match i == named {
-            true => String::new(),
-            false => format!(
-                ": the stream resumes after the lowest position of all sinks, and messages \
-                 `{}` has not committed would be skipped",
-                s.name
-            ),
-        };
+    if offsets_consumer(&sinks[named].kind).is_none() {
         return c.err(
             name.span(),
             format!(
-                "`pipeline.resume_from`: sink `{}` stores no offsets (set its `offsets`){why}",
-                s.name
+                "`pipeline.resume_from`: sink `{}` stores no offsets (set its `offsets`)",
+                name.get_ref()
             ),
         );
     }
-    Ok(from)
+    let others =
+        (0..sinks.len()).filter(|&i| i != named && offsets_consumer(&sinks[i].kind).is_some());
+    Ok(std::iter::once(named).chain(others).collect())
 }
 
 #[cfg(test)]
@@ -146,16 +141,68 @@ columns = [{ name = "id", type = "text", from = "/id" }]
     }
 
     #[test]
-    fn a_sink_without_offsets_next_to_resume_from_is_refused() {
-        let text = format!("{STREAM}{}", COPY.replace("offsets = \"copy\"\n", ""));
-        let e = load_str(&text).unwrap_err().to_string();
+    fn sinks_without_offsets_may_run_next_to_resume_from() {
+        // Stored positions never pass the settled prefix: a resume cannot skip what `copy`
+        // (or a Redis counter, or stdout) has not committed.
+        let copy = COPY.replace("offsets = \"copy\"\n", "");
+        let out = "\n[[sinks]]\nname = \"out\"\nkind = \"stdout\"\n";
+        let copy2 = COPY.replace("copy", "copy2");
+        let plan = load_str(&format!("{STREAM}{copy}{out}{copy2}")).unwrap();
+        assert_eq!(
+            plan.resume_from,
+            [0, 3],
+            "every sink storing offsets counts"
+        );
+        let named = format!("{STREAM}{copy}")
+            .replace("resume_from = \"history\"", "resume_from = \"copy\"");
+        let e = load_str(&named).unwrap_err().to_string();
         assert!(
             e.starts_with(
-                "line 3, column 15: `pipeline.resume_from`: sink `copy` stores no offsets"
+                "line 3, column 15: `pipeline.resume_from`: sink `copy` stores no offsets (set its `offsets`)"
             ),
             "{e}"
         );
-        assert!(e.contains("would be skipped"), "{e}");
+        assert!(!e.contains("would be skipped"), "{e}");
+    }
+
+    #[test]
+    fn resume_from_needs_a_stream() {
+        let queue = STREAM.replace("queue_type = \"stream\"\nstream_offset = \"first\"\n", "");
+        let e = load_str(&queue).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "line 3, column 15: `pipeline.resume_from` applies to a stream source: the amqp \
+                 source needs queue_type = \"stream\""
+            ),
+            "{e}"
+        );
+        let quorum = STREAM.replace(
+            "queue_type = \"stream\"\nstream_offset = \"first\"",
+            "queue_type = \"quorum\"",
+        );
+        let e = load_str(&quorum).unwrap_err().to_string();
+        assert!(e.contains("needs queue_type = \"stream\""), "{e}");
+    }
+
+    #[test]
+    fn a_sqlite_sink_storing_offsets_needs_a_key() {
+        let keyless = COPY.replace("key = [\"id\"]\n", "");
+        let e = load_str(&format!("{STREAM}{keyless}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("line 27, column 11: `offsets` needs `key`"),
+            "{e}"
+        );
+        // Without a pipeline resuming from it, too: its stored positions are for a resume.
+        let alone = format!("[source]\nkind = \"generate\"\n{keyless}");
+        let e = load_str(&alone).unwrap_err().to_string();
+        assert!(
+            e.starts_with("line 9, column 11: `offsets` needs `key`"),
+            "{e}"
+        );
+        let plain = keyless.replace("offsets = \"copy\"\n", "");
+        load_str(&format!("[source]\nkind = \"generate\"\n{plain}")).unwrap();
     }
 
     #[test]

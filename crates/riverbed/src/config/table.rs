@@ -40,6 +40,17 @@ pub(super) fn check_table(c: &Checker<'_>, q: &SqliteSection) -> Result<TableSpe
         .iter()
         .map(|k| c.ident(k, "key"))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(offsets) = &q.offsets
+        && key.is_empty()
+    {
+        // Stored positions stay at the source's settled prefix, so a restart after a crash
+        // routinely reads committed messages again: only a key makes that harmless.
+        return c.err(
+            offsets.span(),
+            "`offsets` needs `key`: a restart reads again messages committed after the stored \
+             position, and a table without a key would insert them twice",
+        );
+    }
     let version = q
         .version
         .as_ref()

@@ -37,6 +37,14 @@ pub enum Error {
         /// The (redacted) URL.
         url: String,
     },
+    /// The broker did not answer in time (a stalled or blocked connection).
+    #[error("{action} timed out after {}", humantime::format_duration(*.after))]
+    Timeout {
+        /// What was asked, such as "open a channel".
+        action: &'static str,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
     /// The broker refused to declare, bind or consume something.
     #[error("broker refused to {action}: {source}")]
     Topology {
@@ -71,7 +79,7 @@ impl Error {
             Error::Connect { source, .. }
             | Error::Topology { source, .. }
             | Error::Amqp(source) => is_fatal_amqp(source),
-            Error::ConnectTimeout { .. } => false,
+            Error::ConnectTimeout { .. } | Error::Timeout { .. } => false,
         }
     }
 }

@@ -12,7 +12,7 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 use crate::connect::Connector;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::settings::{ConnectionSettings, ExchangeSpec, QueueSpec};
 use crate::topology;
 
@@ -59,7 +59,21 @@ pub(crate) struct Publisher {
     declared: Mutex<(u64, HashSet<String>)>,
     topology: Topology,
     confirm_timeout: Duration,
+    /// The bound on one round trip to the broker (a channel, a declaration, the goodbye).
+    answer_timeout: Duration,
     role: &'static str,
+}
+
+/// Waits for `f` at most `after`: a broker that stops answering (stalled, or blocking
+/// publishers on a resource alarm) must not hang a writer or the shutdown.
+async fn bounded<T>(
+    action: &'static str,
+    after: Duration,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(after, f)
+        .await
+        .unwrap_or(Err(Error::Timeout { action, after }))
 }
 
 impl Publisher {
@@ -84,6 +98,7 @@ impl Publisher {
             declared: Mutex::new((0, HashSet::new())),
             topology,
             confirm_timeout,
+            answer_timeout: connection.connect_timeout,
             role,
         }
     }
@@ -96,6 +111,7 @@ impl Publisher {
             }
         }
         let mut live = self.live.lock().await;
+        let after = self.answer_timeout;
         if !live
             .connection
             .as_ref()
@@ -103,11 +119,16 @@ impl Publisher {
         {
             let was_connected = live.connection.take().is_some();
             let (conn, url) = live.connector.connect().await?;
-            let ch = conn.create_channel().await?;
-            topology::declare_exchanges(&ch, &self.topology.exchanges).await?;
-            for q in &self.topology.queues {
-                topology::declare_queue(&ch, q).await?;
-            }
+            bounded("declaring the publisher's topology", after, async {
+                let ch = conn.create_channel().await?;
+                topology::declare_exchanges(&ch, &self.topology.exchanges).await?;
+                for q in &self.topology.queues {
+                    topology::declare_queue(&ch, q).await?;
+                }
+                let _ = ch.close(200, "OK".into()).await;
+                Ok(())
+            })
+            .await?;
             live.generation += 1;
             live.connection = Some(conn);
             if was_connected {
@@ -117,9 +138,18 @@ impl Publisher {
             tracing::info!(role = self.role, url = %url, "Publisher connected");
         }
         let conn = live.connection.as_ref().expect("connected just above");
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((live.generation, ch))
+        let ch = bounded("opening a confirm channel", after, async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok(ch)
+        })
+        .await;
+        if ch.is_err() {
+            // A connection that does not answer is not worth keeping: the next write connects
+            // anew.
+            live.connection = None;
+        }
+        Ok((live.generation, ch?))
     }
 
     fn checkin(&self, generation: u64, ch: Channel) {
@@ -173,25 +203,32 @@ impl Publisher {
         };
         let mut confirms = Vec::with_capacity(batch.len());
         let mut failure = None;
+        // Sending is bounded too: a broker blocking publishers (a resource alarm) stops
+        // reading, and a send that never ends would hold the batch and the shutdown forever.
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         for o in batch {
-            match ch
-                .basic_publish(
-                    o.exchange.clone(),
-                    o.routing_key.clone(),
-                    options,
-                    &o.payload,
-                    o.properties.clone(),
-                )
-                .await
-            {
-                Ok(c) => confirms.push(c),
-                Err(e) => {
+            let sent = ch.basic_publish(
+                o.exchange.clone(),
+                o.routing_key.clone(),
+                options,
+                &o.payload,
+                o.properties.clone(),
+            );
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(c)) => confirms.push(c),
+                Ok(Err(e)) => {
                     failure = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(format!(
+                        "could not send within {}",
+                        humantime::format_duration(self.confirm_timeout)
+                    ));
                     break;
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let answers = join_all(
             confirms
                 .into_iter()
@@ -229,11 +266,25 @@ impl Publisher {
 
     /// Closes the connection, if any.
     pub async fn close(&self) {
-        self.idle.lock().expect("pool lock").clear();
+        let idle = std::mem::take(&mut *self.idle.lock().expect("pool lock"));
+        let goodbyes = idle
+            .iter()
+            .map(|(_, ch)| tokio::time::timeout(self.answer_timeout, ch.close(200, "OK".into())));
+        join_all(goodbyes).await;
+        drop(idle);
         if let Some(conn) = self.live.lock().await.connection.take()
             && conn.status().connected()
         {
-            let _ = conn.close(200, "OK".into()).await;
+            let goodbye = conn.close(200, "OK".into());
+            if tokio::time::timeout(self.answer_timeout, goodbye)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    role = self.role,
+                    "The broker did not answer the connection close; leaving without it"
+                );
+            }
         }
     }
 }

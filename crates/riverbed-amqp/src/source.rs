@@ -310,10 +310,25 @@ impl Source for AmqpSource {
         self.acker
             .wait_for_retries(self.settings.confirm_timeout + Duration::from_secs(1))
             .await;
-        self.acker.retire().await;
+        // Bounded: a broker that stopped answering must not hold the shutdown (what is not
+        // acknowledged is redelivered).
+        let limit = self.settings.connection.connect_timeout;
+        if tokio::time::timeout(limit, self.acker.retire())
+            .await
+            .is_err()
+        {
+            tracing::warn!("The broker did not take the last acknowledgements; it redelivers them");
+        }
         if let Some(s) = self.session.take() {
-            let _ = s.channel.close(200, "OK".into()).await;
-            let _ = s.connection.close(200, "OK".into()).await;
+            let goodbye = async {
+                let _ = s.channel.close(200, "OK".into()).await;
+                let _ = s.connection.close(200, "OK".into()).await;
+            };
+            if tokio::time::timeout(limit, goodbye).await.is_err() {
+                tracing::warn!(
+                    "The broker did not answer the consumer's close; leaving without it"
+                );
+            }
         }
         for t in self.tasks.drain(..) {
             t.abort();

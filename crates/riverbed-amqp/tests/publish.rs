@@ -40,16 +40,7 @@ async fn unroutable_publish_fails_permanently_instead_of_vanishing() {
         let first = sink.write(&[probe]).await;
         assert!(matches!(first.get(0), Outcome::Permanent(_)), "{first:?}");
         raw.declare(&bound, FieldTable::default()).await;
-        raw.channel
-            .queue_bind(
-                bound.as_str().into(),
-                exchange.as_str().into(),
-                "orders.a".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        raw.bind(&bound, &exchange, "orders.a").await;
 
         let batch: Vec<Message> = ["a", "b", "a"]
             .iter()
@@ -115,16 +106,7 @@ async fn an_alternate_exchange_catches_what_no_binding_routes() {
         sink.connect().await.unwrap();
         let raw = Raw::connect().await;
         raw.declare(&caught, FieldTable::default()).await;
-        raw.channel
-            .queue_bind(
-                caught.as_str().into(),
-                format!("{exchange}.unrouted").as_str().into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        raw.bind(&caught, &format!("{exchange}.unrouted"), "").await;
         let outcome = sink.write(&[Message::new("x").with_key("nobody")]).await;
         assert_eq!(
             outcome,

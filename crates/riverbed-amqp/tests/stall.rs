@@ -88,16 +88,7 @@ async fn a_stalled_broker_fails_the_batch_in_time_and_does_not_hold_the_close() 
         sink.connect().await.unwrap();
         let raw = Raw::connect().await;
         raw.declare(&queue, FieldTable::default()).await;
-        raw.channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "".into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        raw.bind(&queue, &exchange, "").await;
         let batch: Vec<Message> = (0..50).map(|i| Message::new(format!("{i}"))).collect();
         assert_eq!(sink.write(&batch).await, BatchOutcome::Committed);
 

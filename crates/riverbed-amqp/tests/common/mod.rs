@@ -137,6 +137,20 @@ impl Raw {
             .unwrap();
     }
 
+    /// Binds `queue` to `exchange` with `routing_key`.
+    pub async fn bind(&self, queue: &str, exchange: &str, routing_key: &str) {
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Publishes persistent messages with ids `m{from}`.. `m{to-1}` and payloads
     /// `{"id": i}` to `exchange`/`routing_key`, and waits for every confirm.
     pub async fn publish_range(&self, exchange: &str, routing_key: &str, from: usize, to: usize) {

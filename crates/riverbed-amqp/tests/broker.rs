@@ -134,6 +134,17 @@ async fn poison_message_goes_to_the_dead_letter_queue_and_the_pipeline_goes_on()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
+    broker_retry(false).await;
+}
+
+/// On a quorum queue the broker counts deliveries too (`x-delivery-count`); a message that went
+/// through the retry queues must still count each attempt once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_retry_from_a_quorum_queue_counts_each_attempt_once() {
+    broker_retry(true).await;
+}
+
+async fn broker_retry(quorum: bool) {
     if !available() {
         return;
     }
@@ -143,12 +154,21 @@ async fn broker_retry_comes_back_with_increasing_attempts_then_dead_letters() {
         let _cleanup = common::DeleteOnPanic(queue.clone());
         let dlq = format!("{queue}.dlq");
         let raw = Raw::connect().await;
-        raw.declare(&queue, FieldTable::default()).await;
+        let mut args = FieldTable::default();
+        let mut extra = "";
+        if quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            extra = "queue_type = \"quorum\"";
+        }
+        raw.declare(&queue, args).await;
         raw.publish_range("", &queue, 0, 5).await;
         raw.publish("", &queue, "flaky", "{}".into()).await;
         raw.publish("", &queue, "doomed", "{}".into()).await;
 
-        let source = AmqpSource::new(source_config(&queue, "")).unwrap();
+        let source = AmqpSource::new(source_config(&queue, extra)).unwrap();
         // `flaky` fails on its first two attempts, `doomed` on every attempt.
         let sink = Recorder::failing(|m| match m.meta.message_id.as_deref() {
             Some("flaky") if m.meta.attempt < 3 => {

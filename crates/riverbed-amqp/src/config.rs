@@ -177,7 +177,8 @@ pub struct AmqpSourceConfig {
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take; also bounds every other round trip to the
+    /// broker (opening a channel, declaring, closing).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// First delay between reconnection attempts (doubles, with jitter, after each failure).
@@ -262,7 +263,8 @@ pub struct AmqpSinkConfig {
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take; also bounds every other round trip to the
+    /// broker (opening a channel, declaring, closing).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The exchange to publish to (empty: the default exchange, routing key = queue name).
@@ -282,7 +284,8 @@ pub struct AmqpSinkConfig {
     /// Publish with `delivery_mode = 2` so queued messages survive a broker restart.
     #[serde(default = "yes")]
     pub persistent: bool,
-    /// How long to wait for the publisher confirms of one batch.
+    /// How long sending one batch and waiting for its publisher confirms may take; what is not
+    /// confirmed by then fails as transient (retried).
     #[serde(default = "default_confirm_timeout", with = "humantime_serde")]
     pub confirm_timeout: Duration,
 }
@@ -299,7 +302,8 @@ pub struct AmqpDeadLetterConfig {
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take; also bounds every other round trip to the
+    /// broker (opening a channel, declaring, closing).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The queue letters go to (declared durable).
@@ -307,7 +311,7 @@ pub struct AmqpDeadLetterConfig {
     /// Its type (default classic).
     #[serde(default)]
     pub queue_type: Option<QueueType>,
-    /// How long to wait for the publisher confirms of one group of letters.
+    /// How long sending one group of letters and waiting for their confirms may take.
     #[serde(default = "default_confirm_timeout", with = "humantime_serde")]
     pub confirm_timeout: Duration,
 }

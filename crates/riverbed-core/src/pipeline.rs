@@ -154,13 +154,35 @@ impl Pipeline {
         let exhausted = matches!(result, Ok(end) if end.exhausted);
         let abandoned = result.as_ref().map_or(0, |end| end.abandoned);
         // Intake is over (its senders are dropped): partitions flush what they hold and end.
-        let drained = drain(&mut partitions, dead_letter_task, &stop).await && abandoned == 0;
-        if let Err(e) = source.close().await {
-            tracing::error!(error = %e, "Closing the source failed; unsettled deliveries will be redelivered");
+        let mut drained = drain(&mut partitions, dead_letter_task, &stop).await && abandoned == 0;
+        // Each close gets at most the grace period (at least a second): a connector whose
+        // server stopped answering must not keep the process alive. A source that did not
+        // close may not have passed on its last acknowledgements: the run is not drained then.
+        let limit = stop.grace().max(Duration::from_secs(1));
+        let limit_ms = limit.as_millis() as u64;
+        match tokio::time::timeout(limit, source.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                drained = false;
+                tracing::error!(error = %e, "Closing the source failed; unsettled deliveries will be redelivered");
+            }
+            Err(_) => {
+                drained = false;
+                tracing::error!(
+                    limit_ms,
+                    "The source did not close in time; unsettled deliveries will be redelivered"
+                );
+            }
         }
         for slot in &plan.sinks {
-            if let Err(e) = slot.sink.close().await {
-                tracing::error!(sink = %slot.name, error = %e, "Closing a sink failed");
+            match tokio::time::timeout(limit, slot.sink.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(sink = %slot.name, error = %e, "Closing a sink failed")
+                }
+                Err(_) => {
+                    tracing::error!(sink = %slot.name, limit_ms, "The sink did not close in time")
+                }
             }
         }
         stop.request();

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use futures::future::join_all;
+use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::error::{Error, Result};
 use crate::url::BrokerUrl;
@@ -61,4 +62,22 @@ impl Connector {
         }
         Err(last.expect("the settings guarantee at least one url"))
     }
+}
+
+/// Says goodbye to the broker: closes `channels` (explicitly: lapin 4 turns the implicit close
+/// of a dropped channel that is already closing into a connection error), then `connection`,
+/// all within `limit`. A broker that stopped answering must not hold a shutdown: returns false
+/// when the time ran out, and the caller leaves without the goodbye.
+pub(crate) async fn close_within<'a>(
+    limit: Duration,
+    channels: impl IntoIterator<Item = &'a Channel>,
+    connection: Option<&Connection>,
+) -> bool {
+    let goodbye = async {
+        join_all(channels.into_iter().map(|ch| ch.close(200, "OK".into()))).await;
+        if let Some(c) = connection.filter(|c| c.status().connected()) {
+            let _ = c.close(200, "OK".into()).await;
+        }
+    };
+    tokio::time::timeout(limit, goodbye).await.is_ok()
 }

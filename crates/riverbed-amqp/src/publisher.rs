@@ -11,7 +11,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
-use crate::connect::Connector;
+use crate::connect::{Connector, close_within};
 use crate::error::{Error, Result};
 use crate::settings::{ConnectionSettings, ExchangeSpec, QueueSpec};
 use crate::topology;
@@ -125,7 +125,7 @@ impl Publisher {
                 for q in &self.topology.queues {
                     topology::declare_queue(&ch, q).await?;
                 }
-                let _ = ch.close(200, "OK".into()).await;
+                close_within(after, [&ch], None).await;
                 Ok(())
             })
             .await?;
@@ -264,27 +264,16 @@ impl Publisher {
         Ok(results)
     }
 
-    /// Closes the connection, if any.
+    /// Closes the idle channels and the connection, if any.
     pub async fn close(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().expect("pool lock"));
-        let goodbyes = idle
-            .iter()
-            .map(|(_, ch)| tokio::time::timeout(self.answer_timeout, ch.close(200, "OK".into())));
-        join_all(goodbyes).await;
-        drop(idle);
-        if let Some(conn) = self.live.lock().await.connection.take()
-            && conn.status().connected()
-        {
-            let goodbye = conn.close(200, "OK".into());
-            if tokio::time::timeout(self.answer_timeout, goodbye)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    role = self.role,
-                    "The broker did not answer the connection close; leaving without it"
-                );
-            }
+        let connection = self.live.lock().await.connection.take();
+        let channels = idle.iter().map(|(_, ch)| ch);
+        if !close_within(self.answer_timeout, channels, connection.as_ref()).await {
+            tracing::warn!(
+                role = self.role,
+                "The broker did not answer the close; leaving without it"
+            );
         }
     }
 }

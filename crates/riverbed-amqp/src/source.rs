@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::acker::AckShared;
 use crate::config::AmqpSourceConfig;
-use crate::connect::Connector;
+use crate::connect::{Connector, close_within};
 use crate::dead_letter::AmqpDeadLetters;
 use crate::delivery::receive;
 use crate::error::Result;
@@ -155,12 +155,12 @@ impl AmqpSource {
         let declared = async {
             let channel = connection.create_channel().await?;
             let queue = topology::declare_source(&channel, &self.settings).await?;
-            let _ = channel.close(200, "OK".into()).await;
-            Ok::<_, crate::Error>(queue)
+            Ok::<_, crate::Error>((queue, channel))
         }
         .await;
-        let _ = connection.close(200, "OK".into()).await;
-        let queue = declared?;
+        let channel = declared.as_ref().ok().map(|(_, ch)| ch);
+        close_within(c.connect_timeout, channel, Some(&connection)).await;
+        let (queue, _) = declared?;
         tracing::info!(queue = %queue, url = %url, "Declared");
         Ok(queue)
     }
@@ -319,16 +319,10 @@ impl Source for AmqpSource {
         {
             tracing::warn!("The broker did not take the last acknowledgements; it redelivers them");
         }
-        if let Some(s) = self.session.take() {
-            let goodbye = async {
-                let _ = s.channel.close(200, "OK".into()).await;
-                let _ = s.connection.close(200, "OK".into()).await;
-            };
-            if tokio::time::timeout(limit, goodbye).await.is_err() {
-                tracing::warn!(
-                    "The broker did not answer the consumer's close; leaving without it"
-                );
-            }
+        if let Some(s) = self.session.take()
+            && !close_within(limit, [&s.channel], Some(&s.connection)).await
+        {
+            tracing::warn!("The broker did not answer the consumer's close; leaving without it");
         }
         for t in self.tasks.drain(..) {
             t.abort();

@@ -159,31 +159,9 @@ impl Pipeline {
         // server stopped answering must not keep the process alive. A source that did not
         // close may not have passed on its last acknowledgements: the run is not drained then.
         let limit = stop.grace().max(Duration::from_secs(1));
-        let limit_ms = limit.as_millis() as u64;
-        match tokio::time::timeout(limit, source.close()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                drained = false;
-                tracing::error!(error = %e, "Closing the source failed; unsettled deliveries will be redelivered");
-            }
-            Err(_) => {
-                drained = false;
-                tracing::error!(
-                    limit_ms,
-                    "The source did not close in time; unsettled deliveries will be redelivered"
-                );
-            }
-        }
+        drained &= closed_in_time("the source", limit, source.close()).await;
         for slot in &plan.sinks {
-            match tokio::time::timeout(limit, slot.sink.close()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(sink = %slot.name, error = %e, "Closing a sink failed")
-                }
-                Err(_) => {
-                    tracing::error!(sink = %slot.name, limit_ms, "The sink did not close in time")
-                }
-            }
+            closed_in_time(&format!("sink `{}`", slot.name), limit, slot.sink.close()).await;
         }
         stop.request();
         let _ = watcher.await;
@@ -200,6 +178,30 @@ impl Pipeline {
             "Pipeline stopped"
         );
         result.map(|_| report).map_err(PipelineError::from)
+    }
+}
+
+/// Runs a connector's `close` for at most `limit`; true when it closed cleanly in time. A
+/// failure or a timeout is logged: what the connector did not settle is redelivered.
+async fn closed_in_time<E: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    close: impl Future<Output = Result<(), E>>,
+) -> bool {
+    match tokio::time::timeout(limit, close).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(connector = what, error = %e, "Closing failed; what it did not settle is redelivered");
+            false
+        }
+        Err(_) => {
+            tracing::error!(
+                connector = what,
+                limit_ms = limit.as_millis() as u64,
+                "Did not close in time; what it did not settle is redelivered"
+            );
+            false
+        }
     }
 }
 

@@ -11,12 +11,13 @@ use crate::partition::{Item, Shared};
 use crate::source::{Delivery, Source, SourceError};
 use crate::stop::Stop;
 use crate::tracker::{StageFailure, Tracked};
+use crate::write::panic_text;
 
 /// Deliveries asked of the source at once.
 pub(crate) const RECV_CHUNK: usize = 256;
 
 /// How the intake ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct IntakeEnd {
     /// The source ran dry by itself.
     pub exhausted: bool,
@@ -49,6 +50,15 @@ impl Intake {
         // messages per call would make every call a round trip. Wait for a useful chunk.
         let min_chunk = (self.max_in_flight / 8).clamp(1, RECV_CHUNK / 4);
         let exhausted = loop {
+            if self.shared.availability.any_down() {
+                // A destination cannot be reached: take nothing more from the source (the
+                // broker keeps the backlog) until every waiting write got through.
+                tokio::select! {
+                    biased;
+                    _ = stop.requested() => break false,
+                    _ = self.shared.availability.all_up() => {}
+                }
+            }
             let want = self
                 .permits
                 .available_permits()
@@ -126,7 +136,11 @@ impl Intake {
     fn route(&mut self, d: Delivery, permit: OwnedSemaphorePermit, chunks: &mut [Vec<Item>]) {
         let Delivery { mut message, token } = d;
         let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
-        if let Err(f) = self.key.apply(&mut message) {
+        let keyed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.key.apply(&mut message)
+        }))
+        .unwrap_or_else(|panic| Err(crate::Failure::new("panic", panic_text(&*panic))));
+        if let Err(f) = keyed {
             tracked.fail(StageFailure::now(f, "key", message.meta.attempt));
             let _ = self.shared.dead_letters.send(tracked);
             return;

@@ -2,16 +2,13 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::message::Message;
-use crate::outcome::Outcome;
-use crate::retry::{RetryMode, RetryPolicy};
 use crate::sink::Sink;
-use crate::stats::Stats;
-use crate::tracker::{StageFailure, Tracked};
+use crate::tracker::Tracked;
 
 /// When a sink's batch is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +50,6 @@ pub(crate) struct Lane {
     tracked: Vec<Arc<Tracked>>,
     deadline: Option<Instant>,
     pub busy: bool,
-}
-
-/// A batch handed to the sink, with what it settled to.
-pub(crate) struct Written {
-    pub lane: usize,
-    pub results: Vec<(Arc<Tracked>, Option<StageFailure>)>,
 }
 
 impl Lane {
@@ -126,87 +117,5 @@ impl Lane {
         };
         self.busy = true;
         Some((messages, tracked))
-    }
-}
-
-/// Writes one batch, retrying transient failures in process (the partition's next batch for
-/// this sink waits meanwhile), and reports each message's final result.
-pub(crate) async fn write_batch(
-    lane: usize,
-    slot: SinkSlot,
-    mut messages: Vec<Message>,
-    mut tracked: Vec<Arc<Tracked>>,
-    policy: RetryPolicy,
-    stats: Arc<Stats>,
-) -> Written {
-    let mut results = Vec::with_capacity(tracked.len());
-    let mut attempt: u32 = 1;
-    let mut first_failure: Option<SystemTime> = None;
-    loop {
-        let started = std::time::Instant::now();
-        let outcome = slot.sink.write(&messages).await;
-        stats.record_batch(&slot.name, messages.len(), started.elapsed().as_secs_f64());
-        let failed_at = SystemTime::now();
-        let mut retry_m = Vec::new();
-        let mut retry_t = Vec::new();
-        for (i, (m, t)) in messages.into_iter().zip(tracked).enumerate() {
-            let failure = match outcome.get(i) {
-                Outcome::Ok => {
-                    results.push((t, None));
-                    continue;
-                }
-                Outcome::Permanent(f) => StageFailure {
-                    retryable: false,
-                    ..StageFailure::now(f, &*slot.name, attempt)
-                },
-                Outcome::Transient(f) => {
-                    let in_process = policy.mode == RetryMode::InProcess;
-                    if in_process && policy.may_retry(attempt) {
-                        retry_m.push(m);
-                        retry_t.push(t);
-                        continue;
-                    }
-                    StageFailure {
-                        retryable: true,
-                        ..StageFailure::now(f, &*slot.name, attempt)
-                    }
-                }
-            };
-            let failure = StageFailure {
-                first: first_failure.unwrap_or(failed_at),
-                last: failed_at,
-                ..failure
-            };
-            results.push((t, Some(failure)));
-        }
-        if retry_m.is_empty() {
-            return Written { lane, results };
-        }
-        first_failure.get_or_insert(failed_at);
-        stats.record_retry(&slot.name, retry_m.len());
-        attempt += 1;
-        let delay = policy.delay_before(attempt);
-        tracing::warn!(
-            sink = %slot.name,
-            messages = retry_m.len(),
-            attempt,
-            delay_ms = delay.as_millis() as u64,
-            error = %outcome_error(&outcome),
-            "Sink write failed transiently; retrying"
-        );
-        tokio::time::sleep(delay).await;
-        messages = retry_m;
-        tracked = retry_t;
-    }
-}
-
-fn outcome_error(outcome: &crate::sink::BatchOutcome) -> String {
-    match outcome {
-        crate::sink::BatchOutcome::Committed => String::new(),
-        crate::sink::BatchOutcome::All(o) => o.failure().map(|f| f.to_string()).unwrap_or_default(),
-        crate::sink::BatchOutcome::Each(v) => v
-            .iter()
-            .find_map(|o| o.failure().map(|f| f.to_string()))
-            .unwrap_or_default(),
     }
 }

@@ -9,7 +9,9 @@
 //! - [`key`]: partition keys and their stable hash.
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
-//! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `tracker`, `stop`: the runtime itself.
+//! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `write`, `tracker`, `stop`: the
+//!   runtime itself; `availability`: the one rule for unreachable destinations (partitions
+//!   wait, the intake pauses, no attempt is used up).
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod availability;
 mod builder;
 pub mod contiguous;
 pub mod dead_letter;
@@ -41,6 +44,7 @@ mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tracker;
+mod write;
 
 pub use builder::{BuildError, PipelineBuilder, default_partitions};
 pub use contiguous::ContiguousTracker;

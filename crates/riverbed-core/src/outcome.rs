@@ -57,8 +57,13 @@ pub enum Outcome {
     /// Committed: the message may be acknowledged (as far as this sink is concerned).
     #[default]
     Ok,
-    /// Not committed, and trying again may succeed (connection loss, timeout, deadlock).
+    /// Not committed, and trying again may succeed (a deadlock, a serialization failure, a
+    /// refusal the destination may lift). Each try uses up one of the message's attempts.
     Transient(Failure),
+    /// Not committed because the destination cannot be reached (connection refused or lost,
+    /// pool timeout, server shutting down, circuit breaker open). Not the message's fault: the
+    /// partition waits and tries again, the intake pauses, and no attempt is used up.
+    Unavailable(Failure),
     /// Not committed, and trying again will not help (constraint violation, bad type).
     Permanent(Failure),
 }
@@ -74,17 +79,24 @@ impl Outcome {
         Outcome::Permanent(f)
     }
 
+    /// The destination cannot be reached.
+    pub fn unavailable(f: Failure) -> Self {
+        Outcome::Unavailable(f)
+    }
+
     /// True when committed.
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
     }
 
-    /// How bad this outcome is: Ok < Transient < Permanent. Fan-out keeps the worst.
+    /// How bad this outcome is: Ok < Unavailable < Transient < Permanent. Fan-out keeps the
+    /// worst.
     fn severity(&self) -> u8 {
         match self {
             Outcome::Ok => 0,
-            Outcome::Transient(_) => 1,
-            Outcome::Permanent(_) => 2,
+            Outcome::Unavailable(_) => 1,
+            Outcome::Transient(_) => 2,
+            Outcome::Permanent(_) => 3,
         }
     }
 
@@ -101,7 +113,7 @@ impl Outcome {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Ok => None,
-            Outcome::Transient(f) | Outcome::Permanent(f) => Some(f),
+            Outcome::Transient(f) | Outcome::Unavailable(f) | Outcome::Permanent(f) => Some(f),
         }
     }
 }
@@ -187,5 +199,8 @@ mod tests {
         assert_eq!(t.clone().worst(p.clone()), p);
         assert_eq!(p.clone().worst(Outcome::Ok), p);
         assert_eq!(Outcome::Ok.worst(Outcome::Ok), Outcome::Ok);
+        let u = Outcome::unavailable(Failure::unavailable("refused"));
+        assert_eq!(u.clone().worst(t.clone()), t);
+        assert_eq!(Outcome::Ok.worst(u.clone()), u);
     }
 }

@@ -8,7 +8,8 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::lane::{Lane, SinkSlot, Written, write_batch};
+use crate::availability::Availability;
+use crate::lane::{Lane, SinkSlot};
 use crate::message::Message;
 use crate::outcome::Settlement;
 use crate::processor::{Emitter, Processor};
@@ -16,6 +17,7 @@ use crate::retry::RetryPolicy;
 use crate::source::{Acker, Settled};
 use crate::stats::Stats;
 use crate::tracker::{Final, StageFailure, Tracked};
+use crate::write::{WriteContext, Written, panic_text, write_batch};
 
 /// A delivery on its way through a partition.
 pub(crate) type Item = (Arc<Tracked>, Message);
@@ -34,9 +36,18 @@ pub(crate) struct Shared {
     pub dead_letters: mpsc::UnboundedSender<Arc<Tracked>>,
     pub stats: Arc<Stats>,
     pub policy: RetryPolicy,
+    pub availability: Arc<Availability>,
 }
 
 impl Shared {
+    fn write_context(&self) -> WriteContext {
+        WriteContext {
+            policy: self.policy,
+            stats: self.stats.clone(),
+            availability: self.availability.clone(),
+        }
+    }
+
     /// Settles a delivery whose writes have all finished.
     pub fn finish(&self, t: Arc<Tracked>, out: &mut Settling) {
         match t.disposition(&self.policy) {
@@ -155,8 +166,7 @@ impl Partition {
                     lane.slot.clone(),
                     messages,
                     tracked,
-                    self.shared.policy,
-                    self.shared.stats.clone(),
+                    self.shared.write_context(),
                 )));
             }
         }
@@ -188,7 +198,15 @@ impl Partition {
         let mut main = Some(msg);
         for p in &mut self.processors {
             let Some(m) = main.take() else { break };
-            match p.process(m, emitter) {
+            let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                p.process(m, emitter)
+            }))
+            .unwrap_or_else(|panic| {
+                let text = panic_text(&*panic);
+                tracing::error!(stage = p.name(), panic = %text, "A processor panicked on one message; it is dead-lettered and the partition goes on");
+                Err(crate::Failure::new("panic", text))
+            });
+            match processed {
                 Ok(next) => main = next,
                 Err(f) => {
                     emitter.out.clear();

@@ -17,8 +17,9 @@ use crate::retry::RetryPolicy;
 use crate::source::{Source, SourceError};
 use crate::stats::{Stats, StatsSnapshot};
 
-use crate::intake::{Intake, RECV_CHUNK};
+use crate::intake::{Intake, IntakeEnd, RECV_CHUNK};
 use crate::stop::Stop;
+use crate::write::panic_text;
 
 /// Everything the builder checked, ready to run.
 pub(crate) struct Plan {
@@ -52,6 +53,10 @@ pub enum PipelineError {
     /// The source could not go on.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A partition task ended while the pipeline ran (a panic outside any one message's
+    /// handling): its keys would stall, so the pipeline stops; what it held is redelivered.
+    #[error("partition task failed: {0}")]
+    PartitionFailed(String),
 }
 
 /// A pipeline ready to run: see [`Pipeline::builder`].
@@ -123,6 +128,7 @@ impl Pipeline {
             dead_letters: dl_tx,
             stats: stats.clone(),
             policy: plan.retry,
+            availability: Default::default(),
         });
         let mut partitions = JoinSet::new();
         let mut inputs = Vec::new();
@@ -150,7 +156,13 @@ impl Pipeline {
             abandoned: 0,
         };
         tracing::info!(source = %source.describe(), "Pipeline started");
-        let result = intake.run(source.as_mut(), &stop).await;
+        let (result, failed) = tokio::select! {
+            r = intake.run(source.as_mut(), &stop) => (r, None),
+            Some(r) = partitions.join_next() => (Ok(IntakeEnd::default()), Some(partition_failure(r))),
+        };
+        if failed.is_some() {
+            stop.request();
+        }
         let exhausted = matches!(result, Ok(end) if end.exhausted);
         let abandoned = result.as_ref().map_or(0, |end| end.abandoned);
         // Intake is over (its senders are dropped): partitions flush what they hold and end.
@@ -177,8 +189,23 @@ impl Pipeline {
             drained,
             "Pipeline stopped"
         );
+        if let Some(error) = failed {
+            return Err(PipelineError::PartitionFailed(error));
+        }
         result.map(|_| report).map_err(PipelineError::from)
     }
+}
+
+/// A partition ended while the intake still fed it: nothing but a failure ends one early.
+/// Logged at once, at ERROR: the process must not run on with a partition's keys stalled.
+fn partition_failure(r: Result<(), tokio::task::JoinError>) -> String {
+    let error = match r {
+        Ok(()) => "ended while its input was open".to_owned(),
+        Err(e) if e.is_panic() => format!("panicked: {}", panic_text(&*e.into_panic())),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(error = %error, "A partition task failed; stopping the pipeline (its unsettled deliveries are redelivered)");
+    error
 }
 
 /// Runs a connector's `close` for at most `limit`; true when it closed cleanly in time. A

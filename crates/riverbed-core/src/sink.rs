@@ -22,6 +22,21 @@ impl BatchOutcome {
         BatchOutcome::All(Outcome::Transient(f))
     }
 
+    /// The destination cannot be reached: nothing of the batch is committed, and no message's
+    /// attempts are used up (the partition waits, the intake pauses).
+    pub fn unavailable(f: Failure) -> Self {
+        BatchOutcome::All(Outcome::Unavailable(f))
+    }
+
+    /// True when any message of the batch met an unreachable destination.
+    pub fn any_unavailable(&self) -> bool {
+        match self {
+            BatchOutcome::Committed => false,
+            BatchOutcome::All(o) => matches!(o, Outcome::Unavailable(_)),
+            BatchOutcome::Each(v) => v.iter().any(|o| matches!(o, Outcome::Unavailable(_))),
+        }
+    }
+
     /// The whole batch failed for good.
     pub fn permanent(f: Failure) -> Self {
         BatchOutcome::All(Outcome::Permanent(f))
@@ -49,6 +64,12 @@ impl BatchOutcome {
 /// honouring one rule: when it reports a message as [`Outcome::Transient`], it has not committed
 /// any later message of the same key from that batch (a transaction that rolls back as a whole
 /// does this naturally). Permanent per-message failures may be isolated freely.
+///
+/// A sink only classifies its errors: [`Outcome::Unavailable`] when the destination cannot be
+/// reached (the runtime then waits with capped backoff and pauses the intake, without using up
+/// attempts), [`Outcome::Transient`] when the message may succeed later, [`Outcome::Permanent`]
+/// when it never will. A panic inside `write` is caught: the batch is written again one message
+/// at a time, and the message that panics is dead-lettered with reason `panic`.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// Writes one batch and reports what was committed.

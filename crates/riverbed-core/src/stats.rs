@@ -14,6 +14,7 @@ pub struct Stats {
     filtered: AtomicU64,
     dead_lettered: AtomicU64,
     retried: AtomicU64,
+    unavailable_waits: AtomicU64,
     broker_retried: AtomicU64,
     dead_letter_write_failures: AtomicU64,
     batches: AtomicU64,
@@ -32,6 +33,9 @@ pub struct StatsSnapshot {
     pub dead_lettered: u64,
     /// In-process retry attempts (one per message per retried write).
     pub retried: u64,
+    /// Waits of a message on an unreachable destination (one per message per wait); they use
+    /// up no attempt.
+    pub unavailable_waits: u64,
     /// Deliveries handed back to the broker for a delayed retry.
     pub broker_retried: u64,
     /// Failed attempts to write dead letters (each retried).
@@ -56,6 +60,7 @@ impl Stats {
             filtered: self.filtered.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             retried: self.retried.load(Relaxed),
+            unavailable_waits: self.unavailable_waits.load(Relaxed),
             broker_retried: self.broker_retried.load(Relaxed),
             dead_letter_write_failures: self.dead_letter_write_failures.load(Relaxed),
             batches: self.batches.load(Relaxed),
@@ -84,6 +89,12 @@ impl Stats {
     pub(crate) fn record_retry(&self, sink: &str, n: usize) {
         self.retried.fetch_add(n as u64, Relaxed);
         counter!("riverbed_retries_total", "sink" => sink.to_owned()).increment(n as u64);
+    }
+
+    pub(crate) fn record_unavailable_wait(&self, sink: &str, n: usize) {
+        self.unavailable_waits.fetch_add(n as u64, Relaxed);
+        counter!("riverbed_sink_unavailable_waits_total", "sink" => sink.to_owned())
+            .increment(n as u64);
     }
 
     pub(crate) fn record_broker_retry(&self, n: usize) {

@@ -250,7 +250,7 @@ impl MemorySink {
             let key = m.key.as_deref();
             if let Some(f) = failed.get(&key) {
                 *o = f.clone();
-            } else if matches!(o, Outcome::Transient(_)) {
+            } else if matches!(o, Outcome::Transient(_) | Outcome::Unavailable(_)) {
                 failed.insert(key, o.clone());
             }
         }
@@ -262,7 +262,11 @@ impl Sink for MemorySink {
     async fn write(&self, batch: &[Message]) -> BatchOutcome {
         let mut outcomes = Vec::with_capacity(batch.len());
         {
-            let mut attempts = self.attempts.lock().expect("attempts lock");
+            // A rule may panic (tests of panic containment): the counts stay usable.
+            let mut attempts = self
+                .attempts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for m in batch {
                 let id = m.meta.message_id.clone().unwrap_or_default();
                 let n = attempts.entry(id).or_insert(0);
@@ -274,7 +278,7 @@ impl Sink for MemorySink {
             Self::spread_per_key(batch, &mut outcomes);
         } else if let Some(t) = outcomes
             .iter()
-            .find(|o| matches!(o, Outcome::Transient(_)))
+            .find(|o| matches!(o, Outcome::Transient(_) | Outcome::Unavailable(_)))
             .cloned()
         {
             return BatchOutcome::All(t);

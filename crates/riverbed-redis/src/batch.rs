@@ -28,14 +28,6 @@ where
         match call(range.clone()).await {
             Ok(a) => applied += a,
             Err(e) => match classify(&e) {
-                ErrorClass::Transient(f) => {
-                    for r in std::iter::once(range).chain(pending.drain(..)) {
-                        for o in &mut outcomes[r] {
-                            *o = Outcome::Transient(f.clone());
-                        }
-                    }
-                    break;
-                }
                 ErrorClass::Permanent(f) if range.len() == 1 => {
                     outcomes[range.start] = Outcome::Permanent(f);
                 }
@@ -43,6 +35,13 @@ where
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
+                }
+                stopped => {
+                    let stopped = stopped.into_outcome();
+                    for r in std::iter::once(range).chain(pending.drain(..)) {
+                        outcomes[r].fill(stopped.clone());
+                    }
+                    break;
                 }
             },
         }

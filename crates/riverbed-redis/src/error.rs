@@ -1,7 +1,7 @@
 //! Errors of the Redis sinks, and which Redis errors are worth retrying.
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use riverbed_core::Failure;
+use riverbed_core::{Failure, Outcome};
 
 /// Why a Redis sink, the window counter or reconciliation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,20 +30,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How a Redis error affects the messages of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Retry later: connection refused or reset, timeouts, `LOADING`, `BUSY`, `TRYAGAIN`,
-    /// `MASTERDOWN`, `READONLY`, `OOM`, `NOREPLICAS`, `MISCONF` (persistence failing), and
-    /// permission or auth problems an operator can fix.
+    /// Redis cannot take writes now, whatever the message: connection refused, reset or timed
+    /// out, `LOADING`, `BUSY`, `MASTERDOWN`, `READONLY` (a replica after a failover), `OOM`,
+    /// `NOREPLICAS`, `MISCONF` (persistence failing), `CLUSTERDOWN`, and permission or auth
+    /// problems an operator fixes. No attempt is used up: the partition waits.
+    Unavailable(Failure),
+    /// Retry later, counting an attempt: `TRYAGAIN` (a slot moving), `NOSCRIPT`.
     Transient(Failure),
     /// Some message is refused for good (`WRONGTYPE`, a value that is not a number...):
     /// isolate it by splitting the batch.
     Permanent(Failure),
 }
 
-/// Server error codes that pass with time or an operator's fix, without losing data.
-const TRANSIENT_CODES: &[&str] = &[
+impl ErrorClass {
+    /// The outcome of the messages this error stopped.
+    pub fn into_outcome(self) -> Outcome {
+        match self {
+            ErrorClass::Unavailable(f) => Outcome::Unavailable(f),
+            ErrorClass::Transient(f) => Outcome::Transient(f),
+            ErrorClass::Permanent(f) => Outcome::Permanent(f),
+        }
+    }
+}
+
+/// Server error codes that say Redis cannot take writes now, whatever the message: they pass
+/// with time or an operator's fix, without losing data.
+const UNAVAILABLE_CODES: &[&str] = &[
     "LOADING",
     "BUSY",
-    "TRYAGAIN",
     "MASTERDOWN",
     "READONLY",
     "OOM",
@@ -53,8 +67,10 @@ const TRANSIENT_CODES: &[&str] = &[
     "NOPERM",
     "NOAUTH",
     "WRONGPASS",
-    "NOSCRIPT",
 ];
+
+/// Server error codes that pass by themselves on a later try.
+const TRANSIENT_CODES: &[&str] = &["TRYAGAIN", "NOSCRIPT"];
 
 /// Classifies a Redis error.
 pub fn classify(e: &RedisError) -> ErrorClass {
@@ -63,16 +79,21 @@ pub fn classify(e: &RedisError) -> ErrorClass {
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_connection_dropped()
-        || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        || e.code().is_some_and(|c| UNAVAILABLE_CODES.contains(&c))
     {
-        return ErrorClass::Transient(Failure::unavailable(text));
+        return ErrorClass::Unavailable(Failure::unavailable(text));
+    }
+    if e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+        return ErrorClass::Transient(Failure::new("transient", text));
     }
     match e.kind() {
-        ErrorKind::Parse
-        | ErrorKind::AuthenticationFailed
+        ErrorKind::AuthenticationFailed
         | ErrorKind::ClusterConnectionNotFound
-        | ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain) => {
-            ErrorClass::Transient(Failure::unavailable(text))
+        | ErrorKind::Server(ServerErrorKind::BusyLoading) => {
+            ErrorClass::Unavailable(Failure::unavailable(text))
+        }
+        ErrorKind::Parse | ErrorKind::Server(ServerErrorKind::TryAgain) => {
+            ErrorClass::Transient(Failure::new("transient", text))
         }
         _ => ErrorClass::Permanent(Failure::rejected(text)),
     }
@@ -93,9 +114,15 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_loading_are_transient_wrongtype_is_not() {
+    fn an_unreachable_or_loading_redis_is_unavailable_wrongtype_is_permanent() {
+        for code in ["BUSY", "LOADING", "READONLY", "MASTERDOWN", "OOM", "NOAUTH"] {
+            assert!(
+                matches!(classify(&server(code)), ErrorClass::Unavailable(_)),
+                "{code}"
+            );
+        }
         assert!(matches!(
-            classify(&server("BUSY")),
+            classify(&server("TRYAGAIN")),
             ErrorClass::Transient(_)
         ));
         assert!(matches!(
@@ -104,9 +131,9 @@ mod tests {
         ));
         let io: RedisError =
             std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
-        assert!(matches!(classify(&io), ErrorClass::Transient(_)));
+        assert!(matches!(classify(&io), ErrorClass::Unavailable(_)));
         let refused: RedisError =
             std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
-        assert!(matches!(classify(&refused), ErrorClass::Transient(_)));
+        assert!(matches!(classify(&refused), ErrorClass::Unavailable(_)));
     }
 }

@@ -50,7 +50,7 @@ use riverbed_core::{BatchOutcome, Failure, Message, Outcome, Sink};
 use serde_json::Value;
 
 use crate::config::{Amount, HashIncrConfig};
-use crate::error::{Error, ErrorClass, Result, classify, server_error};
+use crate::error::{Error, Result, classify, server_error};
 use crate::field::{Field, KeyTemplate, body};
 use crate::incr_script::{Call, Increment, Reply, SCRIPT};
 
@@ -185,10 +185,7 @@ impl HashIncrSink {
 /// The outcome of the messages a Redis error stopped: transient errors (a failover's
 /// `READONLY`, `OOM`, `MISCONF`...) are retried, others refuse the messages.
 fn outcome_of(e: &redis::RedisError) -> Outcome {
-    match classify(e) {
-        ErrorClass::Transient(f) => Outcome::Transient(f),
-        ErrorClass::Permanent(f) => Outcome::Permanent(f),
-    }
+    classify(e).into_outcome()
 }
 
 /// The amount as the text Redis parses, checked: an integer for `HINCRBY` (with its value),
@@ -277,10 +274,13 @@ mod tests {
             let wire = redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
                 .and_then(redis::Value::extract_error)
                 .expect_err("an error reply");
-            assert!(matches!(outcome_of(&wire), Outcome::Transient(_)), "{text}");
+            assert!(
+                matches!(outcome_of(&wire), Outcome::Unavailable(_)),
+                "{text}"
+            );
             // Reported with the group (after earlier groups were applied).
             let reported = outcome_of(&server_error(text));
-            assert!(matches!(reported, Outcome::Transient(_)), "{text}");
+            assert!(matches!(reported, Outcome::Unavailable(_)), "{text}");
         }
         let wrongtype = server_error("WRONGTYPE Operation against a key holding the wrong kind");
         assert!(matches!(outcome_of(&wrongtype), Outcome::Permanent(_)));

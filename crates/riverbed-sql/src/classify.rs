@@ -7,9 +7,13 @@ use crate::sqlgen::Dialect;
 /// How a database error affects a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Retry later: connection loss, timeouts, lock conflicts, serialization failures, deadlocks,
-    /// a read-only standby (after a failover), exhausted resources, and schema or permission
-    /// problems an operator can fix without losing data.
+    /// The database cannot be reached: connection refused or lost, pool timeout, the server
+    /// shutting down or refusing connections (57P01-57P03), exhausted resources (53xxx), a
+    /// read-only standby after a failover. Not the batch's fault: no attempt is used up.
+    Unavailable(Failure),
+    /// Retry later, counting an attempt: lock conflicts, serialization failures, deadlocks,
+    /// statement timeouts, and schema or permission problems an operator can fix without
+    /// losing data.
     Transient(Failure),
     /// Some row is refused (constraint, bad value for its type, a trigger's refusal): isolate
     /// it by splitting the batch.
@@ -31,16 +35,28 @@ pub fn classify(e: &sqlx::Error, d: Dialect) -> ErrorClass {
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Encode(_)
         | sqlx::Error::TypeNotFound { .. } => ErrorClass::Row(Failure::rejected(e.to_string())),
-        _ => ErrorClass::Transient(Failure::unavailable(e.to_string())),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => {
+            ErrorClass::Unavailable(Failure::unavailable(e.to_string()))
+        }
+        _ => ErrorClass::Transient(Failure::new("transient", e.to_string())),
     }
 }
 
 /// PostgreSQL SQLSTATE classes and the few codes that differ from their class. A retried
 /// error costs time; a row error dead-letters data, so only errors a row can cause condemn it.
 fn classify_sqlstate(code: &str, text: String) -> ErrorClass {
-    let transient = || ErrorClass::Transient(Failure::unavailable(text.clone()));
+    let transient = || ErrorClass::Transient(Failure::new("transient", text.clone()));
+    let unavailable = || ErrorClass::Unavailable(Failure::unavailable(text.clone()));
     let row = || ErrorClass::Row(Failure::rejected(text.clone()));
     match code {
+        // Admin shutdown, crash shutdown, cannot connect now; read-only transaction (a standby
+        // after a failover): the server is not there to write to.
+        "57P01" | "57P02" | "57P03" | "25006" => return unavailable(),
         // A deferred constraint checked at commit: a row's fault, like class 23.
         "40002" => return row(),
         // Lock not available, object in use: wait.
@@ -48,19 +64,22 @@ fn classify_sqlstate(code: &str, text: String) -> ErrorClass {
         _ => {}
     }
     match &code[..2] {
+        // Connection exceptions; insufficient resources (too many connections, disk full,
+        // out of memory); system errors (I/O); authorization (a rotated password); a missing
+        // database or schema; a syntax or access rule (a table or grant an operator fixes): no
+        // message is at fault, so none may use up its attempts or be dead-lettered for it.
+        "08" | "53" | "58" | "28" | "3D" | "3F" => unavailable(),
+        "42" => ErrorClass::Unavailable(Failure::new("schema", text)),
         // Data exceptions (bad values, invalid text for the type), integrity constraints,
         // WITH CHECK OPTION, a trigger that refuses the row (P0: RAISE), cardinality.
         "21" | "22" | "23" | "27" | "44" | "09" | "38" | "39" | "2F" | "P0" => row(),
-        // Connection exceptions; invalid transaction state (25006 read-only transaction: a
-        // standby after failover; 25P03 idle timeout); invalid statement name (a prepared
-        // statement gone with its connection); authorization; transaction rollback
-        // (serialization failure, deadlock); resources (disk full, too many connections);
-        // object state; operator intervention (statement timeout, shutdown); system and
-        // internal errors; snapshot too old; missing database or schema.
-        "08" | "0B" | "25" | "26" | "28" | "2D" | "3B" | "3D" | "3F" | "40" | "53" | "55"
-        | "57" | "58" | "72" | "F0" | "HV" | "XX" => transient(),
-        // Syntax or access rule: a schema or permission an operator fixes without data loss.
-        "42" => ErrorClass::Transient(Failure::new("schema", text)),
+        // Invalid transaction state (25P03 idle timeout); invalid statement name (a prepared
+        // statement gone with its connection); transaction rollback (serialization failure,
+        // deadlock); object state; operator intervention (statement timeout); internal
+        // errors; snapshot too old.
+        "0B" | "25" | "26" | "2D" | "3B" | "40" | "55" | "57" | "72" | "F0" | "HV" | "XX" => {
+            transient()
+        }
         // Anything else (program limits such as an oversized index row, unsupported values):
         // the statement's data is at fault; splitting finds the row.
         _ => row(),
@@ -89,8 +108,43 @@ mod tests {
     fn transient(code: &str) -> bool {
         matches!(
             classify_sqlstate(code, String::new()),
-            ErrorClass::Transient(_)
+            ErrorClass::Transient(_) | ErrorClass::Unavailable(_)
         )
+    }
+
+    fn unavailable(code: &str) -> bool {
+        matches!(
+            classify_sqlstate(code, String::new()),
+            ErrorClass::Unavailable(_)
+        )
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable_not_a_failed_attempt() {
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "53300", "53100", "25006", "28P01",
+            "3D000", "42P01",
+        ] {
+            assert!(
+                unavailable(code),
+                "{code} says the server cannot be reached"
+            );
+        }
+        for code in ["40001", "40P01", "57014", "55P03", "XX000"] {
+            assert!(
+                !unavailable(code),
+                "{code} is the statement's trouble, an attempt"
+            );
+        }
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            assert!(matches!(
+                classify(&e, Dialect::Postgres),
+                ErrorClass::Unavailable(_)
+            ));
+        }
     }
 
     #[test]
@@ -103,14 +157,14 @@ mod tests {
         }
         assert!(matches!(
             classify(&sqlx::Error::PoolTimedOut, Dialect::Postgres),
-            ErrorClass::Transient(_)
+            ErrorClass::Unavailable(_)
         ));
         assert!(matches!(
             classify(
                 &sqlx::Error::Io(std::io::Error::other("reset")),
                 Dialect::Postgres
             ),
-            ErrorClass::Transient(_)
+            ErrorClass::Unavailable(_)
         ));
     }
 
@@ -136,7 +190,7 @@ mod tests {
             assert!(
                 matches!(
                     classify_sqlite(code, String::new()),
-                    ErrorClass::Transient(_)
+                    ErrorClass::Transient(_) | ErrorClass::Unavailable(_)
                 ),
                 "{code}"
             );

@@ -164,12 +164,12 @@ impl<W: RowWriter> TableSink<W> {
                 Err(e) => e,
             };
             match classify(&e, self.writer.dialect()) {
+                ErrorClass::Unavailable(f) => {
+                    fail_rest(outcomes, range, &mut pending, Outcome::Unavailable(f));
+                    break;
+                }
                 ErrorClass::Transient(f) => {
-                    // This range and everything after it stay uncommitted; earlier ranges
-                    // committed. Later rows never commit before earlier ones of their key.
-                    for r in std::iter::once(range).chain(pending.drain(..)) {
-                        outcomes[r].fill(Outcome::Transient(f.clone()));
-                    }
+                    fail_rest(outcomes, range, &mut pending, Outcome::Transient(f));
                     break;
                 }
                 ErrorClass::Row(f) if range.len() == 1 => {
@@ -187,6 +187,19 @@ impl<W: RowWriter> TableSink<W> {
             }
         }
         written
+    }
+}
+
+/// Fails `range` and every range still pending with `o`: they stay uncommitted while earlier
+/// ranges committed, so later rows never commit before earlier ones of their key.
+fn fail_rest(
+    outcomes: &mut [Outcome],
+    range: Range<usize>,
+    pending: &mut Vec<Range<usize>>,
+    o: Outcome,
+) {
+    for r in std::iter::once(range).chain(pending.drain(..)) {
+        outcomes[r].fill(o.clone());
     }
 }
 

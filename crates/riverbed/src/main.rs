@@ -171,6 +171,7 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
             "dead_lettered": s.dead_lettered,
             "filtered": s.filtered,
             "retried": s.retried,
+            "unavailable_waits": s.unavailable_waits,
             "broker_retried": s.broker_retried,
             "drained": report.drained,
             "exhausted": report.exhausted,

@@ -18,9 +18,10 @@ use crate::settings::SinkSettings;
 ///
 /// Per message: confirmed → `Ok`; returned by the broker because no queue matched (with
 /// `mandatory`, the default) → `Permanent("unroutable")`, so it is dead-lettered rather than
-/// silently dropped; nacked, or lost with the connection → `Transient` (the pipeline retries it;
-/// the broker may have stored it, so downstream consumers should dedupe by message id, which is
-/// kept). Messages are persistent by default. The sink reconnects on the next write after a
+/// silently dropped; nacked → `Transient` (retried, using up an attempt); lost with the
+/// connection, unconfirmed in time, or no connection at all → `Unavailable` (the partition waits
+/// for the broker without using up attempts). A retried message may have been stored by the
+/// broker already, so downstream consumers should dedupe by message id, which is kept. Messages are persistent by default. The sink reconnects on the next write after a
 /// connection loss and declares its exchanges again.
 ///
 /// A nack (rare: a broker-internal error or a full queue with `reject-publish`) may leave a
@@ -101,7 +102,7 @@ impl AmqpSink {
                     self.settings.exchange
                 ),
             )),
-            Published::Lost(e) => Outcome::Transient(Failure::unavailable(e)),
+            Published::Lost(e) => Outcome::Unavailable(Failure::unavailable(e)),
         }
     }
 }
@@ -134,7 +135,7 @@ impl Sink for AmqpSink {
                         error = %e,
                         "Cannot publish"
                     );
-                    return BatchOutcome::transient(Failure::unavailable(e.to_string()));
+                    return BatchOutcome::unavailable(Failure::unavailable(e.to_string()));
                 }
             };
             for ((i, o), r) in index.into_iter().zip(&outgoing).zip(results) {

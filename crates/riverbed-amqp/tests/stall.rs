@@ -102,8 +102,8 @@ async fn a_stalled_broker_fails_the_batch_in_time_and_does_not_hold_the_close() 
         );
         for i in 0..batch.len() {
             match outcome.get(i) {
-                Outcome::Transient(f) => assert_eq!(f.reason, "unavailable", "{f}"),
-                other => panic!("message {i}: a stalled broker is transient, got {other:?}"),
+                Outcome::Unavailable(f) => assert_eq!(f.reason, "unavailable", "{f}"),
+                other => panic!("message {i}: a stalled broker is unavailable, got {other:?}"),
             }
         }
 

@@ -13,8 +13,10 @@ use crate::outcome::{DeadLetter, Failure, Outcome, Settlement};
 use crate::sink::{BatchOutcome, Sink};
 use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError};
 
+mod outage;
 mod service;
 
+pub use outage::{ComesBack, stop_postgres, stop_redis_keeping_data};
 pub use service::{ServiceLock, lock_service, require_service};
 
 /// One thing that happened, in the order it happened.

@@ -124,11 +124,10 @@ async fn stops_on_sigterm(mut pipeline: Daemon, publisher: &Daemon) {
     assert!(asked.elapsed() < grace, "stopped within the grace period");
     assert_eq!(summary["drained"], true);
     assert_eq!(summary["dead_lettered"], 3, "{summary}");
-    let broker_retried = summary["broker_retried"].as_u64().unwrap();
-    assert!(
-        broker_retried > 4,
-        "the killed writes and tx-stuck (4 times) went through the broker's retry queues"
-    );
+    // Only tx-stuck (its 40001 belongs to it) went through the broker's retry queues, four
+    // times; the writes whose connections were killed waited for PostgreSQL in the partition
+    // instead, using up no attempt.
+    assert_eq!(summary["broker_retried"], 4, "{summary}");
     eprintln!("pipeline summary: {summary}");
     for d in [publisher, &pipeline] {
         assert!(
@@ -193,7 +192,7 @@ async fn startup_reconciliation(monitor: Monitor, pipeline: &Daemon, names: &Nam
 
 /// Kills the sink's PostgreSQL connections in the middle of a write, then restarts Redis,
 /// while transactions flow.
-async fn chaos(pg: &PgPool, names: &Names) -> services::RedisComesBack {
+async fn chaos(pg: &PgPool, names: &Names) -> riverbed_core::testing::ComesBack {
     wait_for("a third of the transactions", MINUTE, || async {
         committed(pg, names).await >= PUBLISHED as i64 / 3
     })

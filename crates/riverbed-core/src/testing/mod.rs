@@ -16,7 +16,9 @@ use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError}
 mod outage;
 mod service;
 
-pub use outage::{ComesBack, stop_postgres, stop_redis_keeping_data};
+pub use outage::{
+    ComesBack, ensure_redis_up, restart_redis_losing_data, stop_postgres, stop_redis_keeping_data,
+};
 pub use service::{ServiceLock, lock_service, require_service};
 
 /// One thing that happened, in the order it happened.

@@ -100,7 +100,8 @@ fn redis_answers() -> bool {
 
 const REDIS_DIR: &str = "/var/lib/redis";
 
-fn start_redis() {
+/// Starts the shared Redis on 6379 if it does not answer, and waits until it does.
+pub fn ensure_redis_up() {
     let _ = std::fs::create_dir_all(REDIS_DIR);
     let _ = std::fs::create_dir_all("/var/log/redis");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -136,7 +137,9 @@ fn start_redis() {
 /// Stops the shared Redis on 6379 after saving its data to disk; it starts again (loading
 /// the data, as a restarted persistent Redis does) when the guard drops.
 pub fn stop_redis_keeping_data() -> ComesBack {
-    let guard = ComesBack { start: start_redis };
+    let guard = ComesBack {
+        start: ensure_redis_up,
+    };
     quiet(
         "redis-cli",
         &[
@@ -158,5 +161,23 @@ pub fn stop_redis_keeping_data() -> ComesBack {
         until(Duration::from_secs(30), || !redis_answers()),
         "Redis did not stop"
     );
+    guard
+}
+
+/// Stops the shared Redis on 6379 without saving (every key is lost, as in a crash of a Redis
+/// without persistence) and starts it again at once. The guard makes sure it is up at the end.
+pub fn restart_redis_losing_data() -> ComesBack {
+    let guard = ComesBack {
+        start: ensure_redis_up,
+    };
+    quiet(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
+    );
+    assert!(
+        until(Duration::from_secs(20), || !redis_answers()),
+        "Redis did not stop"
+    );
+    ensure_redis_up();
     guard
 }

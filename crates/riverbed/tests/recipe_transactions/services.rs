@@ -2,7 +2,6 @@
 //! that brings Redis back), and cleanup of everything a run created, also when it fails.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lapin::options::{
@@ -100,78 +99,8 @@ pub async fn as_of(c: &mut redis::aio::MultiplexedConnection, names: &Names) -> 
         .unwrap()
 }
 
-fn redis_answers() -> bool {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-}
-
-fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-fn start_redis() {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !redis_answers() {
-        assert!(Instant::now() < deadline, "Redis did not start");
-        let _ = Command::new("redis-server")
-            .args([
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                "6379",
-            ])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-            ])
-            .args(["--logfile", "/var/log/redis/ci.log"])
-            .stdout(Stdio::null())
-            .status();
-        until(Duration::from_secs(2), redis_answers);
-    }
-}
-
-/// Brings Redis back when dropped, whatever happened in between.
-pub struct RedisComesBack;
-
-impl Drop for RedisComesBack {
-    fn drop(&mut self) {
-        start_redis();
-    }
-}
-
 /// Stops Redis without saving (every key is lost) and starts it again.
-pub fn restart_redis() -> RedisComesBack {
-    let guard = RedisComesBack;
-    let _ = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        until(Duration::from_secs(20), || !redis_answers()),
-        "Redis did not stop"
-    );
-    start_redis();
-    guard
-}
+pub use riverbed_core::testing::restart_redis_losing_data as restart_redis;
 
 /// A client connection to the broker with a confirm channel.
 pub struct Broker {
@@ -297,7 +226,7 @@ impl Cleanup {
         ] {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pg).await;
         }
-        start_redis();
+        riverbed_core::testing::ensure_redis_up();
         let mut c = redis().await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", names.prefix))

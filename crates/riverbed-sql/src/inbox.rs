@@ -151,7 +151,7 @@ impl InboxWriter {
             mode: WriteMode::Insert,
             create: false,
         };
-        sqlx::query(INBOX_TABLE).execute(&pool).await?;
+        crate::ddl::create_serialized(&pool, INBOX_TABLE).await?;
         let offsets = match store_offsets {
             true => Some(OffsetStore::postgres(pool.clone(), consumer).await?),
             false => None,

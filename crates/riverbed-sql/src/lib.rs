@@ -9,6 +9,7 @@
 //! - `convert`: message fields to typed SQL values.
 //! - `sqlgen`: SQL text per dialect (values are always bound).
 //! - `classify`: transient vs row-refusing database errors.
+//! - `ddl`: table creation serialised between instances that start together.
 //! - `table`: the dialect-independent sink (batch splitting within a budget, outcomes).
 //! - `dedupe`: one row per key within a batch.
 //! - `sqlite`: the SQLite backend.
@@ -30,6 +31,7 @@ mod classify;
 mod config;
 mod connection;
 mod convert;
+mod ddl;
 mod dedupe;
 mod error;
 mod inbox;

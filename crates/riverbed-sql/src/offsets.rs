@@ -86,7 +86,7 @@ impl OffsetStore {
 
     /// The store of `consumer` in a PostgreSQL database (the table is created if missing).
     pub async fn postgres(pool: PgPool, consumer: &str) -> Result<Self, sqlx::Error> {
-        sqlx::query(OFFSETS_TABLE).execute(&pool).await?;
+        crate::ddl::create_serialized(&pool, OFFSETS_TABLE).await?;
         Ok(OffsetStore {
             backend: Backend::Postgres(pool),
             consumer: consumer.to_owned(),

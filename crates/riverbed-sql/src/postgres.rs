@@ -68,9 +68,7 @@ impl PostgresWriter {
         style: InsertStyle,
     ) -> Result<Self, sqlx::Error> {
         if spec.create {
-            sqlx::query(sqlx::AssertSqlSafe(create_table(&spec, Dialect::Postgres)))
-                .execute(&pool)
-                .await?;
+            crate::ddl::create_serialized(&pool, &create_table(&spec, Dialect::Postgres)).await?;
         }
         let offsets = match offsets {
             Some(consumer) => Some(OffsetStore::postgres(pool.clone(), consumer).await?),

@@ -357,3 +357,33 @@ async fn offsets_commit_with_the_rows_and_resume_at_the_lowest_partition() {
         .unwrap();
     drop_tables(&pool, &[&table]).await;
 }
+
+#[tokio::test]
+async fn instances_starting_at_once_create_the_table_once_without_failing() {
+    if !postgres_available() {
+        return;
+    }
+    let _lock = postgres_lock(false).await;
+    let pool = pool("riverbed-test-create").await;
+    let table = unique("created_at_once");
+    let spec = ledger_spec(&table, WriteMode::Insert);
+    // Several instances of one pipeline start together and each creates the table (with its
+    // offsets table): PostgreSQL's catalog refuses concurrent CREATE ... IF NOT EXISTS of one
+    // name unless they are serialised.
+    for _round in 0..5 {
+        let _ = drop_tables(&pool, &[table.as_str()]).await;
+        let writers: Vec<_> = (0..6)
+            .map(|_| {
+                let (pool, spec) = (pool.clone(), spec.clone());
+                tokio::spawn(async move {
+                    PostgresWriter::new(pool, spec, Some("created-at-once"), InsertStyle::Unnest)
+                        .await
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().expect("every instance starts");
+        }
+    }
+    drop_tables(&pool, &[table.as_str()]).await;
+}

@@ -29,7 +29,7 @@ mod session;
 const LINGER_BELOW: usize = 64;
 
 use reconnect::Reconnect;
-use session::Session;
+use session::{FeedItem, Session};
 
 /// A RabbitMQ source: a classic or quorum queue, a server-named exclusive queue, or a stream.
 ///
@@ -70,6 +70,28 @@ impl AmqpSource {
     /// Checks `config` and builds the source. Nothing connects until the first `recv`.
     pub fn new(config: AmqpSourceConfig) -> Result<Self> {
         Ok(Self::from_settings(SourceSettings::try_from(config)?))
+    }
+
+    /// Builds a source consuming `partitions` queues `<queue>.0` .. `<queue>.<n-1>` behind the
+    /// consistent-hash exchange `<queue>`, each with a single active consumer: producers
+    /// publish to the exchange with the key as routing key, and RabbitMQ gives each partition
+    /// to one instance at a time, moving it when that instance goes away, so a key is never
+    /// processed in two places at once. Every instance consumes every partition queue; the
+    /// `prefetch` window applies to each. Broker retries are off (they would let later
+    /// messages of a key overtake a failed one; retry in process instead). Needs the
+    /// `rabbitmq_consistent_hash_exchange` plugin.
+    pub fn partitioned(config: AmqpSourceConfig, partitions: std::num::NonZeroU16) -> Result<Self> {
+        let mut settings = SourceSettings::try_from(config)?;
+        let q = &settings.queue;
+        if q.name.is_empty() || q.options.exclusive || settings.stream.is_some() {
+            return Err(crate::error::config(
+                "queue",
+                "partitioned queues need a named, shared queue that is not a stream",
+            ));
+        }
+        settings.partitions = Some(partitions.get());
+        settings.retry = None;
+        Ok(Self::from_settings(settings))
     }
 
     fn from_settings(settings: SourceSettings) -> Self {
@@ -154,8 +176,8 @@ impl AmqpSource {
         let (connection, url) = connector.connect().await?;
         let declared = async {
             let channel = connection.create_channel().await?;
-            let queue = topology::declare_source(&channel, &self.settings).await?;
-            Ok::<_, crate::Error>((queue, channel))
+            let queues = topology::declare_source(&channel, &self.settings).await?;
+            Ok::<_, crate::Error>((queues.join(", "), channel))
         }
         .await;
         let channel = declared.as_ref().ok().map(|(_, ch)| ch);
@@ -220,19 +242,25 @@ impl AmqpSource {
 
     /// Takes `first` (an item the consumer yielded) and whatever else is ready without
     /// waiting, up to `max` in `ready`, registered with the acker in delivery order.
-    fn take(&mut self, first: Option<Option<lapin::Result<lapin::message::Delivery>>>, max: usize) {
+    fn take(&mut self, first: Option<Option<FeedItem>>, max: usize) {
         let max = max.max(1);
         let session = self.session.as_mut().expect("taking needs a session");
         let mut received = Vec::new();
-        let mut next = first.or_else(|| session.consumer.next().now_or_never());
+        let mut next = first.or_else(|| session.feed.next().now_or_never());
         while let Some(item) = next.take() {
             match item {
-                Some(Ok(d)) => received.push(receive(d, &session.queue)),
-                Some(Err(e)) => session.lost = Some(e.to_string()),
+                Some((q, Some(Ok(d)))) => received.push(receive(d, &session.queues[q])),
+                Some((_, Some(Err(e)))) => session.lost = Some(e.to_string()),
+                Some((q, None)) => {
+                    session.lost = Some(format!(
+                        "consumer of `{}` cancelled by the broker",
+                        session.queues[q]
+                    ))
+                }
                 None => session.lost = Some("consumer cancelled by the broker".into()),
             }
             if session.lost.is_none() && self.ready.len() + received.len() < max {
-                next = session.consumer.next().now_or_never();
+                next = session.feed.next().now_or_never();
             }
         }
         self.acker.register(
@@ -271,7 +299,7 @@ impl Source for AmqpSource {
                 self.establish().await?;
             }
             // Awaiting the consumer is cancel-safe: it keeps deliveries until they are taken.
-            let first = self.session_mut().consumer.next().await;
+            let first = self.session_mut().feed.next().await;
             self.take(Some(first), max);
             let linger = self.settings.linger;
             if !linger.is_zero()

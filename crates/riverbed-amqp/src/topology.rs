@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use lapin::Channel;
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
 
 use crate::config::QueueType;
 use crate::error::{Error, Result};
@@ -61,16 +63,80 @@ pub(crate) async fn bind(ch: &Channel, queue: &str, bindings: &[BindingSpec]) ->
     Ok(())
 }
 
-/// Declares what a source consumes from: its exchanges, its queue, the queue's bindings and
-/// its dead-letter queue. Returns the queue's name (the broker's choice if server-named).
-pub(crate) async fn declare_source(ch: &Channel, s: &SourceSettings) -> Result<String> {
+/// Declares what a source consumes from: its exchanges, its queue (or partition queues), the
+/// bindings and its dead-letter queue. Returns the names of the queues to consume (the
+/// broker's choice if server-named).
+pub(crate) async fn declare_source(ch: &Channel, s: &SourceSettings) -> Result<Vec<String>> {
     declare_exchanges(ch, &s.exchanges).await?;
-    let queue = declare_queue(ch, &s.queue).await?;
-    bind(ch, &queue, &s.bindings).await?;
+    let queues = match s.partitions {
+        None => {
+            let queue = declare_queue(ch, &s.queue).await?;
+            bind(ch, &queue, &s.bindings).await?;
+            vec![queue]
+        }
+        Some(n) => declare_partitions(ch, s, n).await?,
+    };
     if let Some(dlq) = &s.dead_letter_queue {
         declare_queue(ch, dlq).await?;
     }
-    Ok(queue)
+    Ok(queues)
+}
+
+/// The name of partition queue `i` of `queue`.
+pub fn partition_queue(queue: &str, i: u16) -> String {
+    format!("{queue}.{i}")
+}
+
+/// Declares the consistent-hash exchange `<queue>` (producers publish to it with the key as
+/// routing key), bound to the configured bindings' exchanges, and `n` partition queues with a
+/// single active consumer each, bound with equal weight: RabbitMQ gives each partition to one
+/// instance at a time and moves it to another when that instance goes away.
+async fn declare_partitions(ch: &Channel, s: &SourceSettings, n: u16) -> Result<Vec<String>> {
+    let exchange = &s.queue.name;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        short("queue", exchange)?,
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(refused(format!(
+        "declare consistent-hash exchange `{exchange}` (is the rabbitmq_consistent_hash_exchange plugin enabled?)"
+    )))?;
+    for b in &s.bindings {
+        ch.exchange_bind(
+            short("queue", exchange)?,
+            short("bindings.exchange", &b.exchange)?,
+            short("bindings.routing_key", &b.routing_key)?,
+            ExchangeBindOptions::default(),
+            b.arguments.clone(),
+        )
+        .await
+        .map_err(refused(format!(
+            "bind exchange `{exchange}` to `{}` with key `{}`",
+            b.exchange, b.routing_key
+        )))?;
+    }
+    let mut queues = Vec::with_capacity(usize::from(n));
+    for i in 0..n {
+        let mut spec = s.queue.clone();
+        spec.name = partition_queue(exchange, i);
+        spec.arguments
+            .insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        let queue = declare_queue(ch, &spec).await?;
+        let weight = BindingSpec {
+            exchange: exchange.clone(),
+            routing_key: "1".into(),
+            arguments: FieldTable::default(),
+        };
+        bind(ch, &queue, std::slice::from_ref(&weight)).await?;
+        queues.push(queue);
+    }
+    Ok(queues)
 }
 
 /// The retry queue holding messages for about `delay` before they return to `target`.

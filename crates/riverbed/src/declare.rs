@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use riverbed_amqp::{AmqpDeadLetters, AmqpSink, AmqpSource};
+use riverbed_amqp::{AmqpDeadLetters, AmqpSink};
 use riverbed_core::Sink;
 
 use crate::config::raw::{DeadLetterKind, SourceKind};
@@ -41,7 +41,7 @@ pub async fn run(files: &[PathBuf]) -> Result<()> {
 async fn declare(plan: &Plan) -> Result<Vec<String>> {
     let mut declared = Vec::new();
     if let SourceKind::Amqp(a) = &plan.source {
-        let source = AmqpSource::new((**a).clone())?;
+        let source = config::amqp_source(a, plan.cluster)?;
         let queue = source.declare().await?;
         let bound: Vec<&str> = a.bindings.iter().map(|b| b.exchange.as_str()).collect();
         declared.push(if bound.is_empty() {

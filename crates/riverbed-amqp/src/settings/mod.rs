@@ -87,6 +87,9 @@ pub(crate) struct SourceSettings {
     pub retry: Option<RetrySpec>,
     pub dead_letter_queue: Option<QueueSpec>,
     pub confirm_timeout: Duration,
+    /// Partitioned queues: `<queue>.0` .. `<queue>.<n-1>` behind the consistent-hash exchange
+    /// `<queue>`, each with a single active consumer.
+    pub partitions: Option<u16>,
 }
 
 /// Everything the sink needs, checked.

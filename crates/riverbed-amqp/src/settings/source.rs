@@ -180,6 +180,7 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             retry: retry(&c, is_stream)?,
             dead_letter_queue,
             confirm_timeout: c.confirm_timeout,
+            partitions: None,
         })
     }
 }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, Consumer};
@@ -15,12 +17,22 @@ use crate::settings::{StreamStart, short};
 use crate::topology;
 use crate::window::GEN_MASK;
 
-/// One connection, channel and consumer: a generation of deliveries.
+/// What the consumers of a session yield: the index of the queue, and its next item (`None`
+/// when that consumer ended).
+pub(super) type FeedItem = (usize, Option<lapin::Result<lapin::message::Delivery>>);
+
+/// The consumers of a session (one per queue, all on its channel) as one stream.
+pub(super) type Feed = SelectAll<BoxStream<'static, FeedItem>>;
+
+/// One connection and channel, with a consumer per queue: a generation of deliveries.
 pub(super) struct Session {
     pub connection: Connection,
     pub channel: Channel,
-    pub consumer: Consumer,
+    pub feed: Feed,
     pub generation: u32,
+    /// The queues consumed, in feed index order.
+    pub queues: Vec<String>,
+    /// The queues for logs: the name, or `<queue>.0..<n-1>` for partition queues.
     pub queue: String,
     /// Stream deliveries below this offset are skipped (chunks start before the asked offset).
     pub floor: Option<u64>,
@@ -67,7 +79,7 @@ impl AmqpSource {
         channel
             .basic_qos(s.prefetch, BasicQosOptions { global: false })
             .await?;
-        let queue = topology::declare_source(&channel, s).await?;
+        let queues = topology::declare_source(&channel, s).await?;
         let mut args = FieldTable::default();
         let position = self.stream_position();
         let floor = position.as_ref().and_then(|(_, f)| *f);
@@ -75,18 +87,31 @@ impl AmqpSource {
             args.insert("x-stream-offset".into(), offset);
         }
         let attaching_at = SystemTime::now();
-        let consumer = channel
-            .basic_consume(
-                short("queue", &queue)?,
-                short("consumer_tag", &s.consumer_tag)?,
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await
-            .map_err(|source| Error::Topology {
-                action: format!("consume queue `{queue}`"),
-                source,
-            })?;
+        let mut feed = Feed::new();
+        for (i, queue) in queues.iter().enumerate() {
+            // Consumer tags are unique per channel: one per partition queue.
+            let tag = match (queues.len(), s.consumer_tag.is_empty()) {
+                (1, _) | (_, true) => s.consumer_tag.clone(),
+                _ => format!("{}.{i}", s.consumer_tag),
+            };
+            let consumer = channel
+                .basic_consume(
+                    short("queue", queue)?,
+                    short("consumer_tag", &tag)?,
+                    BasicConsumeOptions::default(),
+                    args.clone(),
+                )
+                .await
+                .map_err(|source| Error::Topology {
+                    action: format!("consume queue `{queue}`"),
+                    source,
+                })?;
+            feed.push(fed(i, consumer));
+        }
+        let queue = match queues.as_slice() {
+            [one] => one.clone(),
+            _ => format!("{}.0..{}", s.queue.name, queues.len() - 1),
+        };
         if s.stream.is_some() && self.first_attach.is_none() {
             self.first_attach = Some(attaching_at);
         }
@@ -106,8 +131,9 @@ impl AmqpSource {
         Ok(Session {
             connection,
             channel,
-            consumer,
+            feed,
             generation,
+            queues,
             queue,
             floor,
             lost: None,
@@ -173,6 +199,15 @@ impl AmqpSource {
             );
         }
     }
+}
+
+/// Consumer `i` as a feed: its items tagged with `i`, then `(i, None)` when it ends (the
+/// broker cancelled it), so the end of one consumer among several is seen.
+fn fed(i: usize, consumer: Consumer) -> BoxStream<'static, FeedItem> {
+    consumer
+        .map(move |item| (i, Some(item)))
+        .chain(futures::stream::once(async move { (i, None) }))
+        .boxed()
 }
 
 /// A stream offset at `t`, rounded down to the second (the precision AMQP timestamps have).

@@ -18,6 +18,7 @@ use riverbed_sql::{
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
+use super::cluster::amqp_source;
 use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskKind};
 use futures::future::BoxFuture;
 
@@ -124,7 +125,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => builder.source(riverbed_amqp::AmqpSource::new((**a).clone())?),
+        SourceKind::Amqp(a) => builder.source(amqp_source(a, plan.cluster)?),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {

@@ -40,6 +40,8 @@ pub struct Plan {
     pub resume_from: Vec<usize>,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// How instances share the work, if they do.
+    pub cluster: Option<super::cluster::ClusterPlan>,
 }
 
 /// A checked processor.
@@ -239,6 +241,8 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
+    let cluster =
+        super::cluster::check_cluster(&c, raw.cluster.as_ref(), raw.source.get_ref(), retry.mode)?;
     super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
     super::counters::check_counters(&c, &raw.sinks, &sinks, &raw.tasks)?;
     let resume_from = match &raw.pipeline.resume_from {
@@ -246,6 +250,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         Some(name) => super::resume::check_resume(&c, name, &sinks, raw.source.get_ref())?,
     };
     Ok(Plan {
+        cluster,
         metrics: raw.admin.metrics,
         resume_from,
         partitions,

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod cluster;
 mod counters;
 mod load;
 pub mod raw;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
+pub use cluster::amqp_source;
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

@@ -33,6 +33,8 @@ pub struct RawConfig {
     /// The admin endpoint.
     #[serde(default)]
     pub admin: AdminSection,
+    /// How several instances share the work (absent: each instance consumes on its own).
+    pub cluster: Option<Spanned<super::cluster::ClusterSection>>,
 }
 
 /// `[admin]`

@@ -1,6 +1,9 @@
 //! The test's own RabbitMQ client: publishes keyed messages at a steady rate with confirms and
 //! counts what waits in a queue.
 
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use lapin::options::{
@@ -42,8 +45,23 @@ impl Broker {
         bodies: Vec<(String, serde_json::Value)>,
         per_second: u64,
     ) {
+        let direct = bodies
+            .into_iter()
+            .map(|(id, body)| (queue.to_owned(), id, body))
+            .collect();
+        self.publish_keyed("", direct, per_second).await;
+    }
+
+    /// Publishes `messages` (routing key, message id, body) to `exchange` at `per_second`,
+    /// each persistent and confirmed before the next is sent.
+    pub async fn publish_keyed(
+        &self,
+        exchange: &str,
+        messages: Vec<(String, String, serde_json::Value)>,
+        per_second: u64,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
-        for (id, body) in bodies {
+        for (routing_key, id, body) in messages {
             tick.tick().await;
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
@@ -55,8 +73,8 @@ impl Broker {
             let confirm = self
                 .channel
                 .basic_publish(
-                    "".into(),
-                    queue.into(),
+                    exchange.into(),
+                    routing_key.as_str().into(),
                     mandatory,
                     &serde_json::to_vec(&body).unwrap(),
                     props,

@@ -1,6 +1,9 @@
 //! The real `riverbed` binary as a child process: JSON logs collected as they come (a full pipe
 //! would stall the daemon), signals, the exit summary, and a kill when a test fails.
 
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
+
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -72,6 +75,12 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Kills the daemon at once (SIGKILL), as a crash or an OOM kill would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Asks the daemon to stop (SIGTERM).

@@ -15,6 +15,7 @@
 //! - `sqlite`: the SQLite backend.
 //! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
 //! - `inbox`: user SQL run once per message id (effectively-once for any statement).
+//! - `lease`: the singleton lease, an advisory lock on a dedicated connection.
 //! - `offsets`: source positions stored with the data (SQLite and PostgreSQL).
 //! - `advance`: when stored positions move up to the settled position (timer, writes, close).
 //! - `batch_position`: the position a partial write of a batch may record.
@@ -35,6 +36,7 @@ mod ddl;
 mod dedupe;
 mod error;
 mod inbox;
+mod lease;
 mod offsets;
 mod postgres;
 mod settled;
@@ -49,6 +51,7 @@ pub use config::{ColumnConfig, PostgresSinkConfig, SinkMode, TombstoneConfig};
 pub use connection::PostgresConnectionConfig;
 pub use error::{Error, Result};
 pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
+pub use lease::PgLease;
 pub use offsets::{NOTHING_COMMITTED, OFFSETS_TABLE, OffsetStore};
 pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool};
 pub use settled::{SettledPosition, TrackSettled};

@@ -5,6 +5,7 @@
 //! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing and redriving dead letters.
+//! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
 //! - `progress`: the live progress line.
 //! - `signals`: SIGINT / SIGTERM handling.
 
@@ -20,6 +21,7 @@ mod config;
 mod declare;
 mod demo;
 mod dlq;
+mod leader;
 mod progress;
 mod signals;
 
@@ -138,6 +140,10 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 
 async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let plan = config::load(&path)?;
+    let singleton = match &plan.cluster {
+        Some(config::ClusterPlan::Singleton(s)) => Some(s.clone()),
+        _ => None,
+    };
     if let Some(addr) = plan.metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -145,16 +151,32 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
         tracing::info!(%addr, "Prometheus metrics served");
     }
-    let config::Built { pipeline, tasks } = config::build(plan).await?;
     let stop = tokio_util::sync::CancellationToken::new();
+    let signalled = stop.clone();
+    tokio::spawn(async move {
+        signals::shutdown().await;
+        signalled.cancel();
+    });
+    let lease = match &singleton {
+        Some(s) => match leader::lead(s, stop.clone().cancelled_owned()).await? {
+            Some(lease) => Some((lease, s.name.clone())),
+            None => return Ok(ExitCode::SUCCESS),
+        },
+        None => None,
+    };
+    let config::Built { pipeline, tasks } = config::build(plan).await?;
+    if let Some((lease, name)) = lease {
+        leader::hold(lease, name);
+    }
+    let tasks_stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = tasks
         .into_iter()
-        .map(|t| t(Box::pin(stop.clone().cancelled_owned())))
+        .map(|t| t(Box::pin(tasks_stop.clone().cancelled_owned())))
         .collect();
     let progress = (!quiet && std::io::stderr().is_terminal())
         .then(|| progress::Progress::start(pipeline.stats(), None));
-    let report = pipeline.run(signals::shutdown()).await;
-    stop.cancel();
+    let report = pipeline.run(stop.cancelled_owned()).await;
+    tasks_stop.cancel();
     for t in tasks {
         let _ = t.await;
     }

@@ -125,7 +125,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => builder.source(amqp_source(a, plan.cluster)?),
+        SourceKind::Amqp(a) => builder.source(amqp_source(a, plan.cluster.as_ref())?),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
-pub use cluster::amqp_source;
+pub use cluster::{ClusterPlan, SingletonPlan, amqp_source};
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

@@ -88,7 +88,16 @@ impl AmqpSource {
         }
         let attaching_at = SystemTime::now();
         let mut feed = Feed::new();
-        for (i, queue) in queues.iter().enumerate() {
+        // RabbitMQ makes the first consumer of a single-active-consumer queue the active one:
+        // instances that start together subscribe in different orders, so they share the
+        // partition queues instead of the fastest taking them all.
+        let spread = std::process::id()
+            ^ attaching_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let first = spread as usize % queues.len();
+        let order = (first..queues.len()).chain(0..first);
+        for (i, queue) in order.map(|i| (i, &queues[i])) {
             // Consumer tags are unique per channel: one per partition queue.
             let tag = match (queues.len(), s.consumer_tag.is_empty()) {
                 (1, _) | (_, true) => s.consumer_tag.clone(),

@@ -125,8 +125,10 @@ impl Intake {
 
     fn route(&mut self, d: Delivery, permit: OwnedSemaphorePermit, chunks: &mut [Vec<Item>]) {
         let Delivery { mut message, token } = d;
+        let keyed = self.key.apply(&mut message);
+        // Tracked after keying, so a dead letter carries the key its message was routed by.
         let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
-        if let Err(f) = self.key.apply(&mut message) {
+        if let Err(f) = keyed {
             tracked.fail(StageFailure::now(f, "key", message.meta.attempt));
             let _ = self.shared.dead_letters.send(tracked);
             return;

@@ -46,7 +46,10 @@ impl LogSource {
             consumer: consumer.into(),
             state: Mutex::new(AckState {
                 outstanding: BTreeSet::new(),
-                delivered: pos.committed.max(pos.delivered),
+                // What this run handed out: the previous run's high-water mark is not, or a
+                // settled prefix of the redeliveries would commit past offsets not re-read yet.
+                // The stored mark never goes down (the writer keeps the maximum).
+                delivered: pos.committed,
                 committed: pos.committed,
                 written: pos.committed,
             }),
@@ -139,7 +142,7 @@ impl Source for LogSource {
 struct AckState {
     /// Delivered offsets not settled yet.
     outstanding: BTreeSet<u64>,
-    /// The highest offset handed out.
+    /// The highest offset handed out in this run.
     delivered: u64,
     /// Everything at or below is settled.
     committed: u64,

@@ -1,0 +1,65 @@
+//! Restarting a consumer: what was delivered before the crash but not settled comes back, every
+//! offset of it, however the redeliveries interleave with their settlements.
+
+use riverbed_core::{Settled, Settlement, Source};
+use riverbed_embedded::{Durability, EmbeddedLog, LogSource, Record};
+
+async fn log_of(dir: &tempfile::TempDir, n: u64) -> EmbeddedLog {
+    let log = EmbeddedLog::open(dir.path().join("log.db"), Durability::Normal)
+        .await
+        .unwrap();
+    let records = (0..n)
+        .map(|i| Record::new(None, format!(r#"{{"n":{i}}}"#)))
+        .collect();
+    log.append("t", records).await.unwrap();
+    log
+}
+
+/// Receives up to `max` deliveries and returns their offsets.
+async fn take(source: &mut LogSource, max: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    source.recv(&mut out, max).await.unwrap();
+    out.iter().map(|d| d.token).collect()
+}
+
+fn ack(source: &LogSource, offsets: &[u64]) {
+    let settled = offsets
+        .iter()
+        .map(|&token| Settled {
+            token,
+            settlement: Settlement::Ack,
+            message: None,
+        })
+        .collect();
+    source.acker().settle(settled);
+}
+
+#[tokio::test]
+async fn settling_the_first_redeliveries_does_not_commit_past_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_of(&dir, 10).await;
+    // First run: all ten delivered, none settled, then a stop that writes the position.
+    let mut first = LogSource::open(&log, "t", "c", false).await.unwrap();
+    assert_eq!(take(&mut first, 10).await, (1..=10).collect::<Vec<_>>());
+    first.close().await.unwrap();
+    let pos = log.position("c", "t").await.unwrap();
+    assert_eq!((pos.committed, pos.delivered), (0, 10));
+
+    // Second run: the first three come back and settle before the next read is registered.
+    let mut second = LogSource::open(&log, "t", "c", false).await.unwrap();
+    assert_eq!(take(&mut second, 3).await, vec![1, 2, 3]);
+    ack(&second, &[1, 2, 3]);
+    second.close().await.unwrap();
+    let pos = log.position("c", "t").await.unwrap();
+    assert_eq!(pos.committed, 3, "offsets 4..=10 were not re-delivered yet");
+    assert_eq!(pos.delivered, 10, "the high-water mark is kept");
+
+    // Third run (after a second crash): nothing is skipped, and 4..=10 are still redeliveries.
+    let mut third = LogSource::open(&log, "t", "c", false).await.unwrap();
+    let mut out = Vec::new();
+    third.recv(&mut out, 100).await.unwrap();
+    let offsets: Vec<u64> = out.iter().map(|d| d.token).collect();
+    assert_eq!(offsets, (4..=10).collect::<Vec<_>>());
+    assert!(out.iter().all(|d| d.message.meta.redelivered));
+    third.close().await.unwrap();
+}

@@ -18,7 +18,7 @@ use riverbed_sql::{
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
-use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskKind};
+use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskEntry, TaskKind};
 use futures::future::BoxFuture;
 
 /// Shared handles: one embedded log per file, one SQLite writer pool per file.
@@ -63,18 +63,20 @@ pub struct Built {
     pub tasks: Vec<Task>,
 }
 
-/// Builds the pipeline described by `plan`, and runs startup reconciliation before it.
-pub async fn build(plan: Plan) -> Result<Built> {
-    let tasks = build_tasks(&plan).await?;
+/// Builds the pipeline described by `plan`, and runs startup reconciliation before it runs.
+/// The sinks come first: one with `create_table` creates the table a reconciliation queries.
+pub async fn build(mut plan: Plan) -> Result<Built> {
+    let tasks = std::mem::take(&mut plan.tasks);
+    let pipeline = build_pipeline(plan).await?;
     Ok(Built {
-        pipeline: build_pipeline(plan).await?,
-        tasks,
+        tasks: build_tasks(&tasks).await?,
+        pipeline,
     })
 }
 
-async fn build_tasks(plan: &Plan) -> Result<Vec<Task>> {
+async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
     let mut tasks: Vec<Task> = Vec::new();
-    for t in &plan.tasks {
+    for t in entries {
         match &t.kind {
             TaskKind::WindowCounter(c) => {
                 let counter = riverbed_redis::WindowCounter::from_config(&t.name, c)

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
-use riverbed_core::{Acker, Backoff, Capabilities, DeadLetterSink, Delivery, Source, SourceError};
+use riverbed_core::{
+    Acker, Backoff, Capabilities, DeadLetterRoute, DeadLetterSink, Delivery, Source, SourceError,
+    Stats,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -60,6 +63,8 @@ pub struct AmqpSource {
     acker: Arc<AckShared>,
     status: Arc<SourceStatus>,
     dead_letters: Option<Arc<AmqpDeadLetters>>,
+    /// The pipeline's dead-letter path, for retries given up.
+    route: Option<DeadLetterRoute>,
     retry_jobs: Option<mpsc::UnboundedReceiver<RetryJob>>,
     tasks: Vec<JoinHandle<()>>,
     /// Registered deliveries not yet handed to the pipeline.
@@ -111,6 +116,7 @@ impl AmqpSource {
             acker,
             status,
             dead_letters,
+            route: None,
             retry_jobs,
             tasks: Vec::new(),
             ready: Vec::new(),
@@ -198,7 +204,11 @@ impl AmqpSource {
                 spec,
                 target: self.settings.queue.name.clone(),
                 backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
-                dead_letters: self.dead_letters.clone(),
+                // Outside a pipeline, this source's own dead-letter queue.
+                dead_letters: self.route.clone().or_else(|| {
+                    let own = self.dead_letters.clone()?;
+                    Some(DeadLetterRoute::new(own, Arc::new(Stats::default())))
+                }),
                 last_error: None,
             };
             self.tasks.push(tokio::spawn(retry::run(
@@ -302,6 +312,10 @@ impl Source for AmqpSource {
         self.dead_letters
             .clone()
             .map(|d| d as Arc<dyn DeadLetterSink>)
+    }
+
+    fn route_dead_letters(&mut self, route: DeadLetterRoute) {
+        self.route = Some(route);
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::builder::PipelineBuilder;
-use crate::dead_letter::{DeadLetterSink, run_dead_letters};
+use crate::dead_letter::{DeadLetterRoute, DeadLetterSink, run_dead_letters};
 use crate::key::KeySpec;
 use crate::lane::SinkSlot;
 use crate::partition::{Partition, Shared};
@@ -112,12 +112,9 @@ impl Pipeline {
         };
         let (dl_tx, dl_rx) = mpsc::unbounded_channel();
         let acker = source.acker();
-        let dead_letter_task = tokio::spawn(run_dead_letters(
-            dl_rx,
-            plan.dead_letters.clone(),
-            acker.clone(),
-            stats.clone(),
-        ));
+        let route = DeadLetterRoute::new(plan.dead_letters.clone(), stats.clone());
+        source.route_dead_letters(route.clone());
+        let dead_letter_task = tokio::spawn(run_dead_letters(dl_rx, route, acker.clone()));
         let shared = Arc::new(Shared {
             acker,
             dead_letters: dl_tx,

@@ -125,7 +125,7 @@ mod tests {
     fn retry_tiers_are_powers_of_two() {
         let spec = RetrySpec {
             prefix: "orders.retry".into(),
-            queue_type: QueueType::Classic,
+            queue_type: QueueType::Quorum,
             hold_limit: Duration::from_secs(30),
         };
         let q = |ms| retry_queue(&spec, "orders", Duration::from_millis(ms)).name;

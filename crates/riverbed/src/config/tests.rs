@@ -249,3 +249,18 @@ async fn a_generator_that_skips_continues_where_an_earlier_run_stopped() {
         "{e}"
     );
 }
+
+#[test]
+fn classic_retry_queues_are_refused_naming_the_field_and_line() {
+    let amqp = "[source]\nkind = \"amqp\"\nurls = [\"amqp://127.0.0.1\"]\nqueue = \"orders\"\n";
+    let text = BASE.replace("[source]\nkind = \"generate\"\ncount = 10\n", amqp);
+    load_str(&text).unwrap();
+    let e = err(&format!(
+        "{text}\n[source.retry]\nqueue_type = \"classic\"\n"
+    ));
+    assert!(
+        e.starts_with("line 5, column 1: `source`:") && e.contains("`retry.queue_type`"),
+        "{e}"
+    );
+    assert!(e.contains("at most once"), "{e}");
+}

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::key::{KeySpec, partition_of};
+use crate::outcome::Failure;
 use crate::partition::{Item, Shared};
 use crate::source::{Delivery, Source, SourceError};
 use crate::stop::Stop;
@@ -29,6 +30,8 @@ pub(crate) struct IntakeEnd {
 pub(crate) struct Intake {
     pub key: KeySpec,
     pub max_in_flight: usize,
+    /// Deliveries of one message before it is dead-lettered unprocessed.
+    pub max_deliveries: u32,
     pub inputs: Vec<mpsc::Sender<Vec<Item>>>,
     pub permits: Arc<Semaphore>,
     pub shared: Arc<Shared>,
@@ -128,8 +131,23 @@ impl Intake {
         let keyed = self.key.apply(&mut message);
         // Tracked after keying, so a dead letter carries the key its message was routed by.
         let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
-        if let Err(f) = keyed {
-            tracked.fail(StageFailure::now(f, "key", message.meta.attempt));
+        let refused = match keyed {
+            _ if message.meta.deliveries > self.max_deliveries => Some((
+                Failure::new(
+                    "delivery_limit",
+                    format!(
+                        "delivered {} times without being settled (max_deliveries = {})",
+                        message.meta.deliveries, self.max_deliveries
+                    ),
+                ),
+                "intake",
+            )),
+            Err(f) => Some((f, "key")),
+            Ok(()) => None,
+        };
+        if let Some((f, stage)) = refused {
+            let attempts = message.meta.attempt.max(message.meta.deliveries);
+            tracked.fail(StageFailure::now(f, stage, attempts));
             let _ = self.shared.dead_letters.send(tracked);
             return;
         }

@@ -42,7 +42,7 @@ mod stop;
 pub mod testing;
 mod tracker;
 
-pub use builder::{BuildError, PipelineBuilder, default_partitions};
+pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
 pub use contiguous::ContiguousTracker;
 pub use dead_letter::{DeadLetterRoute, DeadLetterSink};
 pub use key::{KeySpec, partition_of};

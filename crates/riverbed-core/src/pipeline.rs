@@ -25,6 +25,7 @@ pub(crate) struct Plan {
     pub key: KeySpec,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
+    pub max_deliveries: u32,
     pub shutdown_grace: Duration,
     pub processors: Vec<Vec<Box<dyn Processor>>>,
     pub sinks: Vec<SinkSlot>,
@@ -140,6 +141,7 @@ impl Pipeline {
         let intake = Intake {
             key: plan.key,
             max_in_flight: plan.max_in_flight,
+            max_deliveries: plan.max_deliveries,
             inputs,
             permits: Arc::new(Semaphore::new(plan.max_in_flight)),
             shared,

@@ -43,7 +43,7 @@ impl EmbeddedLog {
         let path = path.as_ref().to_path_buf();
         let options = connect_options(&path, durability)?;
         let mut conn = options.clone().connect().await?;
-        for ddl in SCHEMA {
+        for ddl in SCHEMA.iter().chain([&crate::deliveries::DELIVERIES_TABLE]) {
             sqlx::query(*ddl).execute(&mut conn).await?;
         }
         // Files made before message ids were stored get the column.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use riverbed_core::{
-    Acker, Backoff, DeadLetterSink, Delivery, Settled, Settlement, Source, SourceError,
+    Acker, Backoff, DeadLetterSink, Delivery, Message, Settled, Settlement, Source, SourceError,
 };
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -16,6 +16,10 @@ use crate::writer::Command;
 
 /// How often the committed position is written while messages settle.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// How far past a read the stored delivered mark is raised at once, so a read costs a write
+/// only every few thousand offsets (what it covers but was not delivered counts as delivered
+/// once after a crash: `redelivered`, with one delivery too many).
+const RESERVE_AHEAD: u64 = 4096;
 
 /// Reads a topic from a consumer's committed position on. Delivery tokens are log offsets.
 pub struct LogSource {
@@ -23,6 +27,8 @@ pub struct LogSource {
     topic: Arc<str>,
     cursor: u64,
     redelivered_upto: u64,
+    /// The delivered mark stored: reads up to it need no write before they are handed out.
+    reserved: u64,
     follow: bool,
     poll: Duration,
     offsets: watch::Receiver<u64>,
@@ -67,12 +73,53 @@ impl LogSource {
             topic: topic.into(),
             cursor: pos.committed,
             redelivered_upto: pos.delivered,
+            reserved: pos.delivered,
             follow,
             poll: Duration::from_millis(100),
             offsets: log.offsets(),
             acker,
             flusher: Some(flusher),
         })
+    }
+}
+
+impl LogSource {
+    /// Makes a read durable before it is handed out (see `crate::deliveries`): a restart then
+    /// knows every offset up to `last` was delivered, and how often each redelivered one was.
+    /// Stamps each message with its delivery count.
+    async fn record_deliveries(
+        &mut self,
+        messages: &mut [Message],
+        last: u64,
+    ) -> crate::Result<()> {
+        let redelivered: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.meta.redelivered)
+            .filter_map(|m| m.meta.position)
+            .collect();
+        if redelivered.is_empty() && last <= self.reserved {
+            return Ok(());
+        }
+        let end = *self.offsets.borrow();
+        let upto = self.reserved.max(end.min(last + RESERVE_AHEAD)).max(last);
+        let (reply, rx) = oneshot::channel();
+        self.log
+            .send(Command::Delivered {
+                consumer: self.acker.consumer.clone(),
+                topic: self.topic.clone(),
+                upto,
+                redelivered,
+                reply,
+            })
+            .await?;
+        let mut counts = rx.await.map_err(|_| crate::Error::Closed)??.into_iter();
+        self.reserved = upto;
+        for m in messages.iter_mut().filter(|m| m.meta.redelivered) {
+            let n = counts.next().unwrap_or(2);
+            m.meta.deliveries = n;
+            m.meta.attempt = n;
+        }
+        Ok(())
     }
 }
 
@@ -90,7 +137,7 @@ impl Source for LogSource {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             self.offsets.mark_unchanged();
-            let messages = match self
+            let mut messages = match self
                 .log
                 .read(&self.topic, self.cursor, max, self.redelivered_upto)
                 .await
@@ -103,6 +150,11 @@ impl Source for LogSource {
                 }
             };
             if let Some(last) = messages.last().and_then(|m| m.meta.position) {
+                if let Err(e) = self.record_deliveries(&mut messages, last).await {
+                    tracing::error!(error = %e, topic = %self.topic, "Recording deliveries in the embedded log failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
                 self.cursor = last;
                 self.acker
                     .delivered(messages.iter().filter_map(|m| m.meta.position));

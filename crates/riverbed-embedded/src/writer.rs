@@ -12,6 +12,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{Connection, QueryBuilder, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::deliveries;
 use crate::error::{Error, Result};
 use crate::schema::{encode_headers, epoch_ms};
 
@@ -64,6 +65,14 @@ pub(crate) enum Command {
         delivered: u64,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
+    /// Deliveries about to be handed out: see [`crate::deliveries`].
+    Delivered {
+        consumer: Arc<str>,
+        topic: Arc<str>,
+        upto: u64,
+        redelivered: Vec<u64>,
+        reply: oneshot::Sender<Result<Vec<u32>>>,
+    },
     DeadLetters {
         topic: Arc<str>,
         letters: Vec<DeadLetter>,
@@ -79,6 +88,7 @@ pub(crate) enum Command {
 enum Reply {
     Append(oneshot::Sender<Result<u64>>, u64),
     Done(oneshot::Sender<Result<()>>),
+    Counts(oneshot::Sender<Result<Vec<u32>>>, Vec<u32>),
 }
 
 /// Runs the writer until every sender is gone. `last_offset` announces new appends.
@@ -112,6 +122,12 @@ pub(crate) async fn run_writer(
                 }
                 (Reply::Done(tx), Ok(_)) => {
                     let _ = tx.send(Ok(()));
+                }
+                (Reply::Counts(tx, counts), Ok(_)) => {
+                    let _ = tx.send(Ok(counts));
+                }
+                (Reply::Counts(tx, _), Err(e)) => {
+                    let _ = tx.send(Err(Error::Write(e.to_string())));
                 }
                 (Reply::Append(tx, _), Err(e)) => {
                     let _ = tx.send(Err(Error::Write(e.to_string())));
@@ -174,6 +190,17 @@ async fn write_group(
                     replies.push(Reply::Done(r));
                 }
             }
+            Command::Delivered {
+                consumer,
+                topic,
+                upto,
+                redelivered,
+                reply,
+            } => {
+                let counts =
+                    deliveries::record(&mut tx, &consumer, &topic, upto, &redelivered, now).await?;
+                replies.push(Reply::Counts(reply, counts));
+            }
             Command::DeadLetters {
                 topic,
                 letters,
@@ -210,6 +237,7 @@ async fn write_group(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        deliveries::forget_settled(&mut tx, &consumer, &topic, committed).await?;
     }
     tx.commit().await?;
     Ok(last_append)

@@ -63,3 +63,51 @@ async fn settling_the_first_redeliveries_does_not_commit_past_the_rest() {
     assert!(out.iter().all(|d| d.message.meta.redelivered));
     third.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_message_that_crashes_every_run_ends_as_a_delivery_limit_dead_letter() {
+    use riverbed_core::testing::{Event, Journal, MemorySink};
+    use riverbed_embedded::list_dead_letters;
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_of(&dir, 1).await;
+    // Twenty runs take the poison message and die before settling it (the process crashes
+    // while handling it: no settlement, no close).
+    for run in 1..=20u32 {
+        let mut source = LogSource::open(&log, "t", "c", false).await.unwrap();
+        let mut out = Vec::new();
+        source.recv(&mut out, 10).await.unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].message.meta.deliveries, run,
+            "counted across restarts"
+        );
+        drop(source);
+    }
+    log.append("t", vec![Record::new(None, r#"{"n":1}"#)])
+        .await
+        .unwrap();
+    // The 21st delivery is over the default limit of 20: dead-lettered, not processed again.
+    let journal = Journal::default();
+    let source = LogSource::open(&log, "t", "c", false).await.unwrap();
+    let report = riverbed_core::Pipeline::builder()
+        .source(source)
+        .sink("s", MemorySink::new("s", journal.clone()))
+        .build()
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!((report.stats.acked, report.stats.dead_lettered), (1, 1));
+    let commits = journal
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Commit { .. }))
+        .count();
+    assert_eq!(commits, 1, "only the healthy message reached the sink");
+    let letters = list_dead_letters(&log, Some("t"), 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.reason, "delivery_limit");
+    assert_eq!(letters[0].letter.message.meta.position, Some(1));
+    assert_eq!(letters[0].letter.attempts, 21);
+    assert_eq!(log.position("c", "t").await.unwrap().committed, 2);
+}

@@ -108,6 +108,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         .max_in_flight(plan.max_in_flight)
         .key(plan.key.clone())
         .retry(plan.retry)
+        .max_deliveries(plan.max_deliveries)
         .shutdown_grace(plan.shutdown_grace);
     builder = match &plan.source {
         SourceKind::Embedded(e) => {

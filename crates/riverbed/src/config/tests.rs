@@ -264,3 +264,15 @@ fn classic_retry_queues_are_refused_naming_the_field_and_line() {
     );
     assert!(e.contains("at most once"), "{e}");
 }
+
+#[test]
+fn max_deliveries_defaults_to_20_and_must_be_positive() {
+    assert_eq!(load_str(BASE).unwrap().max_deliveries.get(), 20);
+    let set = format!("{BASE}\n[retry]\nmax_deliveries = 7\n");
+    assert_eq!(load_str(&set).unwrap().max_deliveries.get(), 7);
+    let e = err(&set.replace("= 7", "= 0"));
+    assert!(
+        e.starts_with("line 14, column 18: `retry.max_deliveries` must be at least 1"),
+        "{e}"
+    );
+}

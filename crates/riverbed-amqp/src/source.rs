@@ -136,6 +136,14 @@ impl AmqpSource {
         self
     }
 
+    /// The pipeline's `max_deliveries` (default 20): a quorum queue this source creates gets a
+    /// delivery limit a bit above it and a dead-letter target (see the crate docs). Set it to
+    /// the pipeline's value, here and wherever the queue is declared ahead.
+    pub fn max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.settings.limit_deliveries(max_deliveries);
+        self
+    }
+
     /// Live counters: reconnects, ack frames, the current queue name.
     pub fn status(&self) -> Arc<SourceStatus> {
         self.status.clone()
@@ -160,7 +168,7 @@ impl AmqpSource {
         let (connection, url) = connector.connect().await?;
         let declared = async {
             let channel = connection.create_channel().await?;
-            let queue = topology::declare_source(&channel, &self.settings).await?;
+            let queue = topology::declare_source(&connection, &channel, &self.settings).await?;
             Ok::<_, crate::Error>((queue, channel))
         }
         .await;

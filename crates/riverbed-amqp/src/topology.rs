@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use lapin::Channel;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
 
 use crate::config::QueueType;
 use crate::error::{Error, Result};
@@ -63,14 +63,44 @@ pub(crate) async fn bind(ch: &Channel, queue: &str, bindings: &[BindingSpec]) ->
 
 /// Declares what a source consumes from: its exchanges, its queue, the queue's bindings and
 /// its dead-letter queue. Returns the queue's name (the broker's choice if server-named).
-pub(crate) async fn declare_source(ch: &Channel, s: &SourceSettings) -> Result<String> {
+pub(crate) async fn declare_source(
+    conn: &Connection,
+    ch: &Channel,
+    s: &SourceSettings,
+) -> Result<String> {
     declare_exchanges(ch, &s.exchanges).await?;
-    let queue = declare_queue(ch, &s.queue).await?;
+    let queue = declare_consumed(conn, ch, s).await?;
     bind(ch, &queue, &s.bindings).await?;
     if let Some(dlq) = &s.dead_letter_queue {
         declare_queue(ch, dlq).await?;
     }
     Ok(queue)
+}
+
+/// Declares the consumed queue. With `s.created_with` (a quorum queue's delivery limit and
+/// dead-letter target), it is declared with them first, on a channel of its own (a refusal
+/// closes the channel): a new queue gets them, and so does one made with them before. One
+/// that exists without them (the broker refuses a declaration with other arguments) is
+/// declared as it was before: its deliveries are still counted and limited by the runtime.
+async fn declare_consumed(conn: &Connection, ch: &Channel, s: &SourceSettings) -> Result<String> {
+    if s.created_with.inner().is_empty() || s.queue.options.passive {
+        return declare_queue(ch, &s.queue).await;
+    }
+    let mut limited = s.queue.clone();
+    for (k, v) in s.created_with.inner() {
+        limited.arguments.insert(k.clone(), v.clone());
+    }
+    let probe = conn.create_channel().await?;
+    match declare_queue(&probe, &limited).await {
+        Ok(_) => {
+            let _ = probe.close(200, "declared".into()).await;
+            declare_queue(ch, &limited).await
+        }
+        Err(e) => {
+            tracing::info!(queue = %s.queue.name, error = %e, "Queue exists without a delivery limit; declared as it is");
+            declare_queue(ch, &s.queue).await
+        }
+    }
 }
 
 /// The retry queue holding messages for about `delay` before they return to `target`.

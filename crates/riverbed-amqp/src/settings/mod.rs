@@ -12,6 +12,7 @@ use crate::config::QueueType;
 use crate::routing::RoutingKey;
 use crate::url::BrokerUrl;
 
+mod delivery_limit;
 mod parts;
 mod source;
 
@@ -87,6 +88,9 @@ pub(crate) struct SourceSettings {
     pub retry: Option<RetrySpec>,
     pub dead_letter_queue: Option<QueueSpec>,
     pub confirm_timeout: Duration,
+    /// Arguments the consumed queue gets when the source creates it (see
+    /// [`SourceSettings::limit_deliveries`]).
+    pub created_with: FieldTable,
 }
 
 /// Everything the sink needs, checked.

@@ -176,7 +176,7 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             (None, false) => Some(durable_queue(format!("{}.dlq", c.queue), None)),
             (None, true) => None,
         };
-        Ok(SourceSettings {
+        let mut settings = SourceSettings {
             connection,
             queue,
             exchanges: exchanges(&c.exchanges)?,
@@ -189,6 +189,9 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             retry: retry(&c, is_stream)?,
             dead_letter_queue,
             confirm_timeout: c.confirm_timeout,
-        })
+            created_with: Default::default(),
+        };
+        settings.limit_deliveries(riverbed_core::DEFAULT_MAX_DELIVERIES.get());
+        Ok(settings)
     }
 }

@@ -118,7 +118,8 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         }
         SourceKind::Generate(g) => builder.source(generate_source(g)),
         SourceKind::Amqp(a) if !plan.resume_from.is_empty() => {
-            let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?;
+            let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?
+                .max_deliveries(plan.max_deliveries.get());
             if let Some(position) = stored_position(&mut handles, &plan).await? {
                 tracing::info!(position, "Stream resumes after the stored offset");
                 source = source.resume_after(position);
@@ -127,7 +128,10 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => builder.source(riverbed_amqp::AmqpSource::new((**a).clone())?),
+        SourceKind::Amqp(a) => builder.source(
+            riverbed_amqp::AmqpSource::new((**a).clone())?
+                .max_deliveries(plan.max_deliveries.get()),
+        ),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {

@@ -1,9 +1,9 @@
 //! Deliveries recorded before they are handed out, so a restart knows how often each unsettled
 //! message was delivered (poison-pill protection counts across crashes).
 //!
-//! A consumer's `positions.delivered` is raised to the last offset of a read before the read
-//! is handed out; every offset at or below it and above `committed` is a redelivery after a
-//! restart. Their counts live in `deliveries` (one row per redelivered offset, 2 on its first
+//! A consumer's `positions.delivered` is raised past the last offset of a read (reserved a
+//! few thousand offsets ahead) before the read is handed out; every offset at or below it and
+//! above `committed` counts as a redelivery after a crash. Their counts live in `deliveries` (one row per redelivered offset, 2 on its first
 //! redelivery) and are deleted once the committed position passes them.
 
 use sqlx::SqliteConnection;

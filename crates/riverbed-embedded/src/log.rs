@@ -34,6 +34,7 @@ pub struct Position {
     /// Everything at or below this offset is settled.
     pub committed: u64,
     /// The highest offset ever handed out (what lies between was delivered before: redelivery).
+    /// Exact after a clean close; while reading it is stored a few thousand offsets ahead.
     pub delivered: u64,
 }
 

@@ -17,8 +17,9 @@ use crate::writer::Command;
 /// How often the committed position is written while messages settle.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
 /// How far past a read the stored delivered mark is raised at once, so a read costs a write
-/// only every few thousand offsets (what it covers but was not delivered counts as delivered
-/// once after a crash: `redelivered`, with one delivery too many).
+/// only every few thousand offsets, also when following the end of a topic. What the mark
+/// covers but was not delivered counts as delivered once after a crash (`redelivered`, one
+/// delivery too many); a clean close writes the exact mark.
 const RESERVE_AHEAD: u64 = 4096;
 
 /// Reads a topic from a consumer's committed position on. Delivery tokens are log offsets.
@@ -59,6 +60,7 @@ impl LogSource {
                 committed: pos.committed,
                 written: pos.committed,
             }),
+            previous_mark: pos.delivered,
             dirty: Notify::new(),
         });
         let flusher = tokio::spawn(flush_positions(acker.clone()));
@@ -100,8 +102,7 @@ impl LogSource {
         if redelivered.is_empty() && last <= self.reserved {
             return Ok(());
         }
-        let end = *self.offsets.borrow();
-        let upto = self.reserved.max(end.min(last + RESERVE_AHEAD)).max(last);
+        let upto = self.reserved.max(last.saturating_add(RESERVE_AHEAD));
         let (reply, rx) = oneshot::channel();
         self.log
             .send(Command::Delivered {
@@ -209,6 +210,9 @@ pub struct LogAcker {
     consumer: Arc<str>,
     state: Mutex<AckState>,
     dirty: Notify,
+    /// The delivered mark stored when this run began (exact after a clean close, reserved
+    /// ahead after a crash): a final commit never writes less.
+    previous_mark: u64,
 }
 
 impl LogAcker {
@@ -220,7 +224,8 @@ impl LogAcker {
         }
     }
 
-    /// Writes the committed position if it moved; with `wait`, until it is durable.
+    /// Writes the committed position if it moved; with `wait` (the final commit of a clean
+    /// close), until it is durable, with the exact delivered mark instead of one reserved ahead.
     async fn commit(&self, wait: bool) -> crate::Result<()> {
         let (committed, delivered) = {
             let st = self.state.lock().expect("acker lock");
@@ -240,7 +245,12 @@ impl LogAcker {
                 consumer: self.consumer.clone(),
                 topic: self.topic.clone(),
                 committed,
-                delivered,
+                delivered: if wait {
+                    delivered.max(self.previous_mark)
+                } else {
+                    delivered
+                },
+                exact: wait,
                 reply,
             })
             .await?;

@@ -63,6 +63,8 @@ pub(crate) enum Command {
         topic: Arc<str>,
         committed: u64,
         delivered: u64,
+        /// `delivered` is the exact mark (a clean close): it replaces one reserved ahead.
+        exact: bool,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
     /// Deliveries about to be handed out: see [`crate::deliveries`].
@@ -140,6 +142,9 @@ pub(crate) async fn run_writer(
     }
 }
 
+/// A consumer's committed offset, delivered mark, and whether the mark is exact.
+type PositionUpdate = (u64, u64, bool);
+
 async fn write_group(
     conn: &mut SqliteConnection,
     cmds: &mut Vec<Command>,
@@ -148,7 +153,7 @@ async fn write_group(
     let now = epoch_ms(SystemTime::now());
     let mut tx = conn.begin().await?;
     let mut last_append = None;
-    let mut commits: HashMap<(Arc<str>, Arc<str>), (u64, u64)> = HashMap::new();
+    let mut commits: HashMap<(Arc<str>, Arc<str>), PositionUpdate> = HashMap::new();
     for cmd in cmds.drain(..) {
         match cmd {
             Command::Append {
@@ -181,11 +186,13 @@ async fn write_group(
                 topic,
                 committed,
                 delivered,
+                exact,
                 reply,
             } => {
-                let e = commits.entry((consumer, topic)).or_insert((0, 0));
+                let e = commits.entry((consumer, topic)).or_insert((0, 0, false));
                 e.0 = e.0.max(committed);
-                e.1 = e.1.max(delivered);
+                e.1 = if exact { delivered } else { e.1.max(delivered) };
+                e.2 |= exact;
                 if let Some(r) = reply {
                     replies.push(Reply::Done(r));
                 }
@@ -221,13 +228,14 @@ async fn write_group(
             }
         }
     }
-    for ((consumer, topic), (committed, delivered)) in commits {
+    for ((consumer, topic), (committed, delivered, exact)) in commits {
         sqlx::query(
             "INSERT INTO positions (consumer, topic, committed, delivered, updated_at_ms)
              VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (consumer, topic) DO UPDATE SET
                committed = max(committed, excluded.committed),
-               delivered = max(delivered, excluded.delivered),
+               delivered = CASE WHEN ?6 THEN max(excluded.delivered, excluded.committed)
+                                ELSE max(delivered, excluded.delivered) END,
                updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&*consumer)
@@ -235,6 +243,7 @@ async fn write_group(
         .bind(committed as i64)
         .bind(delivered as i64)
         .bind(now)
+        .bind(exact)
         .execute(&mut *tx)
         .await?;
         deliveries::forget_settled(&mut tx, &consumer, &topic, committed).await?;

@@ -111,3 +111,27 @@ async fn a_message_that_crashes_every_run_ends_as_a_delivery_limit_dead_letter()
     assert_eq!(letters[0].letter.attempts, 21);
     assert_eq!(log.position("c", "t").await.unwrap().committed, 2);
 }
+
+#[tokio::test]
+async fn reads_reserve_the_delivered_mark_ahead_and_a_clean_close_writes_it_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_of(&dir, 5000).await;
+    let before = log.commits();
+    let mut source = LogSource::open(&log, "t", "c", false).await.unwrap();
+    let mut taken = 0;
+    while taken < 3000 {
+        taken += take(&mut source, 256).await.len();
+    }
+    assert_eq!(
+        log.commits() - before,
+        1,
+        "one stored mark covers the next few thousand reads"
+    );
+    assert!(log.position("c", "t").await.unwrap().delivered >= 3000);
+    source.close().await.unwrap();
+    let pos = log.position("c", "t").await.unwrap();
+    assert_eq!(
+        pos.delivered, taken as u64,
+        "a clean close stores what was handed out"
+    );
+}

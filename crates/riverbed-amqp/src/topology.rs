@@ -97,7 +97,11 @@ async fn declare_consumed(conn: &Connection, ch: &Channel, s: &SourceSettings) -
             declare_queue(ch, &limited).await
         }
         Err(e) => {
-            tracing::info!(queue = %s.queue.name, error = %e, "Queue exists without a delivery limit; declared as it is");
+            tracing::info!(
+                queue = %s.queue.name,
+                error = %e,
+                "Queue refused the delivery limit arguments (it exists without them); declared as it is"
+            );
             declare_queue(ch, &s.queue).await
         }
     }

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::key::{KeySpec, partition_of};
+use crate::message::Message;
 use crate::outcome::Failure;
 use crate::partition::{Item, Shared};
 use crate::source::{Delivery, Source, SourceError};
@@ -126,24 +127,26 @@ impl Intake {
         }
     }
 
+    /// The failure of a message delivered too often: poison-pill protection.
+    fn over_limit(&self, m: &Message) -> Failure {
+        Failure::new(
+            "delivery_limit",
+            format!(
+                "delivered {} times without being settled (max_deliveries = {})",
+                m.meta.deliveries, self.max_deliveries
+            ),
+        )
+    }
+
     fn route(&mut self, d: Delivery, permit: OwnedSemaphorePermit, chunks: &mut [Vec<Item>]) {
         let Delivery { mut message, token } = d;
         let keyed = self.key.apply(&mut message);
         // Tracked after keying, so a dead letter carries the key its message was routed by.
         let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
-        let refused = match keyed {
-            _ if message.meta.deliveries > self.max_deliveries => Some((
-                Failure::new(
-                    "delivery_limit",
-                    format!(
-                        "delivered {} times without being settled (max_deliveries = {})",
-                        message.meta.deliveries, self.max_deliveries
-                    ),
-                ),
-                "intake",
-            )),
-            Err(f) => Some((f, "key")),
-            Ok(()) => None,
+        let refused = if message.meta.deliveries > self.max_deliveries {
+            Some((self.over_limit(&message), "intake"))
+        } else {
+            keyed.err().map(|f| (f, "key"))
         };
         if let Some((f, stage)) = refused {
             let attempts = message.meta.attempt.max(message.meta.deliveries);

@@ -151,16 +151,16 @@ pub struct RetryQueueConfig {
     /// `<queue>.retry.128ms`, `<queue>.retry.256ms`...).
     #[serde(default)]
     pub queue_prefix: Option<String>,
-    /// Type of the retry queues: `quorum` (the default) dead-letters back to the source queue
-    /// at least once; `classic` is lighter on the broker but its dead-lettering is at most
-    /// once, so a message the source queue refuses at that moment (full, or a node down) is
-    /// lost.
+    /// Type of the retry queues: `quorum` (the default and the only one accepted) dead-letters
+    /// back to the source queue at least once. `classic` is refused: its dead-lettering is at
+    /// most once while the original is acknowledged once the copy is confirmed, so a message
+    /// the source queue refuses at that moment (full, or a node down) would be lost.
     #[serde(default)]
     pub queue_type: Option<QueueType>,
     /// How long a retry the broker does not take (its retry queue cannot be declared, the copy
-    /// is not confirmed) is held and tried again before it goes to the dead-letter queue with
-    /// reason `retry_unavailable` (default 30s). While held, the delivery stays unacknowledged
-    /// and cumulative acknowledgements cannot pass it.
+    /// is not confirmed) is held and tried again before it goes to the pipeline's dead-letter
+    /// destination with reason `retry_unavailable` (default 30s). While held, the delivery
+    /// stays unacknowledged and cumulative acknowledgements cannot pass it.
     #[serde(default, with = "humantime_serde::option")]
     pub hold_limit: Option<Duration>,
 }

@@ -19,10 +19,12 @@ pub(crate) struct Received {
 /// Converts a delivery from `queue`. `attempt` is the retry attempt Riverbed wrote (1 when
 /// absent) plus the earlier deliveries the broker knows of: its redeliveries
 /// (`x-delivery-count` on quorum queues, else 1 if `redelivered`) and the dead-letter cycles
-/// that `x-death` records for `queue` (delivered, rejected, and routed back).
+/// that `x-death` records for `queue` (delivered, rejected, and routed back). `deliveries`
+/// counts the broker's redeliveries alone (this delivery included): what the runtime's
+/// `max_deliveries` limits.
 pub(crate) fn receive(d: Delivery, queue: &str) -> Received {
     let props = &d.properties;
-    let (headers, attempt, offset) = match props.headers() {
+    let (headers, attempt, deliveries, offset) = match props.headers() {
         Some(table) => {
             let retry_attempt = headers::int(table, ATTEMPT_HEADER)
                 .and_then(|a| u32::try_from(a).ok())
@@ -40,16 +42,21 @@ pub(crate) fn receive(d: Delivery, queue: &str) -> Received {
                 retry_attempt
                     .saturating_add(redeliveries)
                     .saturating_add(cycles),
+                redeliveries.saturating_add(1),
                 offset,
             )
         }
-        None => (Default::default(), 1 + u32::from(d.redelivered), None),
+        None => {
+            let deliveries = 1 + u32::from(d.redelivered);
+            (Default::default(), deliveries, deliveries, None)
+        }
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let meta = Metadata {
         message_id: props.message_id().as_ref().map(|m| m.to_string()),
         redelivered: d.redelivered,
         attempt,
+        deliveries,
         position: offset,
         subject: non_empty(d.routing_key.as_str()),
         exchange: non_empty(d.exchange.as_str()),
@@ -98,6 +105,10 @@ mod tests {
         assert_eq!(r.message.meta.exchange.as_deref(), Some("ex"));
         assert_eq!(r.message.meta.message_id.as_deref(), Some("m1"));
         assert_eq!(receive_from(delivery(true, None)).message.meta.attempt, 2);
+        assert_eq!(
+            receive_from(delivery(true, None)).message.meta.deliveries,
+            2
+        );
         let mut h = FieldTable::default();
         h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(3));
         assert_eq!(
@@ -111,6 +122,10 @@ mod tests {
         h.insert("x-stream-offset".into(), AMQPValue::LongLongInt(41));
         let r = receive_from(delivery(true, Some(h)));
         assert_eq!(r.message.meta.attempt, 5);
+        assert_eq!(
+            r.message.meta.deliveries, 3,
+            "two earlier deliveries, then this one"
+        );
         assert_eq!(r.offset, Some(41));
         assert_eq!(r.message.meta.position, Some(41));
     }

@@ -14,6 +14,13 @@
 //!   retry, the core default, keeps the order. A retry the broker does not take (its retry
 //!   queue refused, the copy not confirmed) is held and tried again with backoff, its delivery
 //!   keeping its prefetch slot; it is requeued only when the source closes.
+//! - Deliveries are counted across crashes and reconnects (`x-delivery-count` on quorum
+//!   queues, the `redelivered` flag elsewhere) into `Metadata::deliveries`, which the runtime
+//!   limits with `max_deliveries`. A quorum queue the source creates also gets
+//!   `x-delivery-limit` a bit above it ([`AmqpSource::max_deliveries`]) and dead-letters past
+//!   it, at least once, to the dead-letter queue: the broker never drops a message silently.
+//!   A queue that exists without them is consumed as it is (the broker refuses a declaration
+//!   with other arguments); add them with a policy (`delivery-limit`, `dead-letter-*`).
 //! - [`AmqpSink`] publishes with confirms, persistent messages and `mandatory`: an unroutable
 //!   message is a permanent failure (it goes to the dead-letter queue), never a silent drop.
 //! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers.

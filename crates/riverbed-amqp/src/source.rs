@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
-use riverbed_core::{Acker, Backoff, Capabilities, DeadLetterSink, Delivery, Source, SourceError};
+use riverbed_core::{
+    Acker, Backoff, Capabilities, DeadLetterRoute, DeadLetterSink, Delivery, Source, SourceError,
+    Stats,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -60,6 +63,8 @@ pub struct AmqpSource {
     acker: Arc<AckShared>,
     status: Arc<SourceStatus>,
     dead_letters: Option<Arc<AmqpDeadLetters>>,
+    /// The pipeline's dead-letter path, for retries given up.
+    route: Option<DeadLetterRoute>,
     retry_jobs: Option<mpsc::UnboundedReceiver<RetryJob>>,
     tasks: Vec<JoinHandle<()>>,
     /// Registered deliveries not yet handed to the pipeline.
@@ -133,6 +138,7 @@ impl AmqpSource {
             acker,
             status,
             dead_letters,
+            route: None,
             retry_jobs,
             tasks: Vec::new(),
             ready: Vec::new(),
@@ -149,6 +155,14 @@ impl AmqpSource {
         } else {
             tracing::warn!(queue = %self.settings.queue.name, "resume_after ignored: not a stream");
         }
+        self
+    }
+
+    /// The pipeline's `max_deliveries` (default 20): a quorum queue this source creates gets a
+    /// delivery limit a bit above it and a dead-letter target (see the crate docs). Set it to
+    /// the pipeline's value, here and wherever the queue is declared ahead.
+    pub fn max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.settings.limit_deliveries(max_deliveries);
         self
     }
 
@@ -176,7 +190,7 @@ impl AmqpSource {
         let (connection, url) = connector.connect().await?;
         let declared = async {
             let channel = connection.create_channel().await?;
-            let queues = topology::declare_source(&channel, &self.settings).await?;
+            let queues = topology::declare_source(&connection, &channel, &self.settings).await?;
             Ok::<_, crate::Error>((queues.join(", "), channel))
         }
         .await;
@@ -220,7 +234,11 @@ impl AmqpSource {
                 spec,
                 target: self.settings.queue.name.clone(),
                 backoff: Backoff::new(c.reconnect_initial, c.reconnect_max),
-                dead_letters: self.dead_letters.clone(),
+                // Outside a pipeline, this source's own dead-letter queue.
+                dead_letters: self.route.clone().or_else(|| {
+                    let own = self.dead_letters.clone()?;
+                    Some(DeadLetterRoute::new(own, Arc::new(Stats::default())))
+                }),
                 last_error: None,
             };
             self.tasks.push(tokio::spawn(retry::run(
@@ -330,6 +348,10 @@ impl Source for AmqpSource {
         self.dead_letters
             .clone()
             .map(|d| d as Arc<dyn DeadLetterSink>)
+    }
+
+    fn route_dead_letters(&mut self, route: DeadLetterRoute) {
+        self.route = Some(route);
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

@@ -6,7 +6,7 @@ use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::QueueType;
 use crate::error::{Error, Result};
@@ -66,15 +66,19 @@ pub(crate) async fn bind(ch: &Channel, queue: &str, bindings: &[BindingSpec]) ->
 /// Declares what a source consumes from: its exchanges, its queue (or partition queues), the
 /// bindings and its dead-letter queue. Returns the names of the queues to consume (the
 /// broker's choice if server-named).
-pub(crate) async fn declare_source(ch: &Channel, s: &SourceSettings) -> Result<Vec<String>> {
+pub(crate) async fn declare_source(
+    conn: &Connection,
+    ch: &Channel,
+    s: &SourceSettings,
+) -> Result<Vec<String>> {
     declare_exchanges(ch, &s.exchanges).await?;
     let queues = match s.partitions {
         None => {
-            let queue = declare_queue(ch, &s.queue).await?;
+            let queue = declare_consumed(conn, ch, &s.queue, &s.created_with).await?;
             bind(ch, &queue, &s.bindings).await?;
             vec![queue]
         }
-        Some(n) => declare_partitions(ch, s, n).await?,
+        Some(n) => declare_partitions(conn, ch, s, n).await?,
     };
     if let Some(dlq) = &s.dead_letter_queue {
         declare_queue(ch, dlq).await?;
@@ -91,7 +95,12 @@ pub fn partition_queue(queue: &str, i: u16) -> String {
 /// routing key), bound to the configured bindings' exchanges, and `n` partition queues with a
 /// single active consumer each, bound with equal weight: RabbitMQ gives each partition to one
 /// instance at a time and moves it to another when that instance goes away.
-async fn declare_partitions(ch: &Channel, s: &SourceSettings, n: u16) -> Result<Vec<String>> {
+async fn declare_partitions(
+    conn: &Connection,
+    ch: &Channel,
+    s: &SourceSettings,
+    n: u16,
+) -> Result<Vec<String>> {
     let exchange = &s.queue.name;
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -127,7 +136,7 @@ async fn declare_partitions(ch: &Channel, s: &SourceSettings, n: u16) -> Result<
         spec.name = partition_queue(exchange, i);
         spec.arguments
             .insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        let queue = declare_queue(ch, &spec).await?;
+        let queue = declare_consumed(conn, ch, &spec, &s.created_with).await?;
         let weight = BindingSpec {
             exchange: exchange.clone(),
             routing_key: "1".into(),
@@ -137,6 +146,41 @@ async fn declare_partitions(ch: &Channel, s: &SourceSettings, n: u16) -> Result<
         queues.push(queue);
     }
     Ok(queues)
+}
+
+/// Declares a consumed queue. With `created_with` (a quorum queue's delivery limit and
+/// dead-letter target), it is declared with them first, on a channel of its own (a refusal
+/// closes the channel): a new queue gets them, and so does one made with them before. One
+/// that exists without them (the broker refuses a declaration with other arguments) is
+/// declared as it was before: its deliveries are still counted and limited by the runtime.
+async fn declare_consumed(
+    conn: &Connection,
+    ch: &Channel,
+    queue: &QueueSpec,
+    created_with: &FieldTable,
+) -> Result<String> {
+    if created_with.inner().is_empty() || queue.options.passive {
+        return declare_queue(ch, queue).await;
+    }
+    let mut limited = queue.clone();
+    for (k, v) in created_with.inner() {
+        limited.arguments.insert(k.clone(), v.clone());
+    }
+    let probe = conn.create_channel().await?;
+    match declare_queue(&probe, &limited).await {
+        Ok(_) => {
+            let _ = probe.close(200, "declared".into()).await;
+            declare_queue(ch, &limited).await
+        }
+        Err(e) => {
+            tracing::info!(
+                queue = %queue.name,
+                error = %e,
+                "Queue refused the delivery limit arguments (it exists without them); declared as it is"
+            );
+            declare_queue(ch, queue).await
+        }
+    }
 }
 
 /// The retry queue holding messages for about `delay` before they return to `target`.
@@ -191,7 +235,7 @@ mod tests {
     fn retry_tiers_are_powers_of_two() {
         let spec = RetrySpec {
             prefix: "orders.retry".into(),
-            queue_type: QueueType::Classic,
+            queue_type: QueueType::Quorum,
             hold_limit: Duration::from_secs(30),
         };
         let q = |ms| retry_queue(&spec, "orders", Duration::from_millis(ms)).name;

@@ -115,6 +115,10 @@ fn mistakes_name_their_field() {
             "retry.queue_type",
         ),
         (
+            "queue = \"q\"\n[retry]\nqueue_type = \"classic\"",
+            "retry.queue_type",
+        ),
+        (
             "queue = \"q\"\nqueue_arguments = { \"x-queue-type\" = \"quorum\" }",
             "queue_arguments.x-queue-type",
         ),

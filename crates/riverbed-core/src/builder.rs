@@ -1,6 +1,6 @@
 //! Assembling a pipeline in code: source, key, processors, sinks, dead letters, limits.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,7 @@ pub struct PipelineBuilder {
     partitions: NonZeroUsize,
     max_in_flight: NonZeroUsize,
     retry: RetryPolicy,
+    max_deliveries: NonZeroU32,
     shutdown_grace: Duration,
     processors: Vec<ProcessorFactory>,
     sinks: Vec<SinkSpec>,
@@ -76,6 +77,7 @@ impl Default for PipelineBuilder {
             partitions: default_partitions(),
             max_in_flight: NonZeroUsize::new(4096).expect("4096 is not zero"),
             retry: RetryPolicy::default(),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             shutdown_grace: Duration::from_secs(30),
             processors: Vec::new(),
             sinks: Vec::new(),
@@ -92,7 +94,19 @@ pub fn default_partitions() -> NonZeroUsize {
     NonZeroUsize::new(cores.max(2)).expect("at least 2")
 }
 
+/// Deliveries of one message without it being settled before it is dead-lettered
+/// (`delivery_limit`): well above what ordinary crashes and failovers cause (RabbitMQ 4 uses 20).
+pub const DEFAULT_MAX_DELIVERIES: NonZeroU32 = NonZeroU32::new(20).expect("20 is not zero");
+
 impl PipelineBuilder {
+    /// A message the source delivered more than `n` times without it being settled (see
+    /// [`crate::Metadata::deliveries`]) is dead-lettered with reason `delivery_limit` instead of
+    /// being processed again: poison-pill protection (default [`DEFAULT_MAX_DELIVERIES`]).
+    pub fn max_deliveries(mut self, n: NonZeroU32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
     /// The source to consume.
     pub fn source(mut self, source: impl Source) -> Self {
         self.source = Some(Box::new(source));
@@ -249,6 +263,7 @@ impl PipelineBuilder {
                 key: self.key,
                 max_in_flight: self.max_in_flight.get(),
                 retry: self.retry,
+                max_deliveries: self.max_deliveries.get(),
                 shutdown_grace: self.shutdown_grace,
                 processors,
                 sinks: slots,

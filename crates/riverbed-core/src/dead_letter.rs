@@ -24,38 +24,41 @@ pub trait DeadLetterSink: Send + Sync + 'static {
     async fn write(&self, letters: &[DeadLetter]) -> Result<(), Failure>;
 }
 
-/// Letters are written in groups of at most this many.
-const MAX_GROUP: usize = 256;
-
-/// Receives dead-lettered deliveries, writes them, then acknowledges the originals.
-pub(crate) async fn run_dead_letters(
-    mut rx: mpsc::UnboundedReceiver<Arc<Tracked>>,
+/// The runtime's one way to store dead letters: the pipeline's destination, then the log line
+/// and the count of each letter. The runtime stores its own letters through it, and hands it
+/// to the source ([`crate::Source::route_dead_letters`]) for the letters a source makes itself
+/// (a broker retry it gives up), so every letter goes the same way.
+#[derive(Clone)]
+pub struct DeadLetterRoute {
     sink: Arc<dyn DeadLetterSink>,
-    acker: Arc<dyn Acker>,
     stats: Arc<Stats>,
-) {
-    let mut group: Vec<Arc<Tracked>> = Vec::new();
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let letters: Vec<DeadLetter> = group.iter().map(|t| t.dead_letter()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        loop {
-            match sink.write(&letters).await {
-                Ok(()) => break,
-                Err(e) => {
-                    stats.record_dead_letter_failure();
-                    let delay = backoff.next_delay();
-                    tracing::error!(
-                        destination = %sink.describe(),
-                        error = %e,
-                        letters = letters.len(),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "Dead-letter write failed; originals stay unacknowledged"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
+}
+
+impl DeadLetterRoute {
+    /// A route to `sink`, counting into `stats`.
+    pub fn new(sink: Arc<dyn DeadLetterSink>, stats: Arc<Stats>) -> Self {
+        DeadLetterRoute { sink, stats }
+    }
+
+    /// The destination, for logs.
+    pub fn describe(&self) -> String {
+        self.sink.describe()
+    }
+
+    /// Stores `letters` once; when they are stored, logs and counts each. A failure is logged
+    /// and counted, and returned for the caller to retry (the originals stay unsettled).
+    pub async fn store(&self, letters: &[DeadLetter]) -> Result<(), Failure> {
+        if let Err(e) = self.sink.write(letters).await {
+            self.stats.record_dead_letter_failure();
+            tracing::error!(
+                destination = %self.sink.describe(),
+                error = %e,
+                letters = letters.len(),
+                "Dead-letter write failed; originals stay unacknowledged"
+            );
+            return Err(e);
         }
-        for letter in &letters {
+        for letter in letters {
             tracing::warn!(
                 reason = %letter.reason,
                 error = %letter.error,
@@ -65,7 +68,27 @@ pub(crate) async fn run_dead_letters(
                 "Message dead-lettered"
             );
         }
-        stats.record_dead_lettered(&letters);
+        self.stats.record_dead_lettered(letters);
+        Ok(())
+    }
+}
+
+/// Letters are written in groups of at most this many.
+const MAX_GROUP: usize = 256;
+
+/// Receives dead-lettered deliveries, writes them, then acknowledges the originals.
+pub(crate) async fn run_dead_letters(
+    mut rx: mpsc::UnboundedReceiver<Arc<Tracked>>,
+    route: DeadLetterRoute,
+    acker: Arc<dyn Acker>,
+) {
+    let mut group: Vec<Arc<Tracked>> = Vec::new();
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let letters: Vec<DeadLetter> = group.iter().map(|t| t.dead_letter()).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        while route.store(&letters).await.is_err() {
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
         let settled = group
             .iter()
             .map(|t| Settled {

@@ -7,6 +7,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::key::{KeySpec, partition_of};
+use crate::message::Message;
+use crate::outcome::Failure;
 use crate::partition::{Item, Shared};
 use crate::source::{Delivery, Source, SourceError};
 use crate::stop::Stop;
@@ -30,6 +32,8 @@ pub(crate) struct IntakeEnd {
 pub(crate) struct Intake {
     pub key: KeySpec,
     pub max_in_flight: usize,
+    /// Deliveries of one message before it is dead-lettered unprocessed.
+    pub max_deliveries: u32,
     pub inputs: Vec<mpsc::Sender<Vec<Item>>>,
     pub permits: Arc<Semaphore>,
     pub shared: Arc<Shared>,
@@ -133,15 +137,33 @@ impl Intake {
         }
     }
 
+    /// The failure of a message delivered too often: poison-pill protection.
+    fn over_limit(&self, m: &Message) -> Failure {
+        Failure::new(
+            "delivery_limit",
+            format!(
+                "delivered {} times without being settled (max_deliveries = {})",
+                m.meta.deliveries, self.max_deliveries
+            ),
+        )
+    }
+
     fn route(&mut self, d: Delivery, permit: OwnedSemaphorePermit, chunks: &mut [Vec<Item>]) {
         let Delivery { mut message, token } = d;
-        let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
         let keyed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.key.apply(&mut message)
         }))
         .unwrap_or_else(|panic| Err(crate::Failure::new("panic", panic_text(&*panic))));
-        if let Err(f) = keyed {
-            tracked.fail(StageFailure::now(f, "key", message.meta.attempt));
+        // Tracked after keying, so a dead letter carries the key its message was routed by.
+        let tracked = Arc::new(Tracked::new(token, &message, Some(permit)));
+        let refused = if message.meta.deliveries > self.max_deliveries {
+            Some((self.over_limit(&message), "intake"))
+        } else {
+            keyed.err().map(|f| (f, "key"))
+        };
+        if let Some((f, stage)) = refused {
+            let attempts = message.meta.attempt.max(message.meta.deliveries);
+            tracked.fail(StageFailure::now(f, stage, attempts));
             let _ = self.shared.dead_letters.send(tracked);
             return;
         }

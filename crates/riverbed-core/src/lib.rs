@@ -46,9 +46,9 @@ pub mod testing;
 mod tracker;
 mod write;
 
-pub use builder::{BuildError, PipelineBuilder, default_partitions};
+pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
 pub use contiguous::ContiguousTracker;
-pub use dead_letter::DeadLetterSink;
+pub use dead_letter::{DeadLetterRoute, DeadLetterSink};
 pub use key::{KeySpec, partition_of};
 pub use lane::BatchSettings;
 pub use message::{HeaderValue, Headers, Message, Metadata, json_pointer};

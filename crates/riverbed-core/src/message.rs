@@ -88,6 +88,12 @@ pub struct Metadata {
     pub redelivered: bool,
     /// 1 on the first delivery; counts broker redeliveries and delayed retries.
     pub attempt: u32,
+    /// How often the source delivered this message without it being settled, this delivery
+    /// included (1 the first time), counted across restarts where the source can (AMQP
+    /// `x-delivery-count` on quorum queues, the embedded log's stored count). The runtime
+    /// dead-letters a message delivered more than `max_deliveries` times (`delivery_limit`):
+    /// one that crashes the process is not redelivered forever.
+    pub deliveries: u32,
     /// The position of the message in its source (log offset, stream offset), when it has one.
     pub position: Option<u64>,
     /// The routing key or subject the message was published with.
@@ -108,6 +114,7 @@ impl Default for Metadata {
             message_id: None,
             redelivered: false,
             attempt: 1,
+            deliveries: 1,
             position: None,
             subject: None,
             exchange: None,

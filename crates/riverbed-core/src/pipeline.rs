@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::builder::PipelineBuilder;
-use crate::dead_letter::{DeadLetterSink, run_dead_letters};
+use crate::dead_letter::{DeadLetterRoute, DeadLetterSink, run_dead_letters};
 use crate::key::KeySpec;
 use crate::lane::SinkSlot;
 use crate::partition::{Partition, Shared};
@@ -26,6 +26,7 @@ pub(crate) struct Plan {
     pub key: KeySpec,
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
+    pub max_deliveries: u32,
     pub shutdown_grace: Duration,
     pub processors: Vec<Vec<Box<dyn Processor>>>,
     pub sinks: Vec<SinkSlot>,
@@ -117,12 +118,9 @@ impl Pipeline {
         };
         let (dl_tx, dl_rx) = mpsc::unbounded_channel();
         let acker = source.acker();
-        let dead_letter_task = tokio::spawn(run_dead_letters(
-            dl_rx,
-            plan.dead_letters.clone(),
-            acker.clone(),
-            stats.clone(),
-        ));
+        let route = DeadLetterRoute::new(plan.dead_letters.clone(), stats.clone());
+        source.route_dead_letters(route.clone());
+        let dead_letter_task = tokio::spawn(run_dead_letters(dl_rx, route, acker.clone()));
         let shared = Arc::new(Shared {
             acker,
             dead_letters: dl_tx,
@@ -149,6 +147,7 @@ impl Pipeline {
         let intake = Intake {
             key: plan.key,
             max_in_flight: plan.max_in_flight,
+            max_deliveries: plan.max_deliveries,
             inputs,
             permits: Arc::new(Semaphore::new(plan.max_in_flight)),
             shared,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::dead_letter::DeadLetterSink;
+use crate::dead_letter::{DeadLetterRoute, DeadLetterSink};
 use crate::message::Message;
 use crate::outcome::Settlement;
 
@@ -92,6 +92,13 @@ pub trait Source: Send + 'static {
     /// The dead-letter destination that goes with this source, used when the pipeline names none.
     fn dead_letters(&self) -> Option<Arc<dyn DeadLetterSink>> {
         None
+    }
+
+    /// Called once before the first `recv` with the pipeline's dead-letter path: a source that
+    /// makes dead letters itself (a broker retry it gives up) stores them through it, so they
+    /// reach the configured destination and are logged and counted like every other.
+    fn route_dead_letters(&mut self, route: DeadLetterRoute) {
+        let _ = route;
     }
 
     /// Called once after the pipeline has drained: flush pending acks and close.

@@ -8,11 +8,13 @@
 //! - `dead_letter`: the dead-letter table, listing and redrive.
 //! - `generate`: seeded synthetic sensors, orders and transactions.
 //! - `file`: JSON-lines sinks and a log-only dead-letter destination.
+//! - `deliveries`: delivery counts recorded before a read is handed out.
 //! - `schema`: tables, connect options, encodings.
 
 #![forbid(unsafe_code)]
 
 mod dead_letter;
+mod deliveries;
 mod error;
 mod file;
 mod generate;

@@ -34,6 +34,7 @@ pub struct Position {
     /// Everything at or below this offset is settled.
     pub committed: u64,
     /// The highest offset ever handed out (what lies between was delivered before: redelivery).
+    /// Exact after a clean close; while reading it is stored a few thousand offsets ahead.
     pub delivered: u64,
 }
 
@@ -43,7 +44,7 @@ impl EmbeddedLog {
         let path = path.as_ref().to_path_buf();
         let options = connect_options(&path, durability)?;
         let mut conn = options.clone().connect().await?;
-        for ddl in SCHEMA {
+        for ddl in SCHEMA.iter().chain([&crate::deliveries::DELIVERIES_TABLE]) {
             sqlx::query(*ddl).execute(&mut conn).await?;
         }
         // Files made before message ids were stored get the column.

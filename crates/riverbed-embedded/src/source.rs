@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use riverbed_core::{
-    Acker, Backoff, DeadLetterSink, Delivery, Settled, Settlement, Source, SourceError,
+    Acker, Backoff, DeadLetterSink, Delivery, Message, Settled, Settlement, Source, SourceError,
 };
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -16,6 +16,11 @@ use crate::writer::Command;
 
 /// How often the committed position is written while messages settle.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// How far past a read the stored delivered mark is raised at once, so a read costs a write
+/// only every few thousand offsets, also when following the end of a topic. What the mark
+/// covers but was not delivered counts as delivered once after a crash (`redelivered`, one
+/// delivery too many); a clean close writes the exact mark.
+const RESERVE_AHEAD: u64 = 4096;
 
 /// Reads a topic from a consumer's committed position on. Delivery tokens are log offsets.
 pub struct LogSource {
@@ -23,6 +28,8 @@ pub struct LogSource {
     topic: Arc<str>,
     cursor: u64,
     redelivered_upto: u64,
+    /// The delivered mark stored: reads up to it need no write before they are handed out.
+    reserved: u64,
     follow: bool,
     poll: Duration,
     offsets: watch::Receiver<u64>,
@@ -46,10 +53,14 @@ impl LogSource {
             consumer: consumer.into(),
             state: Mutex::new(AckState {
                 outstanding: BTreeSet::new(),
-                delivered: pos.committed.max(pos.delivered),
+                // What this run handed out: the previous run's high-water mark is not, or a
+                // settled prefix of the redeliveries would commit past offsets not re-read yet.
+                // The stored mark never goes down (the writer keeps the maximum).
+                delivered: pos.committed,
                 committed: pos.committed,
                 written: pos.committed,
             }),
+            previous_mark: pos.delivered,
             dirty: Notify::new(),
         });
         let flusher = tokio::spawn(flush_positions(acker.clone()));
@@ -64,12 +75,52 @@ impl LogSource {
             topic: topic.into(),
             cursor: pos.committed,
             redelivered_upto: pos.delivered,
+            reserved: pos.delivered,
             follow,
             poll: Duration::from_millis(100),
             offsets: log.offsets(),
             acker,
             flusher: Some(flusher),
         })
+    }
+}
+
+impl LogSource {
+    /// Makes a read durable before it is handed out (see `crate::deliveries`): a restart then
+    /// knows every offset up to `last` was delivered, and how often each redelivered one was.
+    /// Stamps each message with its delivery count.
+    async fn record_deliveries(
+        &mut self,
+        messages: &mut [Message],
+        last: u64,
+    ) -> crate::Result<()> {
+        let redelivered: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.meta.redelivered)
+            .filter_map(|m| m.meta.position)
+            .collect();
+        if redelivered.is_empty() && last <= self.reserved {
+            return Ok(());
+        }
+        let upto = self.reserved.max(last.saturating_add(RESERVE_AHEAD));
+        let (reply, rx) = oneshot::channel();
+        self.log
+            .send(Command::Delivered {
+                consumer: self.acker.consumer.clone(),
+                topic: self.topic.clone(),
+                upto,
+                redelivered,
+                reply,
+            })
+            .await?;
+        let mut counts = rx.await.map_err(|_| crate::Error::Closed)??.into_iter();
+        self.reserved = upto;
+        for m in messages.iter_mut().filter(|m| m.meta.redelivered) {
+            let n = counts.next().unwrap_or(2);
+            m.meta.deliveries = n;
+            m.meta.attempt = n;
+        }
+        Ok(())
     }
 }
 
@@ -87,7 +138,7 @@ impl Source for LogSource {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             self.offsets.mark_unchanged();
-            let messages = match self
+            let mut messages = match self
                 .log
                 .read(&self.topic, self.cursor, max, self.redelivered_upto)
                 .await
@@ -100,6 +151,11 @@ impl Source for LogSource {
                 }
             };
             if let Some(last) = messages.last().and_then(|m| m.meta.position) {
+                if let Err(e) = self.record_deliveries(&mut messages, last).await {
+                    tracing::error!(error = %e, topic = %self.topic, "Recording deliveries in the embedded log failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
                 self.cursor = last;
                 self.acker
                     .delivered(messages.iter().filter_map(|m| m.meta.position));
@@ -139,7 +195,7 @@ impl Source for LogSource {
 struct AckState {
     /// Delivered offsets not settled yet.
     outstanding: BTreeSet<u64>,
-    /// The highest offset handed out.
+    /// The highest offset handed out in this run.
     delivered: u64,
     /// Everything at or below is settled.
     committed: u64,
@@ -154,6 +210,9 @@ pub struct LogAcker {
     consumer: Arc<str>,
     state: Mutex<AckState>,
     dirty: Notify,
+    /// The delivered mark stored when this run began (exact after a clean close, reserved
+    /// ahead after a crash): a final commit never writes less.
+    previous_mark: u64,
 }
 
 impl LogAcker {
@@ -165,7 +224,8 @@ impl LogAcker {
         }
     }
 
-    /// Writes the committed position if it moved; with `wait`, until it is durable.
+    /// Writes the committed position if it moved; with `wait` (the final commit of a clean
+    /// close), until it is durable, with the exact delivered mark instead of one reserved ahead.
     async fn commit(&self, wait: bool) -> crate::Result<()> {
         let (committed, delivered) = {
             let st = self.state.lock().expect("acker lock");
@@ -185,7 +245,12 @@ impl LogAcker {
                 consumer: self.consumer.clone(),
                 topic: self.topic.clone(),
                 committed,
-                delivered,
+                delivered: if wait {
+                    delivered.max(self.previous_mark)
+                } else {
+                    delivered
+                },
+                exact: wait,
                 reply,
             })
             .await?;

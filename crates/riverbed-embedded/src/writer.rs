@@ -12,6 +12,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{Connection, QueryBuilder, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::deliveries;
 use crate::error::{Error, Result};
 use crate::schema::{encode_headers, epoch_ms};
 
@@ -62,7 +63,17 @@ pub(crate) enum Command {
         topic: Arc<str>,
         committed: u64,
         delivered: u64,
+        /// `delivered` is the exact mark (a clean close): it replaces one reserved ahead.
+        exact: bool,
         reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Deliveries about to be handed out: see [`crate::deliveries`].
+    Delivered {
+        consumer: Arc<str>,
+        topic: Arc<str>,
+        upto: u64,
+        redelivered: Vec<u64>,
+        reply: oneshot::Sender<Result<Vec<u32>>>,
     },
     DeadLetters {
         topic: Arc<str>,
@@ -79,6 +90,7 @@ pub(crate) enum Command {
 enum Reply {
     Append(oneshot::Sender<Result<u64>>, u64),
     Done(oneshot::Sender<Result<()>>),
+    Counts(oneshot::Sender<Result<Vec<u32>>>, Vec<u32>),
 }
 
 /// Runs the writer until every sender is gone. `last_offset` announces new appends.
@@ -113,6 +125,12 @@ pub(crate) async fn run_writer(
                 (Reply::Done(tx), Ok(_)) => {
                     let _ = tx.send(Ok(()));
                 }
+                (Reply::Counts(tx, counts), Ok(_)) => {
+                    let _ = tx.send(Ok(counts));
+                }
+                (Reply::Counts(tx, _), Err(e)) => {
+                    let _ = tx.send(Err(Error::Write(e.to_string())));
+                }
                 (Reply::Append(tx, _), Err(e)) => {
                     let _ = tx.send(Err(Error::Write(e.to_string())));
                 }
@@ -124,6 +142,9 @@ pub(crate) async fn run_writer(
     }
 }
 
+/// A consumer's committed offset, delivered mark, and whether the mark is exact.
+type PositionUpdate = (u64, u64, bool);
+
 async fn write_group(
     conn: &mut SqliteConnection,
     cmds: &mut Vec<Command>,
@@ -132,7 +153,7 @@ async fn write_group(
     let now = epoch_ms(SystemTime::now());
     let mut tx = conn.begin().await?;
     let mut last_append = None;
-    let mut commits: HashMap<(Arc<str>, Arc<str>), (u64, u64)> = HashMap::new();
+    let mut commits: HashMap<(Arc<str>, Arc<str>), PositionUpdate> = HashMap::new();
     for cmd in cmds.drain(..) {
         match cmd {
             Command::Append {
@@ -165,14 +186,27 @@ async fn write_group(
                 topic,
                 committed,
                 delivered,
+                exact,
                 reply,
             } => {
-                let e = commits.entry((consumer, topic)).or_insert((0, 0));
+                let e = commits.entry((consumer, topic)).or_insert((0, 0, false));
                 e.0 = e.0.max(committed);
-                e.1 = e.1.max(delivered);
+                e.1 = if exact { delivered } else { e.1.max(delivered) };
+                e.2 |= exact;
                 if let Some(r) = reply {
                     replies.push(Reply::Done(r));
                 }
+            }
+            Command::Delivered {
+                consumer,
+                topic,
+                upto,
+                redelivered,
+                reply,
+            } => {
+                let counts =
+                    deliveries::record(&mut tx, &consumer, &topic, upto, &redelivered, now).await?;
+                replies.push(Reply::Counts(reply, counts));
             }
             Command::DeadLetters {
                 topic,
@@ -194,13 +228,14 @@ async fn write_group(
             }
         }
     }
-    for ((consumer, topic), (committed, delivered)) in commits {
+    for ((consumer, topic), (committed, delivered, exact)) in commits {
         sqlx::query(
             "INSERT INTO positions (consumer, topic, committed, delivered, updated_at_ms)
              VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (consumer, topic) DO UPDATE SET
                committed = max(committed, excluded.committed),
-               delivered = max(delivered, excluded.delivered),
+               delivered = CASE WHEN ?6 THEN max(excluded.delivered, excluded.committed)
+                                ELSE max(delivered, excluded.delivered) END,
                updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&*consumer)
@@ -208,8 +243,10 @@ async fn write_group(
         .bind(committed as i64)
         .bind(delivered as i64)
         .bind(now)
+        .bind(exact)
         .execute(&mut *tx)
         .await?;
+        deliveries::forget_settled(&mut tx, &consumer, &topic, committed).await?;
     }
     tx.commit().await?;
     Ok(last_append)

@@ -13,8 +13,9 @@ pub enum Error {
     /// Redis refused or could not be reached.
     #[error("redis error: {0}")]
     Redis(#[from] RedisError),
-    /// PostgreSQL (the committed data totals are derived from) failed.
-    #[error("database error: {0}")]
+    /// PostgreSQL (the committed data totals are derived from) failed. Shown as the SQL
+    /// error itself, which already says "database error".
+    #[error(transparent)]
     Database(#[from] riverbed_sql::Error),
 }
 

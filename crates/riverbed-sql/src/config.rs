@@ -265,7 +265,7 @@ impl PostgresSinkConfig {
                 statement,
                 id,
                 params,
-                self.offsets.is_some(),
+                self.offsets.as_deref(),
             )
             .await?;
             return Ok(Arc::new(settle(writer.into_sink(name), settled)));

@@ -101,14 +101,16 @@ pub struct InboxWriter {
 
 impl InboxWriter {
     /// An inbox for `consumer` running `sql` with the named `params` (each a column whose name
-    /// is the parameter's), the message id taken from `id` (usually `$message_id`).
+    /// is the parameter's), the message id taken from `id` (usually `$message_id`). With
+    /// `offsets`, source positions are stored under that consumer name (where a resuming
+    /// stream reads them), in the same transaction.
     pub async fn new(
         pool: PgPool,
         consumer: &str,
         sql: &str,
         id: ValueSource,
         params: Vec<Column>,
-        store_offsets: bool,
+        offsets: Option<&str>,
     ) -> Result<Self, crate::Error> {
         for (i, p) in params.iter().enumerate() {
             if params[..i].iter().any(|o| o.name == p.name) {
@@ -152,9 +154,9 @@ impl InboxWriter {
             create: false,
         };
         crate::ddl::create_serialized(&pool, INBOX_TABLE).await?;
-        let offsets = match store_offsets {
-            true => Some(OffsetStore::postgres(pool.clone(), consumer).await?),
-            false => None,
+        let offsets = match offsets {
+            Some(name) => Some(OffsetStore::postgres(pool.clone(), name).await?),
+            None => None,
         };
         Ok(InboxWriter {
             pool,

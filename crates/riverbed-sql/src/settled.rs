@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use riverbed_core::{
-    AckToken, Acker, Capabilities, ContiguousTracker, DeadLetterSink, Delivery, Settled,
-    Settlement, Source, SourceError,
+    AckToken, Acker, Capabilities, ContiguousTracker, DeadLetterRoute, DeadLetterSink, Delivery,
+    Settled, Settlement, Source, SourceError,
 };
 
 /// Deliveries tracked at most; past that (a delivery stuck for very long) tracking stops (see
@@ -185,6 +185,10 @@ impl<S: Source> Source for TrackSettled<S> {
 
     fn dead_letters(&self) -> Option<Arc<dyn DeadLetterSink>> {
         self.inner.dead_letters()
+    }
+
+    fn route_dead_letters(&mut self, route: DeadLetterRoute) {
+        self.inner.route_dead_letters(route);
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

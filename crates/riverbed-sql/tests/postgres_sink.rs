@@ -251,7 +251,7 @@ async fn the_inbox_runs_user_sql_once_per_message_under_redelivery() {
         &statement,
         ValueSource::MessageId,
         params,
-        false,
+        None,
     )
     .await
     .unwrap()

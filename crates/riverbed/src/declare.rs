@@ -41,7 +41,7 @@ pub async fn run(files: &[PathBuf]) -> Result<()> {
 async fn declare(plan: &Plan) -> Result<Vec<String>> {
     let mut declared = Vec::new();
     if let SourceKind::Amqp(a) = &plan.source {
-        let source = config::amqp_source(a, plan.cluster.as_ref())?;
+        let source = config::amqp_source(a, plan)?;
         let queue = source.declare().await?;
         let bound: Vec<&str> = a.bindings.iter().map(|b| b.exchange.as_str()).collect();
         declared.push(if bound.is_empty() {

@@ -112,10 +112,30 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("riverbed: {e:#}");
+            eprintln!("riverbed: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, joined by `: `, leaving out a cause whose text the previous one
+/// already quotes (library errors often say `database error: {source}` and also report the
+/// source as their cause: `{:#}` would print it twice, nested errors thrice and more).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
@@ -207,5 +227,19 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn a_cause_quoted_by_its_error_is_printed_once() {
+        let sql = sqlx::Error::Protocol("relation \"t\" does not exist".into());
+        let e = anyhow::Error::new(riverbed_sql::Error::Database(sql))
+            .context("reconciling `t` at start");
+        assert_eq!(
+            super::error_chain(&e),
+            "reconciling `t` at start: database error: encountered unexpected or invalid data: \
+             relation \"t\" does not exist"
+        );
+        let plain = anyhow::anyhow!("refused").context("connecting");
+        assert_eq!(super::error_chain(&plain), "connecting: refused");
     }
 }

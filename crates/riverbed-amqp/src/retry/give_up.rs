@@ -1,11 +1,12 @@
 //! Giving up a broker retry that no retry queue takes: after `retry.hold_limit` the message
-//! goes to the dead-letter queue (reason `retry_unavailable`) and its delivery is acknowledged
+//! goes through the pipeline's dead-letter path (reason `retry_unavailable`: the configured
+//! destination, logged and counted like every letter) and its delivery is acknowledged
 //! once the letter is confirmed, so one refused retry queue cannot hold the channel's
 //! acknowledgements, and with them the prefetch window, for good.
 
 use std::time::{Duration, SystemTime};
 
-use riverbed_core::{DeadLetter, DeadLetterSink, FIRST_FAILURE_HEADER};
+use riverbed_core::{DeadLetter, FIRST_FAILURE_HEADER};
 use tokio::time::Instant;
 
 use super::{RetryJob, Worker};
@@ -38,7 +39,7 @@ impl Worker {
             .iter()
             .map(|j| letter(j, broker, self.hold_limit))
             .collect();
-        match dead_letters.write(&letters).await {
+        match dead_letters.store(&letters).await {
             Ok(()) => {
                 acker
                     .status

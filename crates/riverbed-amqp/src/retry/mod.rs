@@ -3,8 +3,8 @@
 //! acknowledged only once the broker confirmed the copy. While the broker does not take
 //! retries, they are held and tried again with backoff (see [`run`]).
 //!
-//! A retry the broker has not taken for `retry.hold_limit` goes to the dead-letter queue with
-//! reason `retry_unavailable` instead (see [`give_up`]): a held delivery keeps its place in
+//! A retry the broker has not taken for `retry.hold_limit` goes to the pipeline's dead-letter
+//! destination with reason `retry_unavailable` instead (see [`give_up`]): a held delivery keeps its place in
 //! the channel's acknowledgement order, and cumulative acks cannot pass it.
 //!
 //! **Order**: while a message waits in a retry queue, later messages with the same key are
@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, ShortString};
-use riverbed_core::{Backoff, Failure, Message};
+use riverbed_core::{Backoff, DeadLetterRoute, Failure, Message};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::acker::AckShared;
-use crate::dead_letter::AmqpDeadLetters;
 use crate::headers::{ATTEMPT_HEADER, to_table};
 use crate::publisher::{Outgoing, Published, Publisher};
 use crate::settings::{QueueSpec, RetrySpec};
@@ -86,8 +85,9 @@ pub(crate) struct Worker {
     pub target: String,
     /// Paces attempts while the broker does not take retries.
     pub backoff: Backoff,
-    /// Where a retry goes that the broker has not taken for `hold_limit`.
-    pub dead_letters: Option<std::sync::Arc<AmqpDeadLetters>>,
+    /// Where a retry goes that the broker has not taken for `hold_limit`: the pipeline's
+    /// dead-letter path.
+    pub dead_letters: Option<DeadLetterRoute>,
     /// How long a retry may be held before it is dead-lettered instead.
     pub hold_limit: Duration,
     /// The broker's last refusal, for the dead letters.

@@ -12,6 +12,7 @@ use crate::config::QueueType;
 use crate::routing::RoutingKey;
 use crate::url::BrokerUrl;
 
+mod delivery_limit;
 mod parts;
 mod source;
 
@@ -90,6 +91,9 @@ pub(crate) struct SourceSettings {
     /// Partitioned queues: `<queue>.0` .. `<queue>.<n-1>` behind the consistent-hash exchange
     /// `<queue>`, each with a single active consumer.
     pub partitions: Option<u16>,
+    /// Arguments the consumed queue gets when the source creates it (see
+    /// [`SourceSettings::limit_deliveries`]).
+    pub created_with: FieldTable,
 }
 
 /// Everything the sink needs, checked.

@@ -87,10 +87,19 @@ fn retry(c: &AmqpSourceConfig, is_stream: bool) -> Result<Option<RetrySpec>> {
     if !enabled {
         return Ok(None);
     }
-    // Quorum by default: its dead-lettering back to the source queue is at least once, where a
-    // classic queue's could drop a message the source queue refused at that moment.
+    // Quorum only: its dead-lettering back to the source queue is at least once. A classic
+    // queue's is at most once (a message expiring while the source queue refuses it, or the
+    // broker fails, is dropped), while the original is acknowledged as soon as the copy is
+    // confirmed: a retry could be lost.
     let queue_type = match c.retry.queue_type {
-        Some(QueueType::Classic) => QueueType::Classic,
+        Some(QueueType::Classic) => {
+            return Err(config(
+                "retry.queue_type",
+                "\"classic\" is refused: a classic queue dead-letters at most once, and the \
+                 original is already acknowledged when the copy waits there, so a retry could \
+                 be lost; use \"quorum\" (the default)",
+            ));
+        }
         None | Some(QueueType::Quorum) => QueueType::Quorum,
         Some(QueueType::Stream) => {
             return Err(config(
@@ -167,7 +176,7 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             (None, false) => Some(durable_queue(format!("{}.dlq", c.queue), None)),
             (None, true) => None,
         };
-        Ok(SourceSettings {
+        let mut settings = SourceSettings {
             connection,
             queue,
             exchanges: exchanges(&c.exchanges)?,
@@ -180,7 +189,10 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
             retry: retry(&c, is_stream)?,
             dead_letter_queue,
             confirm_timeout: c.confirm_timeout,
+            created_with: Default::default(),
             partitions: None,
-        })
+        };
+        settings.limit_deliveries(riverbed_core::DEFAULT_MAX_DELIVERIES.get());
+        Ok(settings)
     }
 }

@@ -79,7 +79,7 @@ impl AmqpSource {
         channel
             .basic_qos(s.prefetch, BasicQosOptions { global: false })
             .await?;
-        let queues = topology::declare_source(&channel, s).await?;
+        let queues = topology::declare_source(&connection, &channel, s).await?;
         let mut args = FieldTable::default();
         let position = self.stream_position();
         let floor = position.as_ref().and_then(|(_, f)| *f);

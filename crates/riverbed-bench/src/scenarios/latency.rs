@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use riverbed_core::{
-    AckToken, Acker, Capabilities, DeadLetterSink, Delivery, Settled, Settlement, Source,
-    SourceError,
+    AckToken, Acker, Capabilities, DeadLetterRoute, DeadLetterSink, Delivery, Settled, Settlement,
+    Source, SourceError,
 };
 
 /// The header carrying the send time, in microseconds since the Unix epoch.
@@ -113,6 +113,10 @@ impl Source for Timed {
 
     fn dead_letters(&self) -> Option<Arc<dyn DeadLetterSink>> {
         self.inner.dead_letters()
+    }
+
+    fn route_dead_letters(&mut self, route: DeadLetterRoute) {
+        self.inner.route_dead_letters(route);
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

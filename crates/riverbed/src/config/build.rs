@@ -19,7 +19,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
 use super::cluster::amqp_source;
-use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskKind};
+use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskEntry, TaskKind};
 use futures::future::BoxFuture;
 
 /// Shared handles: one embedded log per file, one SQLite writer pool per file.
@@ -64,18 +64,20 @@ pub struct Built {
     pub tasks: Vec<Task>,
 }
 
-/// Builds the pipeline described by `plan`, and runs startup reconciliation before it.
-pub async fn build(plan: Plan) -> Result<Built> {
-    let tasks = build_tasks(&plan).await?;
+/// Builds the pipeline described by `plan`, and runs startup reconciliation before it runs.
+/// The sinks come first: one with `create_table` creates the table a reconciliation queries.
+pub async fn build(mut plan: Plan) -> Result<Built> {
+    let tasks = std::mem::take(&mut plan.tasks);
+    let pipeline = build_pipeline(plan).await?;
     Ok(Built {
-        pipeline: build_pipeline(plan).await?,
-        tasks,
+        tasks: build_tasks(&tasks).await?,
+        pipeline,
     })
 }
 
-async fn build_tasks(plan: &Plan) -> Result<Vec<Task>> {
+async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
     let mut tasks: Vec<Task> = Vec::new();
-    for t in &plan.tasks {
+    for t in entries {
         match &t.kind {
             TaskKind::WindowCounter(c) => {
                 let counter = riverbed_redis::WindowCounter::from_config(&t.name, c)
@@ -107,6 +109,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         .max_in_flight(plan.max_in_flight)
         .key(plan.key.clone())
         .retry(plan.retry)
+        .max_deliveries(plan.max_deliveries)
         .shutdown_grace(plan.shutdown_grace);
     builder = match &plan.source {
         SourceKind::Embedded(e) => {
@@ -116,7 +119,8 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         }
         SourceKind::Generate(g) => builder.source(generate_source(g)),
         SourceKind::Amqp(a) if !plan.resume_from.is_empty() => {
-            let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?;
+            let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?
+                .max_deliveries(plan.max_deliveries.get());
             if let Some(position) = stored_position(&mut handles, &plan).await? {
                 tracing::info!(position, "Stream resumes after the stored offset");
                 source = source.resume_after(position);
@@ -125,7 +129,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => builder.source(amqp_source(a, plan.cluster.as_ref())?),
+        SourceKind::Amqp(a) => builder.source(amqp_source(a, &plan)?),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {

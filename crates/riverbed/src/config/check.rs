@@ -22,6 +22,8 @@ pub struct Plan {
     pub key: KeySpec,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Deliveries of a message before it is dead-lettered unprocessed.
+    pub max_deliveries: NonZeroU32,
     /// Shutdown grace.
     pub shutdown_grace: std::time::Duration,
     /// The source.
@@ -172,6 +174,13 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     let Some(max_attempts) = NonZeroU32::new(*attempts.get_ref()) else {
         return c.err(attempts.span(), "`retry.max_attempts` must be at least 1");
     };
+    let deliveries = &raw.retry.max_deliveries;
+    let Some(max_deliveries) = NonZeroU32::new(*deliveries.get_ref()) else {
+        return c.err(
+            deliveries.span(),
+            "`retry.max_deliveries` must be at least 1",
+        );
+    };
     let retry = RetryPolicy {
         max_attempts,
         initial_backoff: raw.retry.initial_backoff,
@@ -257,6 +266,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         max_in_flight,
         key,
         retry,
+        max_deliveries,
         shutdown_grace: raw.pipeline.shutdown_grace,
         source: raw.source.into_inner(),
         processors,

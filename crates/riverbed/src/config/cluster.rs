@@ -165,17 +165,19 @@ fn check_singleton(
     })
 }
 
-/// The AMQP source of a pipeline, consuming its partition queues in mode `partitioned`.
+/// The AMQP source of `plan` (whose source is `config`): consuming its partition queues in
+/// mode `partitioned`, with the plan's delivery limit.
 pub fn amqp_source(
     config: &riverbed_amqp::AmqpSourceConfig,
-    cluster: Option<&ClusterPlan>,
+    plan: &super::Plan,
 ) -> riverbed_amqp::Result<riverbed_amqp::AmqpSource> {
-    match cluster {
+    let source = match &plan.cluster {
         Some(ClusterPlan::Partitioned(n)) => {
-            riverbed_amqp::AmqpSource::partitioned(config.clone(), *n)
+            riverbed_amqp::AmqpSource::partitioned(config.clone(), *n)?
         }
-        Some(ClusterPlan::Singleton(_)) | None => riverbed_amqp::AmqpSource::new(config.clone()),
-    }
+        Some(ClusterPlan::Singleton(_)) | None => riverbed_amqp::AmqpSource::new(config.clone())?,
+    };
+    Ok(source.max_deliveries(plan.max_deliveries.get()))
 }
 
 #[cfg(test)]

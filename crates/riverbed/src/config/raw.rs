@@ -135,6 +135,11 @@ pub struct RetrySection {
     /// message back: no slot held, but later messages of a key may overtake it).
     #[serde(default)]
     pub mode: riverbed_core::RetryMode,
+    /// Deliveries of one message without it being settled (crashes, reconnects) before it is
+    /// dead-lettered unprocessed with reason `delivery_limit`: a message that crashes the
+    /// process is not redelivered forever (default 20).
+    #[serde(default = "default_deliveries")]
+    pub max_deliveries: Spanned<u32>,
 }
 
 impl Default for RetrySection {
@@ -144,8 +149,13 @@ impl Default for RetrySection {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
             mode: Default::default(),
+            max_deliveries: default_deliveries(),
         }
     }
+}
+
+fn default_deliveries() -> Spanned<u32> {
+    Spanned::new(0..0, riverbed_core::DEFAULT_MAX_DELIVERIES.get())
 }
 
 fn default_attempts() -> Spanned<u32> {

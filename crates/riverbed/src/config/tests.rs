@@ -249,3 +249,30 @@ async fn a_generator_that_skips_continues_where_an_earlier_run_stopped() {
         "{e}"
     );
 }
+
+#[test]
+fn classic_retry_queues_are_refused_naming_the_field_and_line() {
+    let amqp = "[source]\nkind = \"amqp\"\nurls = [\"amqp://127.0.0.1\"]\nqueue = \"orders\"\n";
+    let text = BASE.replace("[source]\nkind = \"generate\"\ncount = 10\n", amqp);
+    load_str(&text).unwrap();
+    let e = err(&format!(
+        "{text}\n[source.retry]\nqueue_type = \"classic\"\n"
+    ));
+    assert!(
+        e.starts_with("line 5, column 1: `source`:") && e.contains("`retry.queue_type`"),
+        "{e}"
+    );
+    assert!(e.contains("at most once"), "{e}");
+}
+
+#[test]
+fn max_deliveries_defaults_to_20_and_must_be_positive() {
+    assert_eq!(load_str(BASE).unwrap().max_deliveries.get(), 20);
+    let set = format!("{BASE}\n[retry]\nmax_deliveries = 7\n");
+    assert_eq!(load_str(&set).unwrap().max_deliveries.get(), 7);
+    let e = err(&set.replace("= 7", "= 0"));
+    assert!(
+        e.starts_with("line 14, column 18: `retry.max_deliveries` must be at least 1"),
+        "{e}"
+    );
+}

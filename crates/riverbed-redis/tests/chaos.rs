@@ -1,7 +1,7 @@
 //! The transaction-ledger scenario end to end, with chaos: transactions from the embedded log
 //! through a real `Pipeline` into PostgreSQL (`historical_transactions`, idempotent append),
 //! per-provider totals flushed to Redis at every full 2 seconds, PostgreSQL connections killed
-//! and Redis restarted mid-run. Also: Redis down makes writes transient, never lost.
+//! and Redis restarted mid-run. Also: Redis down makes writes unavailable (waited out, no attempt used up), never lost.
 //! These tests restart services: they hold the service lock exclusively.
 
 mod support;
@@ -264,7 +264,7 @@ async fn ledger_totals_equal_the_committed_table_through_pg_kills_and_a_redis_re
 }
 
 #[tokio::test]
-async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
+async fn increments_while_redis_is_down_are_unavailable_and_counted_once_after() {
     if !services_available() {
         return;
     }
@@ -299,7 +299,7 @@ async fn increments_while_redis_is_down_are_transient_and_counted_once_after() {
         .await
         .unwrap();
     assert!(
-        (0..50).all(|i| matches!(down.get(i), Outcome::Transient(_))),
+        (0..50).all(|i| matches!(down.get(i), Outcome::Unavailable(_))),
         "{down:?}"
     );
     redis_down.start();

@@ -239,8 +239,8 @@ async fn refused_by_a_replica(dedup: bool) {
         .collect();
     let outcome = sink.write(&batch).await;
     for i in 0..batch.len() {
-        let Outcome::Transient(f) = outcome.get(i) else {
-            panic!("message {i} must be retried: {outcome:?}")
+        let Outcome::Unavailable(f) = outcome.get(i) else {
+            panic!("message {i} must be waited out: {outcome:?}")
         };
         assert!(f.error.contains("read only replica"), "{}", f.error);
     }

@@ -1,5 +1,5 @@
 //! PostgreSQL connections killed with `pg_terminate_backend` in the middle of a batch: the
-//! write is transient, nothing of it (rows or position) is committed, and the retry succeeds.
+//! write is unavailable (waited out without using up attempts), nothing of it (rows or position) is committed, and the retry succeeds.
 //! Only this test's own connections (by application name) are killed.
 
 mod support;
@@ -15,7 +15,7 @@ use sqlx::Row;
 use support::*;
 
 #[tokio::test]
-async fn a_connection_killed_mid_batch_is_transient_and_the_retry_commits_once() {
+async fn a_connection_killed_mid_batch_is_unavailable_and_the_retry_commits_once() {
     if !postgres_available() {
         return;
     }
@@ -108,7 +108,7 @@ async fn a_connection_killed_mid_batch_is_transient_and_the_retry_commits_once()
         panic!("{outcome:?}")
     };
     assert!(
-        outcomes.iter().all(|o| matches!(o, Outcome::Transient(_))),
+        outcomes.iter().all(|o| matches!(o, Outcome::Unavailable(_))),
         "{:?}",
         outcomes[0]
     );

@@ -1,5 +1,5 @@
 //! How the PostgreSQL sink classifies what the server refuses: a read-only server (a standby
-//! after failover) is transient; a batch whose every row is refused is dead-lettered with the
+//! after failover) is unavailable (no attempt used up); a batch whose every row is refused is dead-lettered with the
 //! database error in a bounded number of statements.
 
 mod support;
@@ -45,7 +45,7 @@ async fn create(pool: &sqlx::PgPool, table: &str) {
 }
 
 #[tokio::test]
-async fn a_read_only_server_is_transient_not_a_bad_row() {
+async fn a_read_only_server_is_unavailable_not_a_bad_row() {
     if !postgres_available() {
         return;
     }
@@ -70,7 +70,7 @@ async fn a_read_only_server_is_transient_not_a_bad_row() {
     let batch: Vec<Message> = (0..20).map(|i| row(i, "1")).collect();
     let outcome = sink.write(&batch).await;
     for i in 0..20 {
-        let Outcome::Transient(f) = outcome.get(i) else {
+        let Outcome::Unavailable(f) = outcome.get(i) else {
             panic!("message {i}: {outcome:?}")
         };
         assert!(f.error.contains("25006"), "{}", f.error);

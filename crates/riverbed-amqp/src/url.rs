@@ -3,11 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::uri::AMQPUri;
 use serde::{Deserialize, Deserializer};
 
 /// An `amqp://` or `amqps://` URL. `Display` and `Debug` print it without user name and
-/// password (`amqp://***@host:5672/%2f`), so it can be logged as is.
+/// password (`amqp://***@host:5672/%2f`, see [`riverbed_core::redact::url`]), so it can be
+/// logged as is.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     uri: AMQPUri,
@@ -39,16 +40,7 @@ impl FromStr for BrokerUrl {
         if let Some(ip) = ip_host(s) {
             uri.authority.host = ip;
         }
-        let scheme = match uri.scheme {
-            AMQPScheme::AMQP => "amqp",
-            AMQPScheme::AMQPS => "amqps",
-        };
-        let credentials = if has_userinfo(s) { "***@" } else { "" };
-        let vhost = uri.vhost.replace('%', "%25").replace('/', "%2f");
-        let redacted = format!(
-            "{scheme}://{credentials}{}:{}/{vhost}",
-            uri.authority.host, uri.authority.port
-        );
+        let redacted = riverbed_core::redact::url(s);
         Ok(BrokerUrl { uri, redacted })
     }
 }
@@ -57,11 +49,6 @@ impl FromStr for BrokerUrl {
 fn authority(s: &str) -> &str {
     let rest = s.split_once("://").map_or(s, |(_, r)| r);
     rest.split(['/', '?', '#']).next().unwrap_or("")
-}
-
-/// Whether the authority part of `s` carries `user[:password]@`.
-fn has_userinfo(s: &str) -> bool {
-    authority(s).contains('@')
 }
 
 /// The host of `s` when it is an IP address literal.
@@ -113,10 +100,25 @@ mod tests {
         }
         assert_eq!(u.uri().authority.userinfo.password, "s3cret");
         let plain: BrokerUrl = "amqp://localhost".parse().unwrap();
-        assert_eq!(plain.to_string(), "amqp://localhost:5672/%2f");
+        assert_eq!(plain.to_string(), "amqp://localhost");
         let ip: BrokerUrl = "amqp://guest:guest@127.0.0.1:5672/%2f".parse().unwrap();
         assert_eq!(ip.uri().authority.host, "127.0.0.1");
         assert_eq!(ip.to_string(), "amqp://***@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_never_show_in_part() {
+        for c in ["#", "/", "?", "@", "%"] {
+            for scheme in ["amqp", "amqps"] {
+                let url = format!("{scheme}://app:hunter{c}2@127.0.0.1:5672/%2f");
+                let shown = match url.parse::<BrokerUrl>() {
+                    Ok(u) => format!("{u} {u:?}"),
+                    Err(e) => e,
+                };
+                assert!(!shown.contains("hunter"), "{url} shown as {shown}");
+                assert!(!shown.contains("2@"), "{url} shown as {shown}");
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`source`] / [`sink`] / [`dead_letter`]: the traits connectors implement.
 //! - [`processor`] and [`processors`]: steps that run in a partition, in delivery order.
 //! - [`key`]: partition keys and their stable hash.
+//! - [`redact`]: credentials out of URLs (and of text quoting them) before anything prints them.
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `tracker`, `stop`: the runtime itself.
@@ -33,6 +34,7 @@ mod partition;
 mod pipeline;
 pub mod processor;
 pub mod processors;
+pub mod redact;
 pub mod retry;
 pub mod sink;
 pub mod source;

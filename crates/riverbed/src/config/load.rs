@@ -68,28 +68,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Hides `user:password@` of every URL in a line, so an error quoting it leaks no secret.
+/// Hides the credentials of every URL in a line, so an error quoting it leaks no secret.
 pub fn redact_credentials(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace() || c == ',')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    riverbed_core::redact::urls_in(line)
 }
 
 /// A section chosen by `kind`: its name, the keys that stay outside the kind-specific part

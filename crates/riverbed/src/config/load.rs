@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, Deserializer};
 
 use super::raw::RawConfig;
+use super::secrets::Secrets;
 
 /// A configuration error, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl ConfigError {
             return ConfigError {
                 line: None,
                 column: None,
-                message: message.into(),
+                message: riverbed_core::redact::urls_in(&message.into()),
                 snippet: None,
             };
         }
@@ -47,7 +48,7 @@ impl ConfigError {
         ConfigError {
             line: Some(line),
             column: Some(column),
-            message: message.into(),
+            message: riverbed_core::redact::urls_in(&message.into()),
             snippet,
         }
     }
@@ -118,9 +119,15 @@ const TAGGED: &[Tagged] = &[
     },
 ];
 
-/// Parses `text` into the raw configuration.
-pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+/// Parses `text` into the raw configuration, expanding variables with `env` and reading
+/// `*_file` keys (see [`super::secrets`]); what they brought in is added to `secrets`.
+pub fn parse(
+    text: &str,
+    secrets: &mut Secrets,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigError> {
     let mut root = DeTable::parse(text).map_err(|e| toml_error(text, e))?;
+    super::secrets::resolve(text, root.get_mut(), secrets, env)?;
     for Tagged {
         section,
         common,

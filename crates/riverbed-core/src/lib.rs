@@ -11,6 +11,7 @@
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `tracker`, `stop`: the runtime itself.
+//! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
@@ -42,6 +43,7 @@ pub mod stats;
 mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod tracker;
 
 pub use builder::{BuildError, PipelineBuilder, default_partitions};

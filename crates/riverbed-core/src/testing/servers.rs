@@ -1,0 +1,328 @@
+//! Extra TLS servers that a test starts on its own port and data directory, and stops and
+//! removes when dropped: PostgreSQL with `ssl = on`, redis-server with `--tls-port`, and a
+//! second RabbitMQ node with a TLS listener. The shared servers are never touched.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::pki::{Pki, ScratchDir};
+
+/// A server a test started; dropping it stops the server and removes its directory.
+#[derive(Debug)]
+pub struct TestServer {
+    name: &'static str,
+    child: Option<Child>,
+    stop: Option<Command>,
+    dir: ScratchDir,
+}
+
+impl TestServer {
+    /// The server's scratch directory (data and logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of the file `log` in the scratch dir, to show why a server did not start.
+    fn log_tail(&self, log: &str) -> String {
+        let text = std::fs::read_to_string(self.dir().join(log)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = &mut self.stop {
+            let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        if let Some(child) = &mut self.child {
+            // The child leads its own process group: stop every process the server forked.
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+        }
+        tracing::debug!(server = self.name, "Test server stopped");
+    }
+}
+
+/// The path of the server program `program`, or `None` (the test skips, or fails in CI where
+/// `RIVERBED_REQUIRE_SERVICES=1`) when it is not installed.
+fn require_program(program: &str, candidates: Vec<PathBuf>) -> Option<PathBuf> {
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let required = std::env::var("RIVERBED_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{program} is not installed and RIVERBED_REQUIRE_SERVICES=1: this test may not skip"
+    );
+    eprintln!("skipping: {program} is not installed");
+    None
+}
+
+/// Whether something listens on `127.0.0.1:port`.
+fn port_open(port: u16) -> bool {
+    let addr = ([127, 0, 0, 1], port).into();
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Waits until something listens on `127.0.0.1:port`.
+fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if port_open(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `program` run as user `postgres` when this process is root (initdb refuses root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(what: &str, command: &mut Command) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A PostgreSQL cluster of its own on `port` (user `postgres`, trust authentication, database
+/// `postgres`) that accepts only TLS connections (`hostssl`), with the PKI's server certificate.
+pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    let bin = require_program(
+        "initdb",
+        versions.iter().rev().map(|b| b.join("initdb")).collect(),
+    )?
+    .parent()
+    .expect("a bin dir")
+    .to_owned();
+    let dir = ScratchDir::new("postgres-tls");
+    let data = dir.path().join("data");
+    if is_root() {
+        run(
+            "chown",
+            Command::new("chown").arg("postgres:").arg(dir.path()),
+        );
+    }
+    run(
+        "initdb",
+        as_postgres(&bin.join("initdb")).arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]),
+    );
+    for (from, to) in [
+        (&pki.server_cert, "server.crt"),
+        (&pki.server_key, "server.key"),
+    ] {
+        std::fs::copy(from, data.join(to)).expect("copy the certificate");
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .expect("write pg_hba.conf");
+    if is_root() {
+        run(
+            "chown",
+            Command::new("chown").arg("-R").arg("postgres:").arg(&data),
+        );
+    }
+    run(
+        "chmod",
+        Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key")),
+    );
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
+        dir.path().display()
+    );
+    let mut stop = as_postgres(&bin.join("pg_ctl"));
+    stop.arg("-D")
+        .arg(&data)
+        .args(["-m", "immediate", "-w", "stop"]);
+    let server = TestServer {
+        name: "postgres-tls",
+        child: None,
+        stop: Some(stop),
+        dir,
+    };
+    let log = server.dir().join("postgres.log");
+    let started = as_postgres(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-w", "-t", "50", "-o", &options, "-l"])
+        .arg(&log)
+        .arg("start")
+        .output()
+        .expect("run pg_ctl");
+    assert!(
+        started.status.success(),
+        "the TLS PostgreSQL on {port} did not start:\n{}",
+        server.log_tail("postgres.log")
+    );
+    Some(server)
+}
+
+/// A redis-server of its own answering only TLS on `port`, with the PKI's server certificate
+/// (client certificates optional).
+pub fn redis_tls(pki: &Pki, port: u16) -> Option<TestServer> {
+    let program = require_program(
+        "redis-server",
+        vec![
+            "/usr/bin/redis-server".into(),
+            "/usr/local/bin/redis-server".into(),
+        ],
+    )?;
+    let dir = ScratchDir::new("redis-tls");
+    let mut command = Command::new(program);
+    command
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .arg("--tls-cert-file")
+        .arg(&pki.server_cert)
+        .arg("--tls-key-file")
+        .arg(&pki.server_key)
+        .arg("--tls-ca-cert-file")
+        .arg(&pki.ca)
+        .args([
+            "--tls-auth-clients",
+            "optional",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--logfile")
+        .arg(dir.path().join("redis.log"));
+    spawn(
+        "redis-tls",
+        command,
+        dir,
+        port,
+        "redis.log",
+        Duration::from_secs(20),
+    )
+}
+
+/// A second RabbitMQ node (`riverbed-tls@localhost`) with only a TLS listener on `port`, its
+/// own distribution port (`port + 1`; `port + 2` is reserved as its unused plain port) and
+/// data in a scratch dir. User `guest` / `guest` may connect from 127.0.0.1.
+pub fn rabbitmq_tls(pki: &Pki, port: u16) -> Option<TestServer> {
+    let program = require_program(
+        "rabbitmq-server",
+        vec!["/usr/lib/rabbitmq/bin/rabbitmq-server".into()],
+    )?;
+    let dir = ScratchDir::new("rabbitmq-tls");
+    let d = dir.path();
+    let conf = format!(
+        "listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{port}\n\
+         ssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.cacertfile = {}\n\
+         ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    std::fs::write(d.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
+    std::fs::write(d.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
+    let mut command = Command::new(program);
+    command
+        .env("HOME", d)
+        .env("RABBITMQ_NODENAME", "riverbed-tls@localhost")
+        .env("RABBITMQ_NODE_PORT", (port + 2).to_string())
+        .env("RABBITMQ_DIST_PORT", (port + 1).to_string())
+        .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", d.join("log"))
+        .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+        .env("RABBITMQ_PID_FILE", d.join("pid"))
+        .env("RABBITMQ_CONF_ENV_FILE", "/dev/null")
+        .stdout(std::fs::File::create(d.join("startup.log")).expect("a log file"));
+    spawn(
+        "rabbitmq-tls",
+        command,
+        dir,
+        port,
+        "startup.log",
+        Duration::from_secs(60),
+    )
+}
+
+/// Starts `command` in a process group of its own and waits for `port`.
+fn spawn(
+    name: &'static str,
+    mut command: Command,
+    dir: ScratchDir,
+    port: u16,
+    log: &str,
+    limit: Duration,
+) -> Option<TestServer> {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        !port_open(port),
+        "port {port} is taken: a {name} left over from an earlier run?"
+    );
+    command.process_group(0).stdin(Stdio::null());
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let server = TestServer {
+        name,
+        child: Some(child),
+        stop: None,
+        dir,
+    };
+    assert!(
+        wait_for_port(port, limit),
+        "{name} did not listen on {port} within {limit:?}:\n{}",
+        server.log_tail(log)
+    );
+    Some(server)
+}

@@ -84,8 +84,12 @@ impl Error {
     }
 }
 
-/// Broker answers that mean "this will never work as configured".
+/// Broker answers that mean "this will never work as configured", and a TLS handshake that
+/// refused the broker's certificate (or the broker refused ours).
 fn is_fatal_amqp(e: &lapin::Error) -> bool {
+    if let lapin::ErrorKind::IOError(io) = e.kind() {
+        return is_certificate_refusal(io);
+    }
     let lapin::ErrorKind::ProtocolError(amqp) = e.kind() else {
         return false;
     };
@@ -101,6 +105,26 @@ fn is_fatal_amqp(e: &lapin::Error) -> bool {
                 | AMQPHardError::COMMANDINVALID
                 | AMQPHardError::SYNTAXERROR
                 | AMQPHardError::NOTIMPLEMENTED
+        )
+    )
+}
+
+/// Whether `io` is a TLS certificate verification failure, on either side.
+fn is_certificate_refusal(io: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    matches!(
+        tls,
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(
+                    A::BadCertificate
+                        | A::UnknownCA
+                        | A::CertificateRequired
+                        | A::CertificateUnknown
+                        | A::UnsupportedCertificate
+                )
         )
     )
 }
@@ -124,5 +148,15 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
         )));
         assert!(!io.is_fatal());
+    }
+
+    #[test]
+    fn a_refused_tls_certificate_is_fatal() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = Error::Amqp(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            refused,
+        )));
+        assert!(e.is_fatal());
     }
 }

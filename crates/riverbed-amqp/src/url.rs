@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lapin::uri::AMQPUri;
+use lapin::uri::{AMQPScheme, AMQPUri};
 use serde::{Deserialize, Deserializer};
 
 /// An `amqp://` or `amqps://` URL. `Display` and `Debug` print it without user name and
@@ -24,6 +24,11 @@ impl BrokerUrl {
     /// The URL without credentials.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// Whether it is an `amqps://` URL.
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme == AMQPScheme::AMQPS
     }
 }
 

@@ -14,6 +14,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `tls` file cannot be used; the message names the option and the file.
+    #[error("invalid amqp configuration: {0}")]
+    Tls(#[from] riverbed_core::tls::TlsError),
     /// A broker URL could not be parsed (the URL itself is not repeated: it may hold a password).
     #[error("invalid broker url #{index}: {reason}")]
     Url {
@@ -75,7 +78,7 @@ impl Error {
     /// (refused credentials, a missing exchange, a queue declared with other arguments).
     pub fn is_fatal(&self) -> bool {
         match self {
-            Error::Config { .. } | Error::Url { .. } => true,
+            Error::Config { .. } | Error::Tls(_) | Error::Url { .. } => true,
             Error::Connect { source, .. }
             | Error::Topology { source, .. }
             | Error::Amqp(source) => is_fatal_amqp(source),

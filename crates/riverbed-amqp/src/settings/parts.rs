@@ -38,7 +38,7 @@ pub(super) fn connection(
         Some(_) if !urls.iter().any(BrokerUrl::is_tls) => {
             return Err(config("tls", "applies to amqps:// urls only"));
         }
-        Some(t) => TlsSettings::from_files(t.read().map_err(|e| config("tls", e.to_string()))?),
+        Some(t) => TlsSettings::from_files(t.read()?),
     };
     if connect_timeout.is_zero() {
         return Err(config("connect_timeout", "must be longer than zero"));

@@ -106,3 +106,87 @@ fn a_refused_value_from_the_environment_is_not_quoted() {
     .to_string();
     assert!(!e.contains("s3cret") && e.contains("***"), "{e}");
 }
+
+#[test]
+fn tls_sections_load_from_a_pipeline_file_and_misspellings_name_their_line() {
+    let text = r#"[pipeline]
+key = "/id"
+
+[source]
+kind = "amqp"
+urls = ["amqps://app:${AMQP_PASSWORD}@rabbit.example:5671/%2f"]
+queue = "orders"
+tls = { ca_file = "${CA_FILE:-/etc/riverbed/ca.pem}" }
+
+[[sinks]]
+name = "history"
+kind = "postgres"
+mode = "append"
+table = "history"
+key = ["id"]
+columns = [{ name = "id", type = "text", from = "/id" }]
+
+[sinks.connection]
+url_file = "${PG_URL_FILE}"
+ssl_mode = "verify-full"
+tls = { ca_file = "/etc/riverbed/pg-ca.pem" }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("pg");
+    std::fs::write(&url_file, "postgres://app:pg-s3cret@db.example/ledger\n").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca_file,
+        "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let vars = [
+        ("AMQP_PASSWORD", "amqp-s3cret"),
+        ("PG_URL_FILE", url_file.to_str().unwrap()),
+        ("CA_FILE", ca_file.to_str().unwrap()),
+    ];
+    let plan = load_with_env(text, &env(&vars)).unwrap();
+    let SourceKind::Amqp(source) = &plan.source else {
+        panic!("an amqp source");
+    };
+    let ca = source
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_file.as_ref())
+        .unwrap();
+    assert_eq!(ca, &ca_file);
+    let super::SinkPlanKind::Postgres(sink) = &plan.sinks[0].kind else {
+        panic!("a postgres sink");
+    };
+    assert_eq!(
+        sink.connection.ssl_mode,
+        Some(riverbed_sql::SslMode::VerifyFull)
+    );
+    assert_eq!(
+        sink.connection.url.expose(),
+        "postgres://app:pg-s3cret@db.example/ledger"
+    );
+    assert!(
+        !format!("{sink:?}").contains("s3cret"),
+        "Debug hides the password"
+    );
+
+    let e = load_with_env(
+        &text.replace("ca_file = \"/etc", "ca_fil = \"/etc"),
+        &env(&vars),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("line 21, column 9: unknown field `ca_fil`"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = load_with_env(text, &env(&vars[..2]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid amqp configuration: tls.ca_file: cannot read /etc/riverbed/ca.pem"),
+        "{e}"
+    );
+}

@@ -50,24 +50,15 @@ impl FromStr for BrokerUrl {
     }
 }
 
-/// The authority part of a URL: `user:password@host:port`.
-fn authority(s: &str) -> &str {
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    rest.split(['/', '?', '#']).next().unwrap_or("")
-}
-
-/// The host of `s` when it is an IP address literal.
+/// The host of `s` when it is an IP address literal (`url` keeps the hosts of non-special
+/// schemes such as `amqp` opaque, so an IPv4 address comes back as a domain).
 fn ip_host(s: &str) -> Option<String> {
-    let auth = authority(s);
-    let host_port = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        host_port.split(':').next()?
+    let ip: std::net::IpAddr = match url::Url::parse(s).ok()?.host()? {
+        url::Host::Ipv4(ip) => ip.into(),
+        url::Host::Ipv6(ip) => ip.into(),
+        url::Host::Domain(d) => d.parse().ok()?,
     };
-    host.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| ip.to_string())
+    Some(ip.to_string())
 }
 
 impl fmt::Display for BrokerUrl {
@@ -109,6 +100,8 @@ mod tests {
         let ip: BrokerUrl = "amqp://guest:guest@127.0.0.1:5672/%2f".parse().unwrap();
         assert_eq!(ip.uri().authority.host, "127.0.0.1");
         assert_eq!(ip.to_string(), "amqp://***@127.0.0.1:5672/%2f");
+        let v6: BrokerUrl = "amqp://[::1]:5672/%2f".parse().unwrap();
+        assert_eq!(v6.uri().authority.host, "::1");
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl RedisConfig {
         Ok(ConnectionManager::new_with_config(client, config).await?)
     }
 
+    /// Checks the URL and the TLS files without connecting.
+    pub fn check(&self) -> Result<()> {
+        self.client().map(drop)
+    }
+
     /// The client for the URL, with the TLS files when there are any.
     fn client(&self) -> Result<redis::Client> {
         let url = self.url.expose();

@@ -129,7 +129,7 @@ columns = [{ name = "id", type = "text", from = "/id" }]
 [sinks.connection]
 url_file = "${PG_URL_FILE}"
 ssl_mode = "verify-full"
-tls = { ca_file = "/etc/riverbed/pg-ca.pem" }
+tls = { ca_file = "${CA_FILE:-/etc/riverbed/pg-ca.pem}" }
 "#;
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("pg");
@@ -172,7 +172,10 @@ tls = { ca_file = "/etc/riverbed/pg-ca.pem" }
     );
 
     let e = load_with_env(
-        &text.replace("ca_file = \"/etc", "ca_fil = \"/etc"),
+        &text.replace(
+            "ca_file = \"${CA_FILE:-/etc/riverbed/pg",
+            "ca_fil = \"${CA_FILE:-/etc/riverbed/pg",
+        ),
         &env(&vars),
     )
     .unwrap_err()
@@ -182,11 +185,40 @@ tls = { ca_file = "/etc/riverbed/pg-ca.pem" }
         "{e}"
     );
     assert!(!e.contains("s3cret"), "{e}");
-    let e = load_with_env(text, &env(&vars[..2]))
+    let pg_tls = "tls = { ca_file = \"${CA_FILE:-/etc/riverbed/pg-ca.pem}\" }\n";
+    let e = load_with_env(&text.replace(pg_tls, ""), &env(&vars[..2]))
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("invalid amqp configuration: tls.ca_file: cannot read /etc/riverbed/ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_files_and_urls_of_postgres_and_redis_sinks_are_checked_at_validate() {
+    let sink = |body: &str| {
+        format!(
+            "[pipeline]\nkey = \"/id\"\n\n[source]\nkind = \"generate\"\ncount = 1\n\n[[sinks]]\nname = \"out\"\n{body}\n"
+        )
+    };
+    let pg = sink(
+        "kind = \"postgres\"\nmode = \"append\"\ntable = \"t\"\nkey = [\"id\"]\n\
+         columns = [{ name = \"id\", type = \"text\", from = \"/id\" }]\n\
+         connection = { url = \"postgres://db/x\", tls = { ca_file = \"/nonexistent/pg-ca.pem\" } }",
+    );
+    let e = load_with_env(&pg, &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.starts_with("line 9, column 8: sink `out`: invalid configuration: tls.ca_file: cannot read /nonexistent/pg-ca.pem"),
+        "{e}"
+    );
+    let redis = sink(
+        "kind = \"redis_latest\"\nkey = \"k:{/id}\"\nversion = \"/v\"\n\
+         redis = { url = \"redis://127.0.0.1\", tls = { ca_file = \"/x.pem\" } }",
+    );
+    let e = load_with_env(&redis, &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.starts_with("line 9, column 8: sink `out`:") && e.contains("`tls` needs a rediss:// url"),
         "{e}"
     );
 }

@@ -75,6 +75,11 @@ async fn amqps_sink_and_source_work_over_verified_tls_and_a_wrong_ca_is_refused(
         let want: Vec<String> = (0..20).map(|i| format!("o{i}")).collect();
         assert_eq!(ids, want, "{report:?}");
 
+        // The broker requires a client certificate: without it the connection is refused.
+        let anonymous = source(&format!("[tls]\nca_file = \"{}\"\n", pki.ca.display()));
+        let refused = AmqpSource::new(anonymous).unwrap().declare().await;
+        assert!(refused.is_err(), "a client certificate is required");
+
         let wrong = source(&tls(&pki.wrong_ca, &pki));
         let err = tokio::time::timeout(
             Duration::from_secs(30),

@@ -61,6 +61,14 @@ async fn redis_tls_sink_writes_with_a_client_certificate_and_a_wrong_ca_is_refus
         HashMap::from([("p0".into(), 250), ("p1".into(), 250)])
     );
 
+    // The server requires a client certificate: without it the connection is refused.
+    let anonymous = counter("", &format!("ca_file = \"{}\"\n", pki.ca.display()));
+    let refused = tokio::time::timeout(Duration::from_secs(20), anonymous.redis.connect()).await;
+    assert!(
+        refused.unwrap().is_err(),
+        "a client certificate is required"
+    );
+
     let wrong = counter(
         ":no-s3cret@",
         &format!("ca_file = \"{}\"\n", pki.wrong_ca.display()),

@@ -1,6 +1,7 @@
-//! PostgreSQL over TLS, against a cluster of its own (port 55432, `ssl = on`, TLS-only
-//! `hostssl` rules) that the test starts with certificates it generates: the sink writes over a
-//! verified connection, and a server signed by another CA is refused with a clear error.
+//! PostgreSQL over TLS, against a cluster of its own (port 55432, `ssl = on`, `hostssl` rules
+//! that require a client certificate) that the test starts with certificates it generates: the
+//! sink writes over a verified connection, and a server signed by another CA is refused with a
+//! clear error.
 
 mod support;
 
@@ -49,7 +50,15 @@ async fn postgres_tls_verify_full_writes_and_a_wrong_ca_is_refused() {
     let Some(_server) = postgres_tls(&pki, PORT) else {
         return;
     };
-    let ca = format!("[tls]\nca_file = \"{}\"\n", pki.ca.display());
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        )
+    };
+    let ca = tls(&pki.ca);
     let verified = connection(&format!("ssl_mode = \"verify-full\"\n{ca}"));
     let pool = tokio::time::timeout(Duration::from_secs(20), verified.connect())
         .await
@@ -77,17 +86,21 @@ async fn postgres_tls_verify_full_writes_and_a_wrong_ca_is_refused() {
     assert_eq!(rows, 100);
     pool.close().await;
 
-    // The server accepts TLS only: a plain connection is refused, so the write above used TLS.
+    // The server takes TLS with a client certificate only: a plain connection and one without
+    // the certificate are refused, so the write above used both.
     let plain = connection("ssl_mode = \"disable\"");
     assert!(
         plain.connect().await.is_err(),
         "plain connections are refused"
     );
+    let anonymous = connection(&format!("[tls]\nca_file = \"{}\"\n", pki.ca.display()));
+    let e = anonymous
+        .connect()
+        .await
+        .expect_err("a client certificate is required");
+    assert!(e.to_string().contains("certificate"), "{e}");
 
-    let wrong = connection(&format!(
-        "[tls]\nca_file = \"{}\"\n",
-        pki.wrong_ca.display()
-    ));
+    let wrong = connection(&tls(&pki.wrong_ca));
     let err = tokio::time::timeout(Duration::from_secs(20), wrong.connect())
         .await
         .unwrap()

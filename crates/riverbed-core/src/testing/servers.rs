@@ -40,16 +40,24 @@ impl Drop for TestServer {
         if let Some(child) = &mut self.child {
             // The child leads its own process group: stop every process the server forked.
             let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            signal("-TERM", &group);
             let deadline = Instant::now() + Duration::from_secs(15);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            signal("-KILL", &group);
             let _ = child.wait();
         }
         tracing::debug!(server = self.name, "Test server stopped");
     }
+}
+
+/// Sends `signal` to the process group `group` (`-<pgid>`), quietly: it may be gone already.
+fn signal(signal: &str, group: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", group])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The path of the server program `program`, or `None` (the test skips, or fails in CI where
@@ -113,8 +121,9 @@ fn run(what: &str, command: &mut Command) {
     );
 }
 
-/// A PostgreSQL cluster of its own on `port` (user `postgres`, trust authentication, database
-/// `postgres`) that accepts only TLS connections (`hostssl`), with the PKI's server certificate.
+/// A PostgreSQL cluster of its own on `port` (user `postgres`, database `postgres`) that accepts
+/// only TLS connections presenting a client certificate signed by the PKI's CA (`hostssl ...
+/// clientcert=verify-ca`), with the PKI's server certificate.
 pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
@@ -152,12 +161,13 @@ pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     for (from, to) in [
         (&pki.server_cert, "server.crt"),
         (&pki.server_key, "server.key"),
+        (&pki.ca, "root.crt"),
     ] {
         std::fs::copy(from, data.join(to)).expect("copy the certificate");
     }
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n",
     )
     .expect("write pg_hba.conf");
     if is_root() {
@@ -173,7 +183,7 @@ pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
             .arg(data.join("server.key")),
     );
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_ca_file=root.crt -c fsync=off",
         dir.path().display()
     );
     let mut stop = as_postgres(&bin.join("pg_ctl"));
@@ -203,8 +213,8 @@ pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     Some(server)
 }
 
-/// A redis-server of its own answering only TLS on `port`, with the PKI's server certificate
-/// (client certificates optional).
+/// A redis-server of its own answering only TLS on `port`, with the PKI's server certificate;
+/// clients must present a certificate signed by the PKI's CA.
 pub fn redis_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     let program = require_program(
         "redis-server",
@@ -232,7 +242,7 @@ pub fn redis_tls(pki: &Pki, port: u16) -> Option<TestServer> {
         .arg(&pki.ca)
         .args([
             "--tls-auth-clients",
-            "optional",
+            "yes",
             "--save",
             "",
             "--appendonly",
@@ -254,7 +264,8 @@ pub fn redis_tls(pki: &Pki, port: u16) -> Option<TestServer> {
 
 /// A second RabbitMQ node (`riverbed-tls@localhost`) with only a TLS listener on `port`, its
 /// own distribution port (`port + 1`; `port + 2` is reserved as its unused plain port) and
-/// data in a scratch dir. User `guest` / `guest` may connect from 127.0.0.1.
+/// data in a scratch dir. Clients must present a certificate signed by the PKI's CA; user
+/// `guest` / `guest` may connect from 127.0.0.1.
 pub fn rabbitmq_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     let program = require_program(
         "rabbitmq-server",
@@ -265,7 +276,7 @@ pub fn rabbitmq_tls(pki: &Pki, port: u16) -> Option<TestServer> {
     let conf = format!(
         "listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{port}\n\
          ssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.cacertfile = {}\n\
-         ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n",
+         ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
         pki.server_cert.display(),
         pki.server_key.display(),
         pki.ca.display()

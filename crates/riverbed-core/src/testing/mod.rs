@@ -14,11 +14,13 @@ use crate::sink::{BatchOutcome, Sink};
 use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError};
 
 mod pki;
+mod postgres_tls;
 mod servers;
 mod service;
 
 pub use pki::{Pki, ScratchDir};
-pub use servers::{TestServer, postgres_tls, rabbitmq_tls, redis_tls};
+pub use postgres_tls::postgres_tls;
+pub use servers::{TestServer, rabbitmq_tls, redis_tls};
 pub use service::{ServiceLock, lock_service, require_service};
 
 /// One thing that happened, in the order it happened.

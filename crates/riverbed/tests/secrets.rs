@@ -77,3 +77,40 @@ fn validate_reads_urls_from_a_file_and_never_prints_them() {
     assert!(!ok, "{shown}");
     assert!(!shown.contains("s3cret"), "{shown}");
 }
+
+#[tokio::test]
+async fn a_refused_password_from_the_environment_is_not_logged() {
+    if !riverbed_core::testing::require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _shared = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.toml");
+    let text = PIPELINE.replace("\"orders\"", "\"riverbed-secrets-refused\"\npassive = true");
+    std::fs::write(&path, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .arg("run")
+        .arg(&path)
+        .env("RIVERBED_TEST_AMQP_PASSWORD", "n0t-the-pw%23x")
+        .env("RIVERBED_LOG", "debug")
+        .output();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || run),
+    )
+    .await
+    .expect("a refused login ends the run")
+    .unwrap()
+    .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains("ACCESS_REFUSED") || shown.contains("access"),
+        "{shown}"
+    );
+    assert!(!shown.contains("n0t-the-pw"), "{shown}");
+}

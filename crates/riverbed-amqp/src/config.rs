@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::url::BrokerUrl;
+use riverbed_core::tls::TlsConfig;
 
 fn default_urls() -> Vec<BrokerUrl> {
     vec![
@@ -174,6 +175,11 @@ pub struct AmqpSourceConfig {
     /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
+    /// Certificate files for `amqps://` URLs: `ca_file` (trusted besides the system roots),
+    /// and `cert_file` / `key_file` for a broker that asks for a client certificate. The
+    /// broker's certificate is always verified.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,
@@ -260,6 +266,11 @@ pub struct AmqpSinkConfig {
     /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
+    /// Certificate files for `amqps://` URLs: `ca_file` (trusted besides the system roots),
+    /// and `cert_file` / `key_file` for a broker that asks for a client certificate. The
+    /// broker's certificate is always verified.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,
@@ -299,6 +310,11 @@ pub struct AmqpDeadLetterConfig {
     /// dead peer sooner (default: the broker's heartbeat, 60 s).
     #[serde(default = "default_urls")]
     pub urls: Vec<BrokerUrl>,
+    /// Certificate files for `amqps://` URLs: `ca_file` (trusted besides the system roots),
+    /// and `cert_file` / `key_file` for a broker that asks for a client certificate. The
+    /// broker's certificate is always verified.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Name shown for the connection in the broker's management tools.
     #[serde(default)]
     pub connection_name: Option<String>,

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::error::{Error, Result};
+use crate::settings::{ConnectionSettings, TlsSettings};
 use crate::url::BrokerUrl;
 
 /// Rotates through the broker URLs: each call starts with the URL after the one used last.
@@ -16,16 +17,18 @@ pub(crate) struct Connector {
     next: usize,
     name: String,
     timeout: Duration,
+    tls: TlsSettings,
 }
 
 impl Connector {
-    /// A connector over `urls` (never empty: the settings checked it).
-    pub fn new(urls: Arc<[BrokerUrl]>, name: String, timeout: Duration) -> Self {
+    /// A connector over the settings' URLs (never empty: the settings checked it).
+    pub fn new(c: &ConnectionSettings) -> Self {
         Connector {
-            urls,
+            urls: c.urls.clone(),
             next: 0,
-            name,
-            timeout,
+            name: c.name.clone(),
+            timeout: c.connect_timeout,
+            tls: c.tls.clone(),
         }
     }
 
@@ -38,7 +41,11 @@ impl Connector {
             self.next = (self.next + 1) % self.urls.len();
             let props =
                 ConnectionProperties::default().with_connection_name(self.name.clone().into());
-            let attempt = Connection::connect_uri(url.uri().clone(), props);
+            let attempt = async {
+                let runtime = lapin::runtime::default_runtime()?;
+                let uri = url.uri().clone();
+                Connection::connect_uri_with_config(uri, props, self.tls.0.clone(), runtime).await
+            };
             match tokio::time::timeout(self.timeout, attempt).await {
                 Ok(Ok(conn)) => return Ok((conn, url)),
                 Ok(Err(source)) => {

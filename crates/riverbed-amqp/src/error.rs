@@ -14,6 +14,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `tls` file cannot be used; the message names the option and the file.
+    #[error("invalid amqp configuration: {0}")]
+    Tls(#[from] riverbed_core::tls::TlsError),
     /// A broker URL could not be parsed (the URL itself is not repeated: it may hold a password).
     #[error("invalid broker url #{index}: {reason}")]
     Url {
@@ -75,7 +78,7 @@ impl Error {
     /// (refused credentials, a missing exchange, a queue declared with other arguments).
     pub fn is_fatal(&self) -> bool {
         match self {
-            Error::Config { .. } | Error::Url { .. } => true,
+            Error::Config { .. } | Error::Tls(_) | Error::Url { .. } => true,
             Error::Connect { source, .. }
             | Error::Topology { source, .. }
             | Error::Amqp(source) => is_fatal_amqp(source),
@@ -84,8 +87,12 @@ impl Error {
     }
 }
 
-/// Broker answers that mean "this will never work as configured".
+/// Broker answers that mean "this will never work as configured", and a TLS handshake that
+/// refused the broker's certificate (or the broker refused ours).
 fn is_fatal_amqp(e: &lapin::Error) -> bool {
+    if let lapin::ErrorKind::IOError(io) = e.kind() {
+        return is_certificate_refusal(io);
+    }
     let lapin::ErrorKind::ProtocolError(amqp) = e.kind() else {
         return false;
     };
@@ -101,6 +108,26 @@ fn is_fatal_amqp(e: &lapin::Error) -> bool {
                 | AMQPHardError::COMMANDINVALID
                 | AMQPHardError::SYNTAXERROR
                 | AMQPHardError::NOTIMPLEMENTED
+        )
+    )
+}
+
+/// Whether `io` is a TLS certificate verification failure, on either side.
+fn is_certificate_refusal(io: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let tls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    matches!(
+        tls,
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(
+                    A::BadCertificate
+                        | A::UnknownCA
+                        | A::CertificateRequired
+                        | A::CertificateUnknown
+                        | A::UnsupportedCertificate
+                )
         )
     )
 }
@@ -124,5 +151,15 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
         )));
         assert!(!io.is_fatal());
+    }
+
+    #[test]
+    fn a_refused_tls_certificate_is_fatal() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = Error::Amqp(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            refused,
+        )));
+        assert!(e.is_fatal());
     }
 }

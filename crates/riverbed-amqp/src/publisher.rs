@@ -86,11 +86,7 @@ impl Publisher {
     ) -> Self {
         Publisher {
             live: tokio::sync::Mutex::new(Live {
-                connector: Connector::new(
-                    connection.urls.clone(),
-                    connection.name.clone(),
-                    connection.connect_timeout,
-                ),
+                connector: Connector::new(connection),
                 connection: None,
                 generation: 0,
             }),

@@ -123,7 +123,7 @@ impl AmqpSource {
         });
         let c = &settings.connection;
         AmqpSource {
-            connector: Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout),
+            connector: Connector::new(c),
             reconnect: Reconnect::new(
                 c.reconnect_initial,
                 c.reconnect_max,
@@ -186,7 +186,7 @@ impl AmqpSource {
     pub async fn declare(&self) -> Result<String> {
         self.check_declarable()?;
         let c = &self.settings.connection;
-        let mut connector = Connector::new(c.urls.clone(), c.name.clone(), c.connect_timeout);
+        let mut connector = Connector::new(c);
         let (connection, url) = connector.connect().await?;
         let declared = async {
             let channel = connection.create_channel().await?;

@@ -7,7 +7,8 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use serde::{Deserialize, Deserializer};
 
 /// An `amqp://` or `amqps://` URL. `Display` and `Debug` print it without user name and
-/// password (`amqp://***@host:5672/%2f`), so it can be logged as is.
+/// password (`amqp://***@host:5672/%2f`, see [`riverbed_core::redact::url`]), so it can be
+/// logged as is.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     uri: AMQPUri,
@@ -24,6 +25,11 @@ impl BrokerUrl {
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
+
+    /// Whether it is an `amqps://` URL.
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme == AMQPScheme::AMQPS
+    }
 }
 
 impl FromStr for BrokerUrl {
@@ -39,43 +45,20 @@ impl FromStr for BrokerUrl {
         if let Some(ip) = ip_host(s) {
             uri.authority.host = ip;
         }
-        let scheme = match uri.scheme {
-            AMQPScheme::AMQP => "amqp",
-            AMQPScheme::AMQPS => "amqps",
-        };
-        let credentials = if has_userinfo(s) { "***@" } else { "" };
-        let vhost = uri.vhost.replace('%', "%25").replace('/', "%2f");
-        let redacted = format!(
-            "{scheme}://{credentials}{}:{}/{vhost}",
-            uri.authority.host, uri.authority.port
-        );
+        let redacted = riverbed_core::redact::url(s);
         Ok(BrokerUrl { uri, redacted })
     }
 }
 
-/// The authority part of a URL: `user:password@host:port`.
-fn authority(s: &str) -> &str {
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    rest.split(['/', '?', '#']).next().unwrap_or("")
-}
-
-/// Whether the authority part of `s` carries `user[:password]@`.
-fn has_userinfo(s: &str) -> bool {
-    authority(s).contains('@')
-}
-
-/// The host of `s` when it is an IP address literal.
+/// The host of `s` when it is an IP address literal (`url` keeps the hosts of non-special
+/// schemes such as `amqp` opaque, so an IPv4 address comes back as a domain).
 fn ip_host(s: &str) -> Option<String> {
-    let auth = authority(s);
-    let host_port = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        host_port.split(':').next()?
+    let ip: std::net::IpAddr = match url::Url::parse(s).ok()?.host()? {
+        url::Host::Ipv4(ip) => ip.into(),
+        url::Host::Ipv6(ip) => ip.into(),
+        url::Host::Domain(d) => d.parse().ok()?,
     };
-    host.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| ip.to_string())
+    Some(ip.to_string())
 }
 
 impl fmt::Display for BrokerUrl {
@@ -113,10 +96,27 @@ mod tests {
         }
         assert_eq!(u.uri().authority.userinfo.password, "s3cret");
         let plain: BrokerUrl = "amqp://localhost".parse().unwrap();
-        assert_eq!(plain.to_string(), "amqp://localhost:5672/%2f");
+        assert_eq!(plain.to_string(), "amqp://localhost");
         let ip: BrokerUrl = "amqp://guest:guest@127.0.0.1:5672/%2f".parse().unwrap();
         assert_eq!(ip.uri().authority.host, "127.0.0.1");
         assert_eq!(ip.to_string(), "amqp://***@127.0.0.1:5672/%2f");
+        let v6: BrokerUrl = "amqp://[::1]:5672/%2f".parse().unwrap();
+        assert_eq!(v6.uri().authority.host, "::1");
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_never_show_in_part() {
+        for c in ["#", "/", "?", "@", "%"] {
+            for scheme in ["amqp", "amqps"] {
+                let url = format!("{scheme}://app:hunter{c}2@127.0.0.1:5672/%2f");
+                let shown = match url.parse::<BrokerUrl>() {
+                    Ok(u) => format!("{u} {u:?}"),
+                    Err(e) => e,
+                };
+                assert!(!shown.contains("hunter"), "{url} shown as {shown}");
+                assert!(!shown.contains("2@"), "{url} shown as {shown}");
+            }
+        }
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`source`] / [`sink`] / [`dead_letter`]: the traits connectors implement.
 //! - [`processor`] and [`processors`]: steps that run in a partition, in delivery order.
 //! - [`key`]: partition keys and their stable hash.
+//! - [`redact`]: credentials out of URLs (and of text quoting them) before anything prints them.
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `write`, `tracker`, `stop`: the
 //!   runtime itself; `availability`: the one rule for unreachable destinations (partitions
 //!   wait, the intake pauses, no attempt is used up).
+//! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
@@ -36,6 +38,7 @@ mod partition;
 mod pipeline;
 pub mod processor;
 pub mod processors;
+pub mod redact;
 pub mod retry;
 pub mod sink;
 pub mod source;
@@ -43,6 +46,7 @@ pub mod stats;
 mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod tracker;
 mod write;
 

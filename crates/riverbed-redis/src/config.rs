@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use riverbed_core::tls::TlsConfig;
 use riverbed_sql::{DatabaseUrl, PostgresConnectionConfig};
 use serde::Deserialize;
 
@@ -14,8 +15,14 @@ use crate::totals::TotalsLayout;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:6379[/db]` (the password never appears in logs).
+    /// `redis://[:password@]host:6379[/db]`, or `rediss://` for TLS (the server's certificate
+    /// verified against the system roots, or `tls.ca_file`). The password never appears in
+    /// logs.
     pub url: DatabaseUrl,
+    /// Certificate files for a `rediss://` URL: `ca_file` (trusted instead of the system
+    /// roots), and `cert_file` / `key_file` for servers that ask for a client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// A command without an answer after this long fails transiently.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub response_timeout: Duration,
@@ -40,6 +47,7 @@ impl RedisConfig {
     pub fn new(url: &str) -> Self {
         RedisConfig {
             url: DatabaseUrl::new(url),
+            tls: None,
             response_timeout: default_timeout(),
             connect_timeout: default_timeout(),
             reconnect_retries: default_reconnect_retries(),
@@ -48,14 +56,47 @@ impl RedisConfig {
 
     /// Connects (the manager reconnects by itself after a connection loss).
     pub async fn connect(&self) -> Result<ConnectionManager> {
-        let client = redis::Client::open(self.url.expose())
-            .map_err(|e| Error::Config(format!("url {}: {e}", self.url)))?;
+        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
             .set_connection_timeout(Some(self.connect_timeout))
             .set_number_of_retries(self.reconnect_retries)
             .set_max_delay(Duration::from_millis(500));
         Ok(ConnectionManager::new_with_config(client, config).await?)
+    }
+
+    /// Checks the URL and the TLS files without connecting.
+    pub fn check(&self) -> Result<()> {
+        self.client().map(drop)
+    }
+
+    /// The client for the URL, with the TLS files when there are any.
+    fn client(&self) -> Result<redis::Client> {
+        let url = self.url.expose();
+        let bad = |e: String| Error::Config(format!("url {}: {e}", self.url));
+        let tls = url.starts_with("rediss://");
+        if tls && url.ends_with("#insecure") {
+            return Err(bad(
+                "`#insecure` turns certificate verification off; name the \
+                            server's CA in `tls.ca_file` instead"
+                    .into(),
+            ));
+        }
+        let Some(files) = &self.tls else {
+            return redis::Client::open(url).map_err(|e| bad(e.to_string()));
+        };
+        if !tls {
+            return Err(bad("`tls` needs a rediss:// url".into()));
+        }
+        let files = files.read().map_err(|e| Error::Config(e.to_string()))?;
+        let certificates = redis::TlsCertificates {
+            client_tls: files.client.map(|c| redis::ClientTlsConfig {
+                client_cert: c.cert,
+                client_key: c.key,
+            }),
+            root_cert: files.ca,
+        };
+        redis::Client::build_with_tls(url, certificates).map_err(|e| bad(e.to_string()))
     }
 }
 

@@ -48,7 +48,7 @@ mod url;
 
 pub use classify::{ErrorClass, classify};
 pub use config::{ColumnConfig, PostgresSinkConfig, SinkMode, TombstoneConfig};
-pub use connection::PostgresConnectionConfig;
+pub use connection::{PostgresConnectionConfig, SslMode};
 pub use error::{Error, Result};
 pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
 pub use lease::PgLease;

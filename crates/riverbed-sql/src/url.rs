@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 /// A connection URL such as `postgres://user:secret@host:5432/db`. `Display` and `Debug` show
-/// it with the password replaced by `***`; only [`DatabaseUrl::expose`] gives the real text.
+/// it with user name and password replaced by `***`; only [`DatabaseUrl::expose`] gives the real text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
 
@@ -20,31 +20,16 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any user name and password replaced by `***`.
     pub fn redacted(&self) -> String {
         redact_url(&self.0)
     }
 }
 
-/// Replaces the password of `scheme://user:password@host...` with `***`.
+/// The URL with user name, password and secret query values replaced by `***`; a URL that
+/// does not parse is hidden wholesale (see [`riverbed_core::redact::url`]).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
-    }
+    riverbed_core::redact::url(url)
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -74,13 +59,25 @@ mod tests {
         let u = DatabaseUrl::new("postgres://app:s3cr%40t@db:5432/ledger?sslmode=require");
         assert_eq!(
             u.to_string(),
-            "postgres://app:***@db:5432/ledger?sslmode=require"
+            "postgres://***@db:5432/ledger?sslmode=require"
         );
         assert!(!format!("{u:?}").contains("s3cr"));
         assert_eq!(
             redact_url("redis://:pw@127.0.0.1/0"),
-            "redis://:***@127.0.0.1/0"
+            "redis://***@127.0.0.1/0"
         );
-        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://***@db/x");
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_never_show_in_part() {
+        for c in ["#", "/", "?", "@", "%"] {
+            for scheme in ["postgres", "redis", "rediss"] {
+                let url = format!("{scheme}://app:hunter{c}2@db.example:5432/x");
+                let shown = DatabaseUrl::new(&url).to_string();
+                assert!(!shown.contains("hunter"), "{url} shown as {shown}");
+                assert!(!shown.contains("2@"), "{url} shown as {shown}");
+            }
+        }
     }
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
+use riverbed_core::tls::TlsFiles;
 
 use crate::config::QueueType;
 use crate::routing::RoutingKey;
@@ -24,8 +26,35 @@ pub(crate) struct ConnectionSettings {
     pub urls: Arc<[BrokerUrl]>,
     pub name: String,
     pub connect_timeout: Duration,
+    pub tls: TlsSettings,
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+}
+
+/// What `amqps://` connections trust and present. `Debug` never shows the client key.
+#[derive(Clone, Default)]
+pub(crate) struct TlsSettings(pub OwnedTLSConfig);
+
+impl TlsSettings {
+    /// The files' contents as lapin wants them.
+    pub fn from_files(files: TlsFiles) -> Self {
+        TlsSettings(OwnedTLSConfig {
+            identity: files.client.map(|c| OwnedIdentity::PKCS8 {
+                pem: c.cert,
+                key: c.key,
+            }),
+            cert_chain: files.ca.map(|ca| String::from_utf8_lossy(&ca).into_owned()),
+        })
+    }
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca", &self.0.cert_chain.is_some())
+            .field("client_certificate", &self.0.identity.is_some())
+            .finish()
+    }
 }
 
 /// A queue to declare.

@@ -19,16 +19,27 @@ use crate::config::{
 use crate::error::{Result, config};
 use crate::routing::RoutingKey;
 use crate::url::BrokerUrl;
+use riverbed_core::tls::TlsConfig;
+
+use super::TlsSettings;
 
 pub(super) fn connection(
     urls: Vec<BrokerUrl>,
     name: Option<String>,
     connect_timeout: Duration,
+    tls: Option<&TlsConfig>,
     default_name: String,
 ) -> Result<ConnectionSettings> {
     if urls.is_empty() {
         return Err(config("urls", "needs at least one broker url"));
     }
+    let tls = match tls {
+        None => TlsSettings::default(),
+        Some(_) if !urls.iter().any(BrokerUrl::is_tls) => {
+            return Err(config("tls", "applies to amqps:// urls only"));
+        }
+        Some(t) => TlsSettings::from_files(t.read()?),
+    };
     if connect_timeout.is_zero() {
         return Err(config("connect_timeout", "must be longer than zero"));
     }
@@ -36,6 +47,7 @@ pub(super) fn connection(
         urls: urls.into(),
         name: name.unwrap_or(default_name),
         connect_timeout,
+        tls,
         reconnect_initial: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(10),
     })
@@ -175,7 +187,13 @@ impl TryFrom<AmqpSinkConfig> for SinkSettings {
             .map_err(|reason: String| config("routing_key", reason))?;
         short("exchange", &c.exchange)?;
         Ok(SinkSettings {
-            connection: connection(c.urls, c.connection_name, c.connect_timeout, name)?,
+            connection: connection(
+                c.urls,
+                c.connection_name,
+                c.connect_timeout,
+                c.tls.as_ref(),
+                name,
+            )?,
             exchange: c.exchange,
             routing_key,
             exchanges: exchanges(&c.exchanges)?,
@@ -199,7 +217,13 @@ impl TryFrom<AmqpDeadLetterConfig> for DeadLetterSettings {
         }
         let name = format!("riverbed dead letters {}", c.queue);
         Ok(DeadLetterSettings {
-            connection: connection(c.urls, c.connection_name, c.connect_timeout, name)?,
+            connection: connection(
+                c.urls,
+                c.connection_name,
+                c.connect_timeout,
+                c.tls.as_ref(),
+                name,
+            )?,
             queue: durable_queue(c.queue, c.queue_type),
             confirm_timeout: c.confirm_timeout,
         })

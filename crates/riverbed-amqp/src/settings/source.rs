@@ -141,6 +141,7 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
                 c.urls.clone(),
                 c.connection_name.clone(),
                 c.connect_timeout,
+                c.tls.as_ref(),
                 default_name,
             )?
         };

@@ -14,11 +14,17 @@ use crate::sink::{BatchOutcome, Sink};
 use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError};
 
 mod outage;
+mod pki;
+mod postgres_tls;
+mod servers;
 mod service;
 
 pub use outage::{
     ComesBack, ensure_redis_up, restart_redis_losing_data, stop_postgres, stop_redis_keeping_data,
 };
+pub use pki::{Pki, ScratchDir};
+pub use postgres_tls::postgres_tls;
+pub use servers::{TestServer, rabbitmq_tls, redis_tls};
 pub use service::{ServiceLock, lock_service, require_service};
 
 /// One thing that happened, in the order it happened.

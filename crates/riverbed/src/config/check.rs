@@ -358,6 +358,14 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
             })
         }
     };
+    let redis = match &s.kind {
+        SinkKind::RedisHashIncr(r) => r.redis.check(),
+        SinkKind::RedisLatest(r) => r.redis.check(),
+        _ => Ok(()),
+    };
+    if let Err(e) = redis {
+        return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
+    }
     let kind = match &s.kind {
         SinkKind::Sqlite(q) => SinkPlanKind::Sqlite {
             path: q.path.clone(),
@@ -379,7 +387,8 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
                 }
                 riverbed_sql::SinkMode::Inbox => Ok(()),
                 _ => p.table_spec().map(|_| ()).map_err(|e| e.to_string()),
-            };
+            }
+            .and_then(|()| p.connection.options().map(drop).map_err(|e| e.to_string()));
             if let Err(e) = checked {
                 return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
             }

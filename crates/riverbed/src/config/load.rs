@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, Deserializer};
 
 use super::raw::RawConfig;
+use super::secrets::Secrets;
 
 /// A configuration error, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl ConfigError {
             return ConfigError {
                 line: None,
                 column: None,
-                message: message.into(),
+                message: riverbed_core::redact::urls_in(&message.into()),
                 snippet: None,
             };
         }
@@ -47,7 +48,7 @@ impl ConfigError {
         ConfigError {
             line: Some(line),
             column: Some(column),
-            message: message.into(),
+            message: riverbed_core::redact::urls_in(&message.into()),
             snippet,
         }
     }
@@ -68,28 +69,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Hides `user:password@` of every URL in a line, so an error quoting it leaks no secret.
+/// Hides the credentials of every URL in a line, so an error quoting it leaks no secret.
 pub fn redact_credentials(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace() || c == ',')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    riverbed_core::redact::urls_in(line)
 }
 
 /// A section chosen by `kind`: its name, the keys that stay outside the kind-specific part
@@ -137,9 +119,15 @@ const TAGGED: &[Tagged] = &[
     },
 ];
 
-/// Parses `text` into the raw configuration.
-pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+/// Parses `text` into the raw configuration, expanding variables with `env` and reading
+/// `*_file` keys (see [`super::secrets`]); what they brought in is added to `secrets`.
+pub fn parse(
+    text: &str,
+    secrets: &mut Secrets,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigError> {
     let mut root = DeTable::parse(text).map_err(|e| toml_error(text, e))?;
+    super::secrets::resolve(text, root.get_mut(), secrets, env)?;
     for Tagged {
         section,
         common,

@@ -7,6 +7,7 @@ mod counters;
 mod load;
 pub mod raw;
 mod resume;
+mod secrets;
 mod table;
 
 use std::path::Path;
@@ -23,11 +24,24 @@ pub fn load(path: &Path) -> anyhow::Result<Plan> {
     load_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Parses and checks a pipeline file's text.
+/// Parses and checks a pipeline file's text, with `${VAR}` taken from the environment.
 pub fn load_str(text: &str) -> Result<Plan, ConfigError> {
-    let raw = load::parse(text)?;
-    check::check(text, raw)
+    load_with_env(text, &|name| std::env::var(name).ok())
 }
 
+/// Parses and checks a pipeline file's text, with `${VAR}` taken from `env`. No error quotes
+/// a value that came from `env` or from a `*_file`.
+pub fn load_with_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    let mut secrets = secrets::Secrets::default();
+    load::parse(text, &mut secrets, env)
+        .and_then(|raw| check::check(text, raw))
+        .map_err(|e| secrets.scrub(e))
+}
+
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;

@@ -213,6 +213,19 @@ fn quoted_lines_never_show_passwords() {
     assert!(!e.contains("s3cret"), "{e}");
 }
 
+#[test]
+fn quoted_lines_never_show_passwords_with_url_delimiters() {
+    for c in ["#", "/", "?", "@", "%"] {
+        for scheme in ["amqp", "amqps", "postgres", "redis", "rediss", "http"] {
+            let line = format!(r#"url = "{scheme}://app:hunter{c}2@db.example:5432/x", n = 1"#);
+            let shown = super::load::redact_credentials(&line);
+            assert!(!shown.contains("hunter"), "{line} shown as {shown}");
+            assert!(!shown.contains("2@"), "{line} shown as {shown}");
+            assert!(shown.ends_with(", n = 1"), "{line} shown as {shown}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_generator_that_skips_continues_where_an_earlier_run_stopped() {
     use riverbed_core::Source;

@@ -128,23 +128,9 @@ impl Drop for Daemon {
     }
 }
 
-/// `line` with the `user:password@` of any URL hidden.
+/// `line` with the credentials of any URL hidden.
 pub fn redacted(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(i) = rest.find("://") {
-        out.push_str(&rest[..i + 3]);
-        rest = &rest[i + 3..];
-        let end = rest
-            .find(|c: char| c == '/' || c == '"' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        if let Some(at) = rest[..end].rfind('@') {
-            out.push_str("***");
-            rest = &rest[at..];
-        }
-    }
-    out.push_str(rest);
-    out
+    riverbed_core::redact::urls_in(line)
 }
 
 #[test]

@@ -108,7 +108,9 @@ async fn a_connection_killed_mid_batch_is_unavailable_and_the_retry_commits_once
         panic!("{outcome:?}")
     };
     assert!(
-        outcomes.iter().all(|o| matches!(o, Outcome::Unavailable(_))),
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Unavailable(_))),
         "{:?}",
         outcomes[0]
     );

@@ -16,6 +16,7 @@ use crate::source::{Acker, Capabilities, Delivery, Settled, Source, SourceError}
 mod outage;
 mod pki;
 mod postgres_tls;
+mod rabbitmq_cluster;
 mod servers;
 mod service;
 
@@ -24,6 +25,7 @@ pub use outage::{
 };
 pub use pki::{Pki, ScratchDir};
 pub use postgres_tls::postgres_tls;
+pub use rabbitmq_cluster::{RabbitCluster, rabbitmq_cluster};
 pub use servers::{TestServer, rabbitmq_tls, redis_tls};
 pub use service::{ServiceLock, lock_service, require_service};
 

@@ -1,0 +1,192 @@
+//! `partitioned` mode on a real 3-node RabbitMQ cluster that this test starts itself (own node
+//! names, ports and data directories; the shared broker on 5672 is not touched): quorum
+//! partition queues replicated on every node, a backlog consumed by the real binary, and the
+//! node hosting a partition's leader stopped mid-run. Nothing is lost, per-key order holds, and
+//! consumption resumes on the new leader.
+
+#[path = "recipe_transactions/daemon.rs"]
+mod daemon;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use riverbed_core::testing::{lock_service, rabbitmq_cluster, require_service};
+use sqlx::{PgPool, Row};
+
+use daemon::Daemon;
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const EVENTS: u64 = 3000;
+const ENTITIES: u64 = 60;
+const PARTITIONS: u16 = 4;
+const BASE_PORT: u16 = 56710;
+
+async fn count(pg: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pg)
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_of_three_nodes_loses_a_partition_leader_without_loss_or_reordering() {
+    // The lock first: a test that stops PostgreSQL holds it until PostgreSQL is back.
+    let _pg = lock_service("postgres", false).await;
+    if !require_service("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let Some(mut cluster) = tokio::task::spawn_blocking(|| rabbitmq_cluster(BASE_PORT, 3))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let run = format!("{}", std::process::id());
+    let (queue, table) = (format!("clustered_{run}"), format!("clustered_{run}"));
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[pipeline]
+key = "routing_key"
+
+[cluster]
+mode = "partitioned"
+partitions = {PARTITIONS}
+
+[source]
+kind = "amqp"
+urls = [{}]
+queue = "{queue}"
+queue_type = "quorum"
+prefetch = 200
+
+[[sinks]]
+name = "events"
+kind = "postgres"
+mode = "append"
+table = "{table}"
+key = ["id"]
+create_table = false
+connection = {{ url = "{PG_URL}" }}
+columns = [
+  {{ name = "id", type = "text", from = "/id", required = true }},
+  {{ name = "entity", type = "text", from = "/entity", required = true }},
+  {{ name = "seq", type = "integer", from = "/seq", required = true }},
+]
+"#,
+            urls.join(", ")
+        ),
+    )
+    .unwrap();
+    let pg = PgPool::connect(PG_URL).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id text PRIMARY KEY, entity text NOT NULL, seq bigint NOT NULL, arrival bigserial)"
+    )))
+    .execute(&pg)
+    .await
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .arg("declare")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The backlog, published to node 0 with confirms: replicated to every node.
+    let conn = Connection::connect(&cluster.url(0), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..EVENTS {
+        let entity = format!("e{}", i % ENTITIES);
+        let body = serde_json::json!({"id": format!("{entity}-{i}"), "entity": entity, "seq": i});
+        drop(
+            ch.basic_publish(
+                queue.as_str().into(),
+                entity.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &serde_json::to_vec(&body).unwrap(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert!(
+        ch.wait_for_confirms().await.unwrap().is_empty(),
+        "every event routed"
+    );
+    let _ = conn.close(200, "published".into()).await;
+
+    let partition = format!("{queue}.0");
+    let mut daemon = Daemon::spawn("riverbed", &config, "info");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&pg, &table).await < EVENTS as i64 / 4 {
+        assert!(Instant::now() < deadline, "consumption did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = cluster
+        .leader_of(&partition, 0)
+        .expect("partition 0 has a leader");
+    let ask = (leader + 1) % 3;
+    cluster.stop_node(leader);
+    let stopped = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&pg, &table).await < EVENTS as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "consumption did not resume on the new leaders"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = cluster.leader_of(&partition, ask).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    eprintln!(
+        "node {leader} (leader of {partition}) stopped; every event committed {} ms later, new leader node {new_leader}",
+        stopped.elapsed().as_millis()
+    );
+    let distinct: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(DISTINCT id) FROM {table}"
+    )))
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(distinct, EVENTS as i64);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT entity, seq FROM {table} ORDER BY arrival"
+    )))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    let mut last = BTreeMap::<String, i64>::new();
+    for r in rows {
+        let (entity, seq): (String, i64) = (r.get(0), r.get(1));
+        if let Some(prev) = last.insert(entity.clone(), seq) {
+            assert!(prev < seq, "{entity}: seq {seq} committed after {prev}");
+        }
+    }
+    daemon.terminate();
+    let (status, summary) = daemon.exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{summary}");
+    assert_eq!(summary["dead_lettered"], 0, "{summary}");
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pg)
+        .await;
+    drop(cluster);
+}

@@ -264,8 +264,10 @@ impl Source for NatsSource {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.closed = true;
-        // Unsubscribe the pull first, so the server redelivers what is given back to the
-        // next consumer rather than to this pull's waiting request.
+        // Unsubscribe the pull first, then give back what the pipeline left unsettled: the
+        // server redelivers it to the next consumer at once. nats-server 2.9 may still hand
+        // some of it to this pull's last waiting request (it does not notice the lost
+        // interest); those come back after `ack_wait`, as without the nak.
         self.messages = None;
         let limit = self.settings.connection.timeout;
         let mut flushed = self.acker.flush(limit).await;

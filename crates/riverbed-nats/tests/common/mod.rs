@@ -68,6 +68,19 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
     }
 }
 
+/// Like [`wait_until`] with an async condition.
+pub async fn wait_until_async<F: Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `pipeline` until `done` holds, then stops it and returns its report.
 pub async fn run_until(
     pipeline: riverbed_core::Pipeline,

@@ -23,6 +23,7 @@ use crate::status::SourceStatus;
 /// A delivery handed to the pipeline and not settled yet.
 struct Pending {
     reply: Subject,
+    stream_sequence: u64,
     /// When the server's ack timer last (re)started for it.
     since: Instant,
 }
@@ -34,6 +35,8 @@ struct State {
     /// Deliveries at or before this stream sequence are acknowledged at once (a position
     /// stored with the sink's data).
     skip_through: Option<u64>,
+    /// The highest stream sequence delivered so far.
+    highest: Option<u64>,
 }
 
 enum Job {
@@ -78,6 +81,7 @@ impl AckShared {
     /// is at or before the resume position.
     pub fn register(&self, r: Received) -> Option<Delivery> {
         let mut st = self.lock();
+        st.highest = st.highest.max(Some(r.stream_sequence));
         if st.skip_through.is_some_and(|s| r.stream_sequence <= s) {
             self.status.add_skipped();
             let _ = self.jobs.send(Job::AckNow(r.reply));
@@ -89,6 +93,7 @@ impl AckShared {
             token,
             Pending {
                 reply: r.reply,
+                stream_sequence: r.stream_sequence,
                 since: Instant::now(),
             },
         );
@@ -96,6 +101,15 @@ impl AckShared {
             message: r.message,
             token,
         })
+    }
+
+    /// Where a consumer created anew (the server lost the durable) starts: the lowest
+    /// unsettled stream sequence, else right after the highest delivered one; `None` before
+    /// the first delivery.
+    pub fn resume_point(&self) -> Option<u64> {
+        let st = self.lock();
+        let unsettled = st.pending.values().map(|p| p.stream_sequence).min();
+        unsettled.or(st.highest.map(|h| h + 1))
     }
 
     /// Starts the task that sends acknowledgements on `client` (once).

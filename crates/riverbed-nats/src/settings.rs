@@ -56,6 +56,8 @@ pub(crate) struct SourceSettings {
     pub deliver: DeliverPolicy,
     pub ack_wait: Duration,
     pub max_ack_pending: u32,
+    /// The configuration named `max_ack_pending` (a default from the pipeline does not apply).
+    pub max_ack_pending_set: bool,
     pub max_deliver: i64,
     pub batch: usize,
     pub expires: Duration,
@@ -187,6 +189,7 @@ impl TryFrom<NatsSourceConfig> for SourceSettings {
             filter_subject,
             ack_wait: c.ack_wait,
             max_ack_pending,
+            max_ack_pending_set: c.max_ack_pending.is_some(),
             max_deliver,
             batch: c.batch,
             expires: c.expires,

@@ -78,10 +78,10 @@ impl NatsSource {
         })
     }
 
-    /// Sets `max_ack_pending` unless the configuration named one (the daemon passes the
-    /// pipeline's `max_in_flight`).
-    pub fn with_default_max_ack_pending(mut self, n: u32, configured: bool) -> Self {
-        if !configured {
+    /// Sets `max_ack_pending` unless the configuration named one: pass the pipeline's
+    /// `max_in_flight`, so the server never hands out more than the pipeline holds.
+    pub fn with_default_max_ack_pending(mut self, n: u32) -> Self {
+        if !self.settings.max_ack_pending_set {
             self.settings.max_ack_pending = n.max(1);
         }
         self
@@ -128,7 +128,7 @@ impl NatsSource {
         } else {
             ensure_stream(&js, &s.stream, &s.stream_subjects).await?
         };
-        let consumer = consumer::bind(&stream, s).await?;
+        let consumer = consumer::bind(&stream, s, self.acker.resume_point()).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(s.batch.min(s.max_ack_pending as usize))

@@ -183,3 +183,54 @@ async fn nats_resume_after_a_stored_position_skips_what_was_committed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_durable_the_server_loses_is_created_again_without_replaying_history() {
+    if !available() {
+        return;
+    }
+    let _shared = server(false).await;
+    common::bounded(async {
+        let stream = common::unique("lost");
+        let _cleanup = DeleteStreams(vec![stream.clone(), format!("{stream}_dlq")]);
+        let raw = Raw::connect().await;
+        raw.create_stream(&stream, &[&format!("{stream}.>")]).await;
+        const N: usize = 300;
+        raw.publish_range(&stream, 0, N, 4).await;
+
+        let extra = "max_ack_pending = 32\nbatch = 16\nidle_heartbeat = \"1s\"\nexpires = \"4s\"";
+        let source = NatsSource::new(source_config(&stream, "d", extra)).unwrap();
+        let status = source.status();
+        let sink = Recorder::new().slowed(std::time::Duration::from_millis(10));
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .max_in_flight(std::num::NonZeroUsize::new(32).unwrap())
+            .sink("rec", sink)
+            .build()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(pipeline.run(async move {
+            let _ = stopped.await;
+        }));
+        let distinct = || Recorder::counts(&committed).len();
+        common::wait_until("a third committed", common::LIMIT, || distinct() >= N / 3).await;
+        raw.js
+            .get_stream(&stream)
+            .await
+            .unwrap()
+            .delete_consumer("d")
+            .await
+            .unwrap();
+        common::wait_until("everything committed", common::LIMIT, || distinct() >= N).await;
+        stop.send(()).unwrap();
+        run.await.unwrap().unwrap();
+        let commits = committed.lock().unwrap().len();
+        assert!(status.renewals() >= 1, "the lost consumer was noticed");
+        assert!(
+            commits <= N + 2 * 32,
+            "{commits} commits for {N}: the new durable replayed history"
+        );
+    })
+    .await;
+}

@@ -56,6 +56,29 @@ async fn publish(js: &jetstream::Context, subject: &str, from: usize, to: usize)
     }
 }
 
+/// Deletes the test's streams when dropped, also when the test fails.
+struct DeleteStreams(String);
+
+impl Drop for DeleteStreams {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(c) = async_nats::connect(URL).await {
+                    let js = jetstream::new(c);
+                    let _ = js.delete_stream(&name).await;
+                    let _ = js.delete_stream(format!("{name}_dlq")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Stops the daemon with SIGTERM (it drains) and waits for it.
 fn stop(mut child: Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -71,6 +94,7 @@ async fn nats_to_sqlite_with_riverbed_run_lands_everything_and_resumes() {
     }
     let _shared = riverbed_core::testing::lock_service("nats", false).await;
     let name = format!("rbtest_daemon_{}", std::process::id());
+    let _cleanup = DeleteStreams(name.clone());
     let js = jetstream::new(async_nats::connect(URL).await.unwrap());
     js.create_stream(stream::Config {
         name: name.clone(),

@@ -1,17 +1,22 @@
 //! Creating or binding the durable pull consumer, with explicit acks, and checking that an
 //! existing one can serve the source.
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
 
 use crate::error::{Result, config, jetstream};
 use crate::settings::SourceSettings;
 
-/// The consumer configuration the source asks for.
-pub(super) fn wanted(s: &SourceSettings) -> pull::Config {
+/// The consumer configuration the source asks for; `start` overrides where a new durable
+/// starts (the source delivered before and the server lost the durable).
+pub(super) fn wanted(s: &SourceSettings, start: Option<u64>) -> pull::Config {
+    let deliver_policy = match start {
+        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        None => s.deliver,
+    };
     pull::Config {
         durable_name: Some(s.durable.clone()),
-        deliver_policy: s.deliver,
+        deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: s.ack_wait,
         max_deliver: s.max_deliver,
@@ -22,11 +27,16 @@ pub(super) fn wanted(s: &SourceSettings) -> pull::Config {
 }
 
 /// Creates the durable if it does not exist, else binds to it: its ack floor is where it
-/// resumes (`deliver` applies to a new durable only). An existing durable whose ack policy is
+/// resumes (`deliver` applies to a new durable only). A durable the server lost while this
+/// source ran is created again from `start`, so its history is not replayed. An existing durable whose ack policy is
 /// not explicit, or whose filter differs, is refused; a different `ack_wait`,
 /// `max_ack_pending` or `max_deliver` is updated.
-pub(super) async fn bind(stream: &Stream, s: &SourceSettings) -> Result<PullConsumer> {
-    let want = wanted(s);
+pub(super) async fn bind(
+    stream: &Stream,
+    s: &SourceSettings,
+    start: Option<u64>,
+) -> Result<PullConsumer> {
+    let want = wanted(s, start);
     let action = format!("bind consumer `{}` on stream `{}`", s.durable, s.stream);
     let mut consumer: PullConsumer = stream
         .get_or_create_consumer(&s.durable, want.clone())
@@ -53,7 +63,7 @@ pub(super) async fn bind(stream: &Stream, s: &SourceSettings) -> Result<PullCons
             ),
         ));
     }
-    if have.deliver_policy != want.deliver_policy {
+    if start.is_none() && have.deliver_policy != want.deliver_policy {
         tracing::info!(
             durable = %s.durable,
             "Durable exists: it resumes after what it acknowledged; `deliver` applies to a new one"

@@ -277,8 +277,7 @@ fn nats_source(
     plan: &Plan,
 ) -> Result<riverbed_nats::NatsSource> {
     let window = u32::try_from(plan.max_in_flight.get()).unwrap_or(u32::MAX);
-    Ok(riverbed_nats::NatsSource::new(n.clone())?
-        .with_default_max_ack_pending(window, n.max_ack_pending.is_some()))
+    Ok(riverbed_nats::NatsSource::new(n.clone())?.with_default_max_ack_pending(window))
 }
 
 /// The generator of `g`, past its `skip` first records.

@@ -15,6 +15,13 @@
 //! Only what nats-server 2.9 supports is used: one filter subject per consumer (several need
 //! 2.10; a comma-separated list is refused with that reason), no consumer `action`.
 //!
+//! What nats-server 2.9 does that the sinks must absorb (Riverbed's sinks do, by key or
+//! message id): a nak of the last delivered message may make the server deliver it twice
+//! (once as a first delivery, once as a redelivery); deliveries given back when a source
+//! closes may go to its last waiting pull request and come back only after `ack_wait`.
+//! A durable the server loses while the source runs is created again from the lowest
+//! unsettled stream sequence, so its history is not replayed.
+//!
 //! # Example
 //! ```toml
 //! servers = ["nats://riverbed:secret@nats-1:4222", "nats://riverbed:secret@nats-2:4222"]

@@ -147,6 +147,29 @@ impl NatsSource {
         Ok(())
     }
 
+    /// Unsubscribes the pull, then gives back what the pipeline left unsettled: the server
+    /// redelivers it to the next consumer at once. nats-server 2.9 may still hand some of it
+    /// to this pull's last waiting request (it does not notice the lost interest); those come
+    /// back after `ack_wait`, as without the nak.
+    async fn give_back(&mut self) {
+        self.messages = None;
+        let limit = self.settings.connection.timeout;
+        let mut flushed = self.acker.flush(limit).await;
+        let given_back = self.acker.give_back_unsettled();
+        if given_back > 0 {
+            tracing::info!(
+                deliveries = given_back,
+                "Unsettled deliveries given back to the server"
+            );
+            flushed = self.acker.flush(limit).await;
+        }
+        if !flushed {
+            tracing::warn!(
+                "The last acknowledgements were not flushed; the server redelivers them"
+            );
+        }
+    }
+
     /// Drops the pull and schedules binding again after `delay`.
     fn renew(&mut self, why: &str, delay: Duration) {
         self.messages = None;
@@ -264,25 +287,8 @@ impl Source for NatsSource {
 
     async fn close(&mut self) -> Result<(), SourceError> {
         self.closed = true;
-        // Unsubscribe the pull first, then give back what the pipeline left unsettled: the
-        // server redelivers it to the next consumer at once. nats-server 2.9 may still hand
-        // some of it to this pull's last waiting request (it does not notice the lost
-        // interest); those come back after `ack_wait`, as without the nak.
-        self.messages = None;
-        let limit = self.settings.connection.timeout;
-        let mut flushed = self.acker.flush(limit).await;
-        let given_back = self.acker.give_back_unsettled();
-        if given_back > 0 {
-            tracing::info!(
-                deliveries = given_back,
-                "Unsettled deliveries given back to the server"
-            );
-            flushed = self.acker.flush(limit).await;
-        }
-        if !flushed && self.client.is_some() {
-            tracing::warn!(
-                "The last acknowledgements were not flushed; the server redelivers them"
-            );
+        if self.client.is_some() {
+            self.give_back().await;
         }
         for t in self.tasks.drain(..) {
             t.abort();

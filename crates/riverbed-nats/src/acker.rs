@@ -246,3 +246,60 @@ async fn handle(shared: &AckShared, client: &Client, job: Job) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use riverbed_core::Message;
+
+    use super::*;
+
+    fn received(seq: u64) -> Received {
+        Received {
+            message: Message::new("x"),
+            reply: Subject::from(format!("$JS.ACK.S.d.1.{seq}.{seq}.0.0")),
+            stream_sequence: seq,
+        }
+    }
+
+    fn settled(token: u64) -> Settled {
+        Settled {
+            token,
+            settlement: Settlement::Ack,
+            message: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracks_what_is_unsettled_and_when_it_needs_progress() {
+        let acker = AckShared::new(Duration::from_secs(10), Arc::default());
+        assert_eq!(acker.resume_point(), None, "nothing delivered yet");
+        let tokens: Vec<u64> = (1..=3)
+            .map(|s| acker.register(received(s)).unwrap().token)
+            .collect();
+        assert_eq!(acker.resume_point(), Some(1), "the lowest unsettled");
+        assert_eq!(acker.take(vec![settled(tokens[0])]).len(), 1);
+        assert!(acker.take(vec![settled(tokens[0])]).is_empty(), "stale");
+        assert_eq!(acker.resume_point(), Some(2));
+
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(
+            acker.due_for_progress().is_empty(),
+            "before half of ack_wait"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(acker.due_for_progress().len(), 2, "at half of ack_wait");
+        assert!(acker.due_for_progress().is_empty(), "their timer restarted");
+
+        assert_eq!(acker.give_back_unsettled(), 2);
+        assert_eq!(acker.resume_point(), Some(4), "after the highest delivered");
+    }
+
+    #[test]
+    fn deliveries_up_to_the_resume_position_are_not_handed_over() {
+        let acker = AckShared::new(Duration::from_secs(10), Arc::default());
+        acker.skip_through(5);
+        assert!(acker.register(received(5)).is_none());
+        assert!(acker.register(received(6)).is_some());
+        assert_eq!(acker.status.skipped(), 1);
+    }
+}

@@ -5,6 +5,7 @@ pub mod amqp_sqlite;
 pub mod embedded;
 pub mod latency;
 pub mod naive;
+pub mod nats;
 pub mod postgres;
 pub mod publish;
 pub mod runtime;
@@ -102,6 +103,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(embedded::scenarios());
     v.extend(amqp::scenarios());
     v.extend(naive::scenarios());
+    v.extend(nats::scenarios());
     v.extend(amqp_sqlite::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());

@@ -130,6 +130,20 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             builder.source(source)
         }
         SourceKind::Amqp(a) => builder.source(amqp_source(a, &plan)?),
+        SourceKind::Nats(n) => {
+            let mut source = nats_source(n, &plan)?;
+            if plan.resume_from.is_empty() {
+                builder.source(source)
+            } else {
+                if let Some(position) = stored_position(&mut handles, &plan).await? {
+                    tracing::info!(position, "Stream resumes after the stored sequence");
+                    source = source.resume_after(position);
+                }
+                let (source, position) = TrackSettled::new(source);
+                settled = Some(position);
+                builder.source(source)
+            }
+        }
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {
@@ -171,6 +185,13 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             ),
             SinkPlanKind::Amqp(a) => {
                 let sink = riverbed_amqp::AmqpSink::new((**a).clone())?;
+                sink.connect()
+                    .await
+                    .with_context(|| format!("connecting sink `{}`", s.name))?;
+                Arc::new(sink)
+            }
+            SinkPlanKind::Nats(n) => {
+                let sink = riverbed_nats::NatsSink::new((**n).clone())?;
                 sink.connect()
                     .await
                     .with_context(|| format!("connecting sink `{}`", s.name))?;
@@ -241,10 +262,27 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
                     .context("connecting the dead-letter queue")?;
                 Arc::new(dl)
             }
+            DeadLetterKind::Nats(n) => {
+                let dl = riverbed_nats::NatsDeadLetters::new((**n).clone())?;
+                dl.connect()
+                    .await
+                    .context("connecting the dead-letter subject")?;
+                Arc::new(dl)
+            }
         };
         builder = builder.dead_letters(dest);
     }
     Ok(builder.build()?)
+}
+
+/// The NATS source of `n`; `max_ack_pending` follows the pipeline's `max_in_flight` unless
+/// the file sets it, so the server never hands out more than the pipeline can hold.
+fn nats_source(
+    n: &riverbed_nats::NatsSourceConfig,
+    plan: &Plan,
+) -> Result<riverbed_nats::NatsSource> {
+    let window = u32::try_from(plan.max_in_flight.get()).unwrap_or(u32::MAX);
+    Ok(riverbed_nats::NatsSource::new(n.clone())?.with_default_max_ack_pending(window))
 }
 
 /// The generator of `g`, past its `skip` first records.

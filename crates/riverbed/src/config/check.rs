@@ -120,6 +120,8 @@ pub enum SinkPlanKind {
     RedisLatest(Box<riverbed_redis::LatestConfig>),
     /// RabbitMQ publish.
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
+    /// NATS JetStream publish.
+    Nats(Box<riverbed_nats::NatsSinkConfig>),
 }
 
 pub(super) struct Checker<'a> {
@@ -235,6 +237,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
                 return c.err(source_span, format!("`source`: {e}"));
             }
         }
+        SourceKind::Nats(n) => check_nats_source(&c, source_span, n, &retry)?,
         SourceKind::Generate(g) if g.skip > 0 && g.rate.is_some() => {
             return c.err(
                 source_span,
@@ -252,6 +255,12 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     }
     let cluster =
         super::cluster::check_cluster(&c, raw.cluster.as_ref(), raw.source.get_ref(), retry.mode)?;
+    if let Some(dl) = &raw.dead_letter
+        && let DeadLetterKind::Nats(n) = dl.get_ref()
+        && let Err(e) = riverbed_nats::NatsDeadLetters::new((**n).clone())
+    {
+        return c.err(dl.span(), format!("`dead_letter`: {e}"));
+    }
     super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
     super::counters::check_counters(&c, &raw.sinks, &sinks, &raw.tasks)?;
     let resume_from = match &raw.pipeline.resume_from {
@@ -274,6 +283,32 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         dead_letter: raw.dead_letter.map(Spanned::into_inner),
         tasks: raw.tasks,
     })
+}
+
+/// A NATS source must build, and a server-side `max_deliver` must leave the pipeline its
+/// attempts (else the server stops redelivering before the message is dead-lettered).
+fn check_nats_source(
+    c: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    n: &riverbed_nats::NatsSourceConfig,
+    retry: &RetryPolicy,
+) -> Result<(), ConfigError> {
+    if let Err(e) = riverbed_nats::NatsSource::new(n.clone()) {
+        return c.err(span, format!("`source`: {e}"));
+    }
+    if let Some(m) = n.max_deliver
+        && m <= retry.max_attempts.get()
+    {
+        return c.err(
+            span,
+            format!(
+                "`source`: `max_deliver` ({m}) must exceed `retry.max_attempts` ({}): the server \
+                 would stop redelivering before the message is dead-lettered",
+                retry.max_attempts
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn check_processor(
@@ -401,6 +436,12 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
                 return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
             }
             SinkPlanKind::Amqp(a.clone())
+        }
+        SinkKind::Nats(n) => {
+            if let Err(e) = riverbed_nats::NatsSink::new((**n).clone()) {
+                return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
+            }
+            SinkPlanKind::Nats(n.clone())
         }
     };
     Ok(SinkPlan {

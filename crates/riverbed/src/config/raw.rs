@@ -86,7 +86,8 @@ pub struct PipelineSection {
     /// How long a stop may take to drain before unsettled messages are left to redelivery.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// A SQL sink with `offsets` set: a stream source (`queue_type = "stream"`) resumes right
+    /// A SQL sink with `offsets` set: a stream source (`queue_type = "stream"`, or a NATS
+    /// source, whose positions are stream sequences) resumes right
     /// after the positions that sink committed with its rows. Every other sink storing offsets
     /// counts too: the stream resumes after the lowest position any of them stored. Sinks that
     /// store none (Redis, RabbitMQ, stdout...) are not skipped either: a stored position never
@@ -180,6 +181,8 @@ pub enum SourceKind {
     Generate(GenerateSection),
     /// A RabbitMQ queue or stream.
     Amqp(Box<riverbed_amqp::AmqpSourceConfig>),
+    /// A NATS JetStream stream, through a durable pull consumer.
+    Nats(Box<riverbed_nats::NatsSourceConfig>),
 }
 
 /// `kind = "embedded"`
@@ -333,6 +336,8 @@ pub enum SinkKind {
     RedisLatest(Box<riverbed_redis::LatestConfig>),
     /// Publish to RabbitMQ with confirms; unroutable messages fail loudly.
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
+    /// Publish to NATS JetStream, awaiting each publish ack; `Nats-Msg-Id` from the message id.
+    Nats(Box<riverbed_nats::NatsSinkConfig>),
 }
 
 /// `kind = "sqlite"`
@@ -432,6 +437,8 @@ pub enum DeadLetterKind {
     Log(NoopSection),
     /// A durable RabbitMQ queue, with the reasons as headers.
     Amqp(Box<riverbed_amqp::AmqpDeadLetterConfig>),
+    /// A NATS JetStream subject, with the reasons as headers.
+    Nats(Box<riverbed_nats::NatsDeadLetterConfig>),
 }
 
 /// `kind = "embedded"` dead letters.

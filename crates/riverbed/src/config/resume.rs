@@ -55,11 +55,16 @@ pub(super) fn check_resume(
     sinks: &[SinkPlan],
     source: &SourceKind,
 ) -> Result<Vec<usize>, ConfigError> {
-    let SourceKind::Amqp(amqp) = source else {
-        return c.err(
-            name.span(),
-            "`pipeline.resume_from` applies to a stream source (kind = \"amqp\", queue_type = \"stream\")",
-        );
+    let amqp = match source {
+        SourceKind::Amqp(amqp) => amqp,
+        SourceKind::Nats(_) => return check_sinks(c, name, sinks),
+        _ => {
+            return c.err(
+                name.span(),
+                "`pipeline.resume_from` applies to a stream source (kind = \"amqp\", \
+                 queue_type = \"stream\", or kind = \"nats\")",
+            );
+        }
     };
     if amqp.queue_type != Some(QueueType::Stream) {
         return c.err(
@@ -68,6 +73,15 @@ pub(super) fn check_resume(
              queue_type = \"stream\" (a queue has no offsets to resume after)",
         );
     }
+    check_sinks(c, name, sinks)
+}
+
+/// The sink `resume_from` names stores offsets; every other sink storing offsets counts too.
+fn check_sinks(
+    c: &Checker<'_>,
+    name: &Spanned<String>,
+    sinks: &[SinkPlan],
+) -> Result<Vec<usize>, ConfigError> {
     let Some(named) = sinks.iter().position(|s| &s.name == name.get_ref()) else {
         return c.err(
             name.span(),

@@ -289,3 +289,51 @@ fn max_deliveries_defaults_to_20_and_must_be_positive() {
         "{e}"
     );
 }
+
+const NATS: &str = r#"[source]
+kind = "nats"
+servers = ["nats://riverbed:s3cret@127.0.0.1:4222"]
+stream = "ORDERS"
+durable = "riverbed"
+
+[[sinks]]
+name = "copy"
+kind = "nats"
+subject = "copy.{key}"
+"#;
+
+#[test]
+fn nats_source_sink_and_dead_letters_load_and_refuse_with_their_line() {
+    let plan = load_str(&format!(
+        "{NATS}\n[dead_letter]\nkind = \"nats\"\nsubject = \"dlq.orders\"\nstream = \"DLQ\"\n"
+    ))
+    .unwrap();
+    assert!(matches!(plan.sinks[0].kind, super::SinkPlanKind::Nats(_)));
+    let e = err(&NATS.replace("durable = \"riverbed\"", "durable = \"a.b\""));
+    assert!(
+        e.starts_with("line 1, column 1: `source`: invalid nats configuration: `durable`"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = err(&NATS.replace("copy.{key}", "copy.{nope}"));
+    assert!(e.starts_with("line 8, column 8: sink `copy`"), "{e}");
+    let e = err(&format!(
+        "[retry]\nmax_attempts = 5\n{}",
+        NATS.replace(
+            "durable = \"riverbed\"",
+            "durable = \"riverbed\"\nmax_deliver = 5"
+        )
+    ));
+    assert!(
+        e.contains("`max_deliver` (5) must exceed `retry.max_attempts` (5)"),
+        "{e}"
+    );
+    let e = err(&NATS.replace(
+        "stream = \"ORDERS\"",
+        "stream = \"ORDERS\"\nfilter_subject = \"a.*,b.*\"",
+    ));
+    assert!(
+        e.contains("several filter subjects need nats-server 2.10"),
+        "{e}"
+    );
+}

@@ -195,4 +195,6 @@ fn convert_text(c: &Column, v: Value, text: &str, d: Dialect) -> Result<SqlValue
 pub(crate) use time::timestamp_text;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -12,8 +12,6 @@ const PG_MAX_INTEGER_DIGITS: i64 = 131_072;
 const PG_MAX_SCALE: i64 = 16_383;
 /// Significant digits SQLite keeps when it turns text into a REAL (NUMERIC affinity).
 const SQLITE_REAL_DIGITS: u64 = 15;
-/// Integers an `f64` holds exactly: ±2^53.
-const F64_EXACT_INT: i64 = 1 << 53;
 
 /// An exact decimal from text (`12.50`, `-0.5`, `1e3`); `None` for anything else (`NaN`,
 /// `1_000`, `12,5`, hex).
@@ -53,16 +51,12 @@ pub(crate) fn integer(text: &str, min: i64, max: i64) -> Result<i64, &'static st
     Ok(n)
 }
 
-/// A finite `f64` from text; an integer beyond ±2^53 is refused (the float would change it).
+/// A finite `f64` from text: a `real` column holds the nearest double by definition (as
+/// PostgreSQL's `double precision` and SQLite's REAL do); what overflows it is refused.
 pub(crate) fn real(text: &str) -> Result<f64, &'static str> {
     let f: f64 = text.parse().map_err(|_| "not a number")?;
     if !f.is_finite() {
-        return Err("not a finite number");
-    }
-    if let Ok(i) = text.parse::<i64>()
-        && i.abs() > F64_EXACT_INT
-    {
-        return Err("an integer too large for a double: it would be rounded");
+        return Err("not a finite number: it overflows a double");
     }
     Ok(f)
 }
@@ -101,6 +95,13 @@ mod tests {
         assert!(integer("9223372036854775808", i64::MIN, i64::MAX).is_err());
         assert!(integer("1e999999999", i64::MIN, i64::MAX).is_err());
         assert!(integer("1_000", i64::MIN, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn reals_refuse_what_overflows_a_double() {
+        assert_eq!(real("-66344362501269880"), Ok(-6.634436250126988e16));
+        assert!(real("inf").is_err());
+        assert!(real("-1e309").is_err());
     }
 
     #[test]

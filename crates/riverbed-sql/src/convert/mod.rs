@@ -95,7 +95,12 @@ pub fn value_of(
 fn exact_column(ty: ColumnType) -> bool {
     matches!(
         ty,
-        ColumnType::Numeric | ColumnType::Integer | ColumnType::Int | ColumnType::SmallInt
+        ColumnType::Numeric
+            | ColumnType::Integer
+            | ColumnType::Int
+            | ColumnType::SmallInt
+            | ColumnType::Text
+            | ColumnType::Bytes
     )
 }
 
@@ -149,6 +154,7 @@ fn convert_text(c: &Column, v: Value, text: &str, d: Dialect) -> Result<SqlValue
     match c.ty {
         ColumnType::Text => Ok(SqlValue::Text(match v {
             Value::String(s) => s,
+            Value::Number(_) => text.to_owned(),
             other => other.to_string(),
         })),
         ColumnType::SmallInt => int(i16::MIN.into(), i16::MAX.into()),
@@ -169,6 +175,7 @@ fn convert_text(c: &Column, v: Value, text: &str, d: Dialect) -> Result<SqlValue
         ColumnType::Json => Ok(SqlValue::Json(v)),
         ColumnType::Bytes => Ok(SqlValue::Bytes(match v {
             Value::String(s) => s.into_bytes(),
+            Value::Number(_) => text.as_bytes().to_vec(),
             other => other.to_string().into_bytes(),
         })),
         ColumnType::Timestamp => match &v {

@@ -174,6 +174,11 @@ fn exact_columns_take_the_digits_the_producer_wrote() {
         )
         .is_err()
     );
+    // A text column wrote the number's f64 form: "2.5" for 2.50, "0.1" for 0.1000000000000000055.
+    assert_eq!(
+        from_payload(ColumnType::Text, r#"{"v": 0.1000000000000000055}"#, pg).unwrap(),
+        SqlValue::Text("0.1000000000000000055".into())
+    );
 }
 
 #[test]

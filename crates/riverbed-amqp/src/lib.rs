@@ -66,6 +66,8 @@ pub mod dead_letter;
 mod death;
 mod delivery;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod publisher;
 mod retry;

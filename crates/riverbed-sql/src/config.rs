@@ -19,7 +19,8 @@ use crate::table::{RowWriter, TableSink};
 pub struct ColumnConfig {
     /// Column name (letters, digits, `_`).
     pub name: String,
-    /// SQL type: text, integer, real, numeric, boolean, json, bytes, timestamp.
+    /// SQL type: text, smallint, int, integer (alias bigint), real, numeric, boolean, json,
+    /// bytes, timestamp, date, time. A value the type cannot keep exactly is refused.
     #[serde(rename = "type")]
     pub ty: ColumnType,
     /// Where the value comes from: a JSON pointer (`/amount`) or `$key`, `$payload`,

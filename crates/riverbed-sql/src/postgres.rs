@@ -133,24 +133,31 @@ fn encode_error(v: &SqlValue, ty: ColumnType) -> sqlx::Error {
     sqlx::Error::Encode(format!("{v:?} cannot be written to a {ty:?} column").into())
 }
 
-/// The value as text (text, decimals bound as text, JSON documents).
+/// The value as text (text, decimals bound as text and cast, JSON documents, timestamps,
+/// dates and times in the ISO forms PostgreSQL reads back exactly).
 pub(crate) fn text_of(v: &SqlValue, ty: ColumnType) -> Result<Option<String>, sqlx::Error> {
     Ok(match v {
         SqlValue::Null => None,
         SqlValue::Text(s) => Some(s.clone()),
         SqlValue::Json(j) => Some(j.to_string()),
-        SqlValue::Int(i) | SqlValue::TimestampMs(i) => Some(i.to_string()),
+        SqlValue::Int(i) => Some(i.to_string()),
         SqlValue::Float(f) => Some(f.to_string()),
         SqlValue::Bool(b) => Some(b.to_string()),
+        SqlValue::Timestamp(t) => Some(crate::convert::timestamp_text(*t)),
+        SqlValue::Date(d) => Some(d.to_string()),
+        SqlValue::Time(t) => Some(t.to_string()),
         SqlValue::Bytes(_) => return Err(encode_error(v, ty)),
     })
 }
 
-pub(crate) fn int_of(v: &SqlValue, ty: ColumnType) -> Result<Option<i64>, sqlx::Error> {
+/// The value as an integer of type `T` (`i16`, `i32`, `i64`); out of range is an error.
+pub(crate) fn int_of<T: TryFrom<i64>>(
+    v: &SqlValue,
+    ty: ColumnType,
+) -> Result<Option<T>, sqlx::Error> {
     match v {
         SqlValue::Null => Ok(None),
-        SqlValue::Int(i) | SqlValue::TimestampMs(i) => Ok(Some(*i)),
-        SqlValue::Text(s) => s.parse().map(Some).map_err(|_| encode_error(v, ty)),
+        SqlValue::Int(i) => T::try_from(*i).map(Some).map_err(|_| encode_error(v, ty)),
         _ => Err(encode_error(v, ty)),
     }
 }
@@ -159,8 +166,6 @@ pub(crate) fn float_of(v: &SqlValue, ty: ColumnType) -> Result<Option<f64>, sqlx
     match v {
         SqlValue::Null => Ok(None),
         SqlValue::Float(f) => Ok(Some(*f)),
-        SqlValue::Int(i) => Ok(Some(*i as f64)),
-        SqlValue::Text(s) => s.parse().map(Some).map_err(|_| encode_error(v, ty)),
         _ => Err(encode_error(v, ty)),
     }
 }
@@ -190,12 +195,15 @@ pub(crate) fn bind_value<'q>(
     v: &SqlValue,
     ty: ColumnType,
 ) -> Result<PgQuery<'q>, sqlx::Error> {
+    use ColumnType::*;
     Ok(match ty {
-        ColumnType::Text | ColumnType::Numeric | ColumnType::Json => q.bind(text_of(v, ty)?),
-        ColumnType::Integer | ColumnType::Timestamp => q.bind(int_of(v, ty)?),
-        ColumnType::Real => q.bind(float_of(v, ty)?),
-        ColumnType::Boolean => q.bind(bool_of(v, ty)?),
-        ColumnType::Bytes => q.bind(bytes_of(v, ty)?),
+        Text | Numeric | Json | Timestamp | Date | Time => q.bind(text_of(v, ty)?),
+        SmallInt => q.bind(int_of::<i16>(v, ty)?),
+        Int => q.bind(int_of::<i32>(v, ty)?),
+        Integer => q.bind(int_of::<i64>(v, ty)?),
+        Real => q.bind(float_of(v, ty)?),
+        Boolean => q.bind(bool_of(v, ty)?),
+        Bytes => q.bind(bytes_of(v, ty)?),
     })
 }
 
@@ -205,32 +213,22 @@ fn bind_array<'q, 'v>(
     values: impl Iterator<Item = &'v SqlValue>,
     ty: ColumnType,
 ) -> Result<PgQuery<'q>, sqlx::Error> {
+    use ColumnType::*;
+    fn all<'v, T>(
+        values: impl Iterator<Item = &'v SqlValue>,
+        ty: ColumnType,
+        f: fn(&SqlValue, ColumnType) -> Result<Option<T>, sqlx::Error>,
+    ) -> Result<Vec<Option<T>>, sqlx::Error> {
+        values.map(|v| f(v, ty)).collect()
+    }
     Ok(match ty {
-        ColumnType::Text | ColumnType::Numeric | ColumnType::Json => q.bind(
-            values
-                .map(|v| text_of(v, ty))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        ColumnType::Integer | ColumnType::Timestamp => q.bind(
-            values
-                .map(|v| int_of(v, ty))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        ColumnType::Real => q.bind(
-            values
-                .map(|v| float_of(v, ty))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        ColumnType::Boolean => q.bind(
-            values
-                .map(|v| bool_of(v, ty))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        ColumnType::Bytes => q.bind(
-            values
-                .map(|v| bytes_of(v, ty))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Text | Numeric | Json | Timestamp | Date | Time => q.bind(all(values, ty, text_of)?),
+        SmallInt => q.bind(all(values, ty, int_of::<i16>)?),
+        Int => q.bind(all(values, ty, int_of::<i32>)?),
+        Integer => q.bind(all(values, ty, int_of::<i64>)?),
+        Real => q.bind(all(values, ty, float_of)?),
+        Boolean => q.bind(all(values, ty, bool_of)?),
+        Bytes => q.bind(all(values, ty, bytes_of)?),
     })
 }
 

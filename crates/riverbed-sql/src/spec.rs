@@ -5,13 +5,21 @@ use std::fmt;
 use riverbed_core::{Failure, Message};
 use serde::{Deserialize, Serialize};
 
+use crate::sqlgen::Dialect;
+
 /// SQL column types a sink can create and bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     /// Text.
     Text,
-    /// 64-bit integer.
+    /// 16-bit integer (PostgreSQL `smallint`).
+    #[serde(rename = "smallint")]
+    SmallInt,
+    /// 32-bit integer (PostgreSQL `integer`).
+    Int,
+    /// 64-bit integer (PostgreSQL `bigint`).
+    #[serde(alias = "bigint")]
     Integer,
     /// Double precision float.
     Real,
@@ -25,6 +33,10 @@ pub enum ColumnType {
     Bytes,
     /// A point in time (PostgreSQL `timestamptz`; SQLite integer milliseconds since the epoch).
     Timestamp,
+    /// A calendar date, `YYYY-MM-DD` (PostgreSQL `date`; SQLite text).
+    Date,
+    /// A time of day without offset (PostgreSQL `time`; SQLite text).
+    Time,
 }
 
 /// Where a column's value comes from.
@@ -277,8 +289,12 @@ pub enum SqlValue {
     Bytes(Vec<u8>),
     /// JSON.
     Json(serde_json::Value),
-    /// Milliseconds since the epoch.
-    TimestampMs(i64),
+    /// A point in time.
+    Timestamp(jiff::Timestamp),
+    /// A calendar date.
+    Date(jiff::civil::Date),
+    /// A time of day.
+    Time(jiff::civil::Time),
 }
 
 impl SqlValue {
@@ -286,10 +302,13 @@ impl SqlValue {
     pub fn compare(&self, other: &SqlValue) -> std::cmp::Ordering {
         use SqlValue::*;
         match (self, other) {
-            (Int(a) | TimestampMs(a), Int(b) | TimestampMs(b)) => a.cmp(b),
+            (Int(a), Int(b)) => a.cmp(b),
             (Float(a), Float(b)) => a.total_cmp(b),
-            (Int(a) | TimestampMs(a), Float(b)) => (*a as f64).total_cmp(b),
-            (Float(a), Int(b) | TimestampMs(b)) => a.total_cmp(&(*b as f64)),
+            (Int(a), Float(b)) => (*a as f64).total_cmp(b),
+            (Float(a), Int(b)) => a.total_cmp(&(*b as f64)),
+            (Timestamp(a), Timestamp(b)) => a.cmp(b),
+            (Date(a), Date(b)) => a.cmp(b),
+            (Time(a), Time(b)) => a.cmp(b),
             (Text(a), Text(b)) => a.cmp(b),
             (Null, Null) => std::cmp::Ordering::Equal,
             (Null, _) => std::cmp::Ordering::Less,
@@ -304,7 +323,10 @@ impl SqlValue {
         std::mem::discriminant(self).hash(h);
         match self {
             SqlValue::Null => {}
-            SqlValue::Int(i) | SqlValue::TimestampMs(i) => i.hash(h),
+            SqlValue::Int(i) => i.hash(h),
+            SqlValue::Timestamp(t) => t.hash(h),
+            SqlValue::Date(d) => d.hash(h),
+            SqlValue::Time(t) => t.hash(h),
             SqlValue::Float(f) => f.to_bits().hash(h),
             SqlValue::Text(s) => s.hash(h),
             SqlValue::Bool(b) => b.hash(h),
@@ -314,9 +336,9 @@ impl SqlValue {
     }
 }
 
-/// Extracts every column value of a message; a missing required value or a value of the wrong
-/// type is a permanent failure of that message.
-pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure> {
+/// Extracts every column value of a message for a database of dialect `d`; a missing required
+/// value or a value its column cannot keep exactly is a permanent failure of that message.
+pub fn row_of(spec: &TableSpec, msg: &Message, d: Dialect) -> Result<Vec<SqlValue>, Failure> {
     let needs_body = spec.columns.iter().any(|c| {
         matches!(c.from, ValueSource::Pointer(_) | ValueSource::Equals { .. })
             || (c.from == ValueSource::Payload && c.ty == ColumnType::Json)
@@ -333,7 +355,9 @@ pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure>
     };
     let key_idx = spec.key_indexes();
     let deleted = match spec.tombstone_index() {
-        Some(t) => crate::convert::value_of(&spec.columns[t], msg, body)? == SqlValue::Bool(true),
+        Some(t) => {
+            crate::convert::value_of(&spec.columns[t], msg, body, d)? == SqlValue::Bool(true)
+        }
         None => false,
     };
     let mut row = Vec::with_capacity(spec.columns.len());
@@ -342,7 +366,7 @@ pub fn row_of(spec: &TableSpec, msg: &Message) -> Result<Vec<SqlValue>, Failure>
             row.push(SqlValue::Null);
             continue;
         }
-        let v = crate::convert::value_of(c, msg, body)?;
+        let v = crate::convert::value_of(c, msg, body, d)?;
         let needed =
             c.required || key_idx.contains(&i) || (deleted && spec.version_index() == Some(i));
         if v == SqlValue::Null && needed {

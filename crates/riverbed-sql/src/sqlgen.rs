@@ -19,6 +19,12 @@ impl Dialect {
             (_, ColumnType::Text) => "TEXT",
             (Dialect::Sqlite, ColumnType::Integer) => "INTEGER",
             (Dialect::Postgres, ColumnType::Integer) => "BIGINT",
+            (Dialect::Sqlite, ColumnType::SmallInt | ColumnType::Int) => "INTEGER",
+            (Dialect::Postgres, ColumnType::SmallInt) => "SMALLINT",
+            (Dialect::Postgres, ColumnType::Int) => "INTEGER",
+            (Dialect::Sqlite, ColumnType::Date | ColumnType::Time) => "TEXT",
+            (Dialect::Postgres, ColumnType::Date) => "DATE",
+            (Dialect::Postgres, ColumnType::Time) => "TIME",
             (Dialect::Sqlite, ColumnType::Real) => "REAL",
             (Dialect::Postgres, ColumnType::Real) => "DOUBLE PRECISION",
             (_, ColumnType::Numeric) => "NUMERIC",
@@ -39,7 +45,9 @@ impl Dialect {
             Dialect::Postgres => match ty {
                 ColumnType::Numeric => format!("${n}::numeric"),
                 ColumnType::Json => format!("${n}::jsonb"),
-                ColumnType::Timestamp => format!("to_timestamp(${n}::bigint / 1000.0)"),
+                ColumnType::Timestamp => format!("${n}::timestamptz"),
+                ColumnType::Date => format!("${n}::date"),
+                ColumnType::Time => format!("${n}::time"),
                 _ => format!("${n}"),
             },
         }
@@ -160,13 +168,17 @@ fn conflict_clause(spec: &TableSpec) -> String {
 fn unnest_types(ty: ColumnType, col: &str) -> (&'static str, String) {
     match ty {
         ColumnType::Text => ("text[]", col.to_owned()),
+        ColumnType::SmallInt => ("int2[]", col.to_owned()),
+        ColumnType::Int => ("int4[]", col.to_owned()),
         ColumnType::Integer => ("int8[]", col.to_owned()),
         ColumnType::Real => ("float8[]", col.to_owned()),
         ColumnType::Numeric => ("text[]", format!("{col}::numeric")),
         ColumnType::Boolean => ("bool[]", col.to_owned()),
         ColumnType::Json => ("text[]", format!("{col}::jsonb")),
         ColumnType::Bytes => ("bytea[]", col.to_owned()),
-        ColumnType::Timestamp => ("int8[]", format!("to_timestamp({col} / 1000.0)")),
+        ColumnType::Timestamp => ("text[]", format!("{col}::timestamptz")),
+        ColumnType::Date => ("text[]", format!("{col}::date")),
+        ColumnType::Time => ("text[]", format!("{col}::time")),
     }
 }
 

@@ -100,7 +100,10 @@ fn bind<'q>(
 ) -> Query<'q, Sqlite, SqliteArguments> {
     match v {
         SqlValue::Null => q.bind(None::<String>),
-        SqlValue::Int(i) | SqlValue::TimestampMs(i) => q.bind(*i),
+        SqlValue::Int(i) => q.bind(*i),
+        SqlValue::Timestamp(t) => q.bind(t.as_millisecond()),
+        SqlValue::Date(d) => q.bind(d.to_string()),
+        SqlValue::Time(t) => q.bind(t.to_string()),
         SqlValue::Float(f) => q.bind(*f),
         SqlValue::Text(s) => q.bind(s.clone()),
         SqlValue::Bool(b) => q.bind(*b),

@@ -218,7 +218,7 @@ impl<W: RowWriter> Sink for TableSink<W> {
         let mut outcomes = vec![Outcome::Ok; batch.len()];
         let mut rows = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
-            match row_of(&self.spec, m) {
+            match row_of(&self.spec, m, self.writer.dialect()) {
                 Ok(r) => rows.push((i, r)),
                 Err(f) => outcomes[i] = Outcome::Permanent(f),
             }

@@ -6,6 +6,7 @@
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing and redriving dead letters.
 //! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
+//! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
 //! - `progress`: the live progress line.
 //! - `signals`: SIGINT / SIGTERM handling.
 
@@ -22,6 +23,7 @@ mod declare;
 mod demo;
 mod dlq;
 mod leader;
+mod logs;
 mod progress;
 mod signals;
 
@@ -42,8 +44,9 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Log filter (tracing syntax, e.g. `info` or `riverbed_core=debug`); default `info`
-    /// (`error` for the demo).
+    /// Log filter (tracing syntax, e.g. `info` or `riverbed_core=debug`). Without it (or
+    /// `RIVERBED_LOG`), `RUST_LOG` is used; when both are set, `RIVERBED_LOG` wins. Default
+    /// `info` (`error` for the demo). An invalid filter stops the command with an error.
     #[arg(long, global = true, env = "RIVERBED_LOG")]
     log: Option<String>,
 }
@@ -85,26 +88,25 @@ enum Command {
     },
 }
 
-fn init_logs(cli: &Cli) {
+fn init_logs(cli: &Cli) -> Result<()> {
     let default = if matches!(cli.command, Command::Demo(_)) {
         "error"
     } else {
         "info"
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    logs::init(
+        cli.log.as_deref(),
+        matches!(cli.log_format, LogFormat::Json),
+        default,
+    )
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli);
+    if let Err(e) = init_logs(&cli) {
+        eprintln!("riverbed: {e:#}");
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

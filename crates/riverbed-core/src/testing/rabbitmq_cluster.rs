@@ -10,6 +10,9 @@ use std::time::Duration;
 use super::pki::ScratchDir;
 use super::servers::{TestServer, require_program, spawn};
 
+/// The Erlang cookie the nodes and the CLI share.
+const COOKIE: &str = "RIVERBEDCLUSTERTESTCOOKIE";
+
 /// A running cluster: AMQP on `base_port + i`, distribution on `base_port + 100 + i`.
 pub struct RabbitCluster {
     base_port: u16,
@@ -70,10 +73,12 @@ impl RabbitCluster {
 }
 
 fn ctl(home: &Path, node: &str, args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
+    // The tool itself, not the wrapper on PATH that switches to the rabbitmq user (and its
+    // cookie); the cookie is given explicitly too.
+    let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
         .env("HOME", home)
         .env("RABBITMQ_CONF_ENV_FILE", "/dev/null")
-        .args(["-n", node])
+        .args(["--erlang-cookie", COOKIE, "-n", node])
         .args(args)
         .stdin(Stdio::null())
         .output()

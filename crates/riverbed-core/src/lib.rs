@@ -15,6 +15,7 @@
 //!   wait, the intake pauses, no attempt is used up).
 //! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
+//! - [`template`]: per-message routing keys and subjects (`orders.{key}`).
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
 //! # Guarantees
@@ -44,6 +45,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 mod stop;
+pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -63,3 +65,4 @@ pub use retry::{Backoff, RetryMode, RetryPolicy};
 pub use sink::{BatchOutcome, NoopSink, Sink};
 pub use source::{AckToken, Acker, Capabilities, Delivery, Settled, Source, SourceError};
 pub use stats::{Stats, StatsSnapshot};
+pub use template::Template;

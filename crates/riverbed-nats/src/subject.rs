@@ -1,52 +1,19 @@
-//! Subject templates for publishing: fixed text with `{key}` and `{subject}` placeholders.
+//! Subject templates for publishing: the core's [`Template`] with NATS's subject rules.
 
 use std::str::FromStr;
 
-use riverbed_core::Message;
-
-/// One piece of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Key,
-    Subject,
-}
+use riverbed_core::{Message, Template};
 
 /// A subject computed per message: `orders.{key}`, `{subject}`, `audit`...
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SubjectTemplate(Vec<Part>);
+pub(crate) struct SubjectTemplate(Template);
 
 impl FromStr for SubjectTemplate {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("`{s}` has an unclosed `{{`"))?;
-            parts.push(match &rest[open + 1..open + close] {
-                "key" => Part::Key,
-                "subject" => Part::Subject,
-                other => {
-                    return Err(format!(
-                        "`{{{other}}}` is not a placeholder (use `{{key}}` or `{{subject}}`)"
-                    ));
-                }
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(format!("`{s}` has a `}}` without `{{`"));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        if parts.is_empty() {
+        let template: Template = s.parse()?;
+        if template.is_empty() {
             return Err("must not be empty".into());
         }
         if s.contains(['*', '>']) || s.contains(char::is_whitespace) {
@@ -54,30 +21,14 @@ impl FromStr for SubjectTemplate {
                 "`{s}` may not contain wildcards or whitespace: one publishes to a subject"
             ));
         }
-        Ok(SubjectTemplate(parts))
+        Ok(SubjectTemplate(template))
     }
 }
 
 impl SubjectTemplate {
     /// The subject of `m`, or why there is none.
     pub fn render(&self, m: &Message) -> Result<String, String> {
-        let mut out = String::new();
-        for p in &self.0 {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Key => out.push_str(
-                    m.key
-                        .as_deref()
-                        .ok_or("the subject needs the message key, and it has none")?,
-                ),
-                Part::Subject => out.push_str(
-                    m.meta
-                        .subject
-                        .as_deref()
-                        .ok_or("the subject needs the message's subject, and it has none")?,
-                ),
-            }
-        }
+        let out = self.0.render(m, "the subject")?;
         if out.is_empty()
             || out.split('.').any(str::is_empty)
             || out.contains(['*', '>'])
@@ -113,8 +64,7 @@ mod tests {
         let subj: SubjectTemplate = "{subject}.copy".parse().unwrap();
         assert_eq!(subj.render(&s).unwrap(), "a.b.copy");
         assert!("{nope}".parse::<SubjectTemplate>().is_err());
-        assert!("a{key".parse::<SubjectTemplate>().is_err());
-        assert!("a}".parse::<SubjectTemplate>().is_err());
+        assert!("".parse::<SubjectTemplate>().is_err());
         assert!("orders.*".parse::<SubjectTemplate>().is_err());
     }
 }

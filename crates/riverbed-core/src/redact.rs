@@ -26,9 +26,13 @@ pub fn urls_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(sep) = rest.find("://") {
+        // The scheme starts after the last character that cannot be in one (which may be
+        // several bytes long).
         let start = rest[..sep]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let quote = rest[..start]
             .chars()
             .next_back()
@@ -110,6 +114,15 @@ fn wholesale(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_non_ascii_before_a_scheme_is_redacted_without_panicking() {
+        // Found by the config_load fuzz target: a multi-byte character right before `p://`.
+        let text = "type = \"num:s%\u{7d9}\u{34d}p://u:secret@h/x\"";
+        let out = urls_in(text);
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.starts_with("type = \"num:s%\u{7d9}\u{34d}"), "{out}");
+    }
 
     const SCHEMES: &[&str] = &["amqp", "amqps", "postgres", "redis", "rediss", "http"];
 

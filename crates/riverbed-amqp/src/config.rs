@@ -249,7 +249,9 @@ pub struct AmqpSourceConfig {
     /// Broker-side delayed retry.
     #[serde(default)]
     pub retry: RetryQueueConfig,
-    /// The dead-letter queue (default `<queue>.dlq`; required for server-named queues).
+    /// The dead-letter queue (default `<queue>.dlq`; required for server-named queues). It is a
+    /// quorum queue when the source queue is one (an existing classic one is refused by the
+    /// broker: delete or rename it).
     #[serde(default)]
     pub dead_letter_queue: Option<String>,
     /// How long to wait for publisher confirms of retried messages.

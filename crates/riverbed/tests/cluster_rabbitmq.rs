@@ -9,16 +9,17 @@
 //! it and stopped consuming) is fixed; the second (acks refused as `unknown delivery tag` on
 //! every reconnected channel after the failover) is open.
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "recipe_transactions/daemon.rs"]
 mod daemon;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use riverbed_core::testing::{lock_service, rabbitmq_cluster, require_service};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use daemon::Daemon;
 
@@ -94,22 +95,8 @@ columns = [
     )
     .unwrap();
     let pg = PgPool::connect(PG_URL).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id text PRIMARY KEY, entity text NOT NULL, seq bigint NOT NULL, arrival bigserial)"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    arrivals::create(&pg, &table).await;
+    arrivals::declare(&config);
 
     // The backlog, published to node 0 with confirms: replicated to every node.
     let conn = Connection::connect(&cluster.url(0), ConnectionProperties::default())
@@ -182,19 +169,7 @@ columns = [
     .await
     .unwrap();
     assert_eq!(distinct, EVENTS as i64);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity, seq FROM {table} ORDER BY arrival"
-    )))
-    .fetch_all(&pg)
-    .await
-    .unwrap();
-    let mut last = BTreeMap::<String, i64>::new();
-    for r in rows {
-        let (entity, seq): (String, i64) = (r.get(0), r.get(1));
-        if let Some(prev) = last.insert(entity.clone(), seq) {
-            assert!(prev < seq, "{entity}: seq {seq} committed after {prev}");
-        }
-    }
+    arrivals::assert_entity_order(&pg, &table).await;
     daemon.terminate();
     let (status, summary) = daemon.exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{summary}");

@@ -3,16 +3,17 @@
 //! SIGKILLed mid-run; the standby takes over, and every event is in the table exactly once, in
 //! per-entity order. The takeover time is printed (BENCHMARKS.md has the measured figures).
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "outages/broker.rs"]
 mod broker;
 #[path = "recipe_transactions/daemon.rs"]
 mod daemon;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use riverbed_core::testing::{lock_service, require_service};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use broker::{AMQP_URL, Broker, events};
 use daemon::Daemon;
@@ -83,22 +84,8 @@ columns = [
     )
     .unwrap();
     let pg = PgPool::connect(PG_URL).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id text PRIMARY KEY, entity text NOT NULL, seq bigint NOT NULL, arrival bigserial)"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    arrivals::create(&pg, &table).await;
+    arrivals::declare(&config);
 
     let mut leader = Daemon::spawn("leader", &config, "info");
     leader
@@ -148,19 +135,7 @@ columns = [
         (count(&pg, &rows).await, distinct),
         (EVENTS as i64, EVENTS as i64)
     );
-    let order = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity, seq FROM {table} ORDER BY arrival"
-    )))
-    .fetch_all(&pg)
-    .await
-    .unwrap();
-    let mut last = BTreeMap::<String, i64>::new();
-    for r in order {
-        let (entity, seq): (String, i64) = (r.get(0), r.get(1));
-        if let Some(prev) = last.insert(entity.clone(), seq) {
-            assert!(prev < seq, "{entity}: seq {seq} committed after {prev}");
-        }
-    }
+    arrivals::assert_entity_order(&pg, &table).await;
     eprintln!(
         "singleton takeover after SIGKILL: {} ms (until the standby consumes)",
         takeover.as_millis()

@@ -3,6 +3,8 @@
 //! minute mid-run (each brought back by the test) dead-letter nothing, lose nothing, write
 //! nothing twice, keep per-key order, and use up no attempt.
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "outages/broker.rs"]
 mod broker;
 #[path = "recipe_transactions/daemon.rs"]
@@ -15,7 +17,6 @@ use std::time::{Duration, Instant};
 use riverbed_core::testing::{
     lock_service, require_service, stop_postgres, stop_redis_keeping_data,
 };
-use sqlx::Row;
 
 use broker::{AMQP_URL, Broker, events};
 use daemon::Daemon;
@@ -69,19 +70,6 @@ dead_letter_queue = "{queue}.dlq"
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn declare(config: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// What an outage must leave behind: nothing dead-lettered, no attempt used up, the outage
@@ -147,13 +135,8 @@ columns = [
     let config = pipeline(dir.path(), &queue, &sink);
     let pg = sqlx::PgPool::connect(PG_URL).await.unwrap();
     // `arrival` records commit order: per entity it must follow `seq`.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id text PRIMARY KEY, entity text NOT NULL, seq bigint NOT NULL, arrival bigserial)"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    declare(&config);
+    arrivals::create(&pg, &table).await;
+    arrivals::declare(&config);
     let broker = Broker::connect().await;
     let daemon = Daemon::spawn("riverbed", &config, "info");
     let publisher = tokio::spawn({
@@ -208,19 +191,7 @@ columns = [
     .await
     .unwrap();
     assert_eq!(distinct, EVENTS as i64, "each event once");
-    let order = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity, seq FROM {table} ORDER BY arrival"
-    )))
-    .fetch_all(&pg)
-    .await
-    .unwrap();
-    let mut last = BTreeMap::<String, i64>::new();
-    for r in order {
-        let (entity, seq): (String, i64) = (r.get(0), r.get(1));
-        if let Some(prev) = last.insert(entity.clone(), seq) {
-            assert!(prev < seq, "{entity}: seq {seq} committed after {prev}");
-        }
-    }
+    arrivals::assert_entity_order(&pg, &table).await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
         .execute(&pg)
         .await;
@@ -250,7 +221,7 @@ field = "/entity"
 amount = "/amount""#
     );
     let config = pipeline(dir.path(), &queue, &sink);
-    declare(&config);
+    arrivals::declare(&config);
     let broker = Broker::connect().await;
     let daemon = Daemon::spawn("riverbed", &config, "info");
     let published = events(EVENTS / 2, ENTITIES);

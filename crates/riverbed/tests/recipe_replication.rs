@@ -5,6 +5,8 @@
 //! by the same pipeline, never shows a version of an entity after a newer one. The same events
 //! through 3 plain instances show the reorderings the mode exists to prevent.
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "outages/broker.rs"]
 mod broker;
 #[path = "recipe_transactions/daemon.rs"]
@@ -109,19 +111,6 @@ columns = [
     path
 }
 
-fn declare(config: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn count(pg: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(pg)
@@ -200,7 +189,7 @@ async fn run(pg: &PgPool, names: &Names, partitioned: bool, kill: bool) -> usize
     .execute(pg)
     .await
     .unwrap();
-    declare(&config);
+    arrivals::declare(&config);
     let mut instances: Vec<Daemon> = (0..INSTANCES)
         .map(|_| Daemon::spawn("instance", &config, "info"))
         .collect();

@@ -134,7 +134,10 @@ impl Sink for ClaimedSink {
             }
         }
         let unmarked: Vec<String> = {
-            let held = self.unmarked.lock().expect("the unmarked set is not poisoned");
+            let held = self
+                .unmarked
+                .lock()
+                .expect("the unmarked set is not poisoned");
             pending
                 .iter()
                 .filter(|(_, id)| held.contains(id))
@@ -200,7 +203,10 @@ impl ClaimedSink {
             return Ok(());
         }
         let result = self.store.complete(ids).await;
-        let mut held = self.unmarked.lock().expect("the unmarked set is not poisoned");
+        let mut held = self
+            .unmarked
+            .lock()
+            .expect("the unmarked set is not poisoned");
         match &result {
             Ok(()) => ids.iter().for_each(|id| {
                 held.remove(id);

@@ -7,10 +7,13 @@ use tokio::time::Instant;
 
 use super::*;
 
+/// An id's owner (`None` once done) and when its claim expires.
+type Entry = (Option<String>, Option<Instant>);
+
 /// Claims with expiry, like Redis `SET NX PX`.
 #[derive(Default)]
 struct MemoryStore {
-    entries: Mutex<HashMap<String, (Option<String>, Option<Instant>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
     refuse_complete: AtomicBool,
 }
 
@@ -164,7 +167,10 @@ async fn a_committed_write_the_store_could_not_mark_is_never_written_again() {
     store.refuse_complete.store(true, Ordering::SeqCst);
     let outcome = a.write(&[message(1)]).await;
     assert!(matches!(outcome.get(0), Outcome::Unavailable(_)));
-    assert!(matches!(a.write(&[message(1)]).await.get(0), Outcome::Unavailable(_)));
+    assert!(matches!(
+        a.write(&[message(1)]).await.get(0),
+        Outcome::Unavailable(_)
+    ));
     store.refuse_complete.store(false, Ordering::SeqCst);
     assert_eq!(a.write(&[message(1)]).await.get(0), Outcome::Ok);
     let b = sink(&store, "b", &table);

@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
-pub use cluster::{ClusterPlan, SingletonPlan, amqp_source};
+pub use cluster::{ClusterPlan, LeasePlan, SingletonPlan, amqp_source};
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

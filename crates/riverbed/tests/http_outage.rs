@@ -39,7 +39,25 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn pipeline(dir: &std::path::Path, queue: &str, addr: std::net::SocketAddr) -> std::path::PathBuf {
+/// The value of the first sample of `metric` labelled `sink="api"` on the admin endpoint.
+fn sample(port: u16, metric: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains("sink=\"api\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn pipeline(
+    dir: &std::path::Path,
+    queue: &str,
+    addr: std::net::SocketAddr,
+    metrics: u16,
+) -> std::path::PathBuf {
     let text = format!(
         r#"
 [pipeline]
@@ -61,6 +79,9 @@ kind = "http"
 url = "http://{addr}/events"
 timeout = "5s"
 breaker = {{ open_for = "5s" }}
+
+[admin]
+metrics = "127.0.0.1:{metrics}"
 "#
     );
     let path = dir.join("pipeline.toml");
@@ -89,7 +110,12 @@ async fn http_breaker_opens_on_a_minute_of_503_and_the_daemon_loses_nothing() {
     let addr = serve(service.clone()).await;
     let queue = unique("q");
     let dir = tempfile::tempdir().unwrap();
-    let config = pipeline(dir.path(), &queue, addr);
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = pipeline(dir.path(), &queue, addr, metrics);
     let broker = Broker::connect().await;
     let mut daemon = Daemon::spawn("riverbed", &config, "info");
     let publisher = tokio::spawn({
@@ -114,6 +140,11 @@ async fn http_breaker_opens_on_a_minute_of_503_and_the_daemon_loses_nothing() {
         .await;
     assert_eq!(opened["sink"], "api");
     assert_eq!(opened["endpoint"], format!("http://{addr}"));
+    let state = sample(metrics, "riverbed_breaker_state");
+    assert!(
+        matches!(state, Some(s) if s > 0.0),
+        "open or half-open: {state:?}"
+    );
     tokio::time::sleep(OUTAGE).await;
     assert!(
         broker.ready(&queue).await > 0,
@@ -144,6 +175,13 @@ async fn http_breaker_opens_on_a_minute_of_503_and_the_daemon_loses_nothing() {
             |_| true,
         )
         .await;
+    assert_eq!(
+        sample(metrics, "riverbed_breaker_state"),
+        Some(0.0),
+        "closed again"
+    );
+    let transitions = sample(metrics, "riverbed_breaker_transitions_total").unwrap_or(0.0);
+    assert!(transitions >= 1.0, "transitions counted: {transitions}");
     assert_eq!(
         broker.ready(&format!("{queue}.dlq")).await,
         0,

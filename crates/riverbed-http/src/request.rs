@@ -187,3 +187,94 @@ pub(crate) fn plan(s: &Settings, batch: &[Message]) -> (Vec<Call>, Vec<(usize, F
     flush(run, &mut calls);
     (calls, failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HttpSinkConfig;
+
+    fn settings(body: BodyFormat) -> Settings {
+        let mut c = HttpSinkConfig::new("http://h/orders/{key}");
+        c.body = body;
+        c.header_fields.insert("X-Tenant".into(), "/tenant".into());
+        Settings::try_from(c).unwrap()
+    }
+
+    fn msg(id: &str, key: &str, payload: &str) -> Message {
+        let mut m = Message::new(payload.to_owned()).with_key(key);
+        m.meta.message_id = Some(id.into());
+        m
+    }
+
+    #[test]
+    fn http_batch_bodies_group_runs_of_one_target_and_refuse_only_non_json() {
+        let batch = vec![
+            msg("a", "k1", r#"{"tenant":"t","n":1}"#),
+            msg("b", "k1", "{\n\"tenant\":\"t\",\"n\":2}"),
+            msg("c", "k1", "not json"),
+            msg("d", "k2", r#"{"tenant":"t","n":4}"#),
+        ];
+        let (calls, failed) = plan(&settings(BodyFormat::Ndjson), &batch);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 2);
+        assert_eq!(failed[0].1.reason, "malformed_payload");
+        assert_eq!(calls.len(), 2, "k1's run, then k2 (another URL)");
+        assert_eq!(calls[0].indices, vec![0, 1]);
+        assert_eq!(calls[0].target.url, "http://h/orders/k1");
+        assert_eq!(
+            &calls[0].body[..],
+            b"{\"tenant\":\"t\",\"n\":1}\n{ \"tenant\":\"t\",\"n\":2}\n"
+        );
+        assert_eq!(calls[0].target.headers["x-tenant"], "t");
+        let key = calls[0].target.headers[IDEMPOTENCY_KEY].to_str().unwrap();
+        assert!(key.starts_with("batch-"), "{key}");
+        assert_eq!(calls[1].target.headers[IDEMPOTENCY_KEY], "d");
+        let again = plan(&settings(BodyFormat::Ndjson), &batch).0;
+        assert_eq!(
+            again[0].target.headers[IDEMPOTENCY_KEY], key,
+            "stable per ids"
+        );
+        let (arrays, _) = plan(&settings(BodyFormat::JsonArray), &batch);
+        assert_eq!(
+            &arrays[0].body[..],
+            b"[{\"tenant\":\"t\",\"n\":1},{\n\"tenant\":\"t\",\"n\":2}]"
+        );
+    }
+
+    #[test]
+    fn http_single_message_bodies_pass_the_payload_unchanged() {
+        let batch = vec![
+            msg("a", "k1", "plain text"),
+            msg("b", "k1", "{\"tenant\":7}"),
+        ];
+        let mut c = HttpSinkConfig::new("http://h/x");
+        c.idempotency_key = false;
+        let (calls, failed) = plan(&Settings::try_from(c).unwrap(), &batch);
+        assert!(failed.is_empty());
+        assert_eq!(calls.len(), 2);
+        assert_eq!(&calls[0].body[..], b"plain text");
+        assert!(!calls[0].target.headers.contains_key(IDEMPOTENCY_KEY));
+        let (_, failed) = plan(&settings(BodyFormat::Message), &batch);
+        assert_eq!(failed.len(), 1, "a pointer header needs a JSON payload");
+        assert_eq!(failed[0].0, 0);
+    }
+
+    #[test]
+    fn http_method_from_a_field_is_checked_per_message() {
+        let mut c = HttpSinkConfig::new("http://h/x");
+        c.method_from = Some("/op".into());
+        let s = Settings::try_from(c).unwrap();
+        let batch = vec![
+            msg("a", "k", r#"{"op":"DELETE"}"#),
+            msg("b", "k", r#"{"op":"GET"}"#),
+            msg("c", "k", r#"{}"#),
+        ];
+        let (calls, failed) = plan(&s, &batch);
+        assert_eq!(calls[0].target.method, Method::DELETE);
+        let refused: Vec<_> = failed
+            .iter()
+            .map(|(i, f)| (*i, f.reason.as_ref()))
+            .collect();
+        assert_eq!(refused, vec![(1, "unsendable"), (2, "unsendable")]);
+    }
+}

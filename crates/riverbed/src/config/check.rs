@@ -125,7 +125,7 @@ pub enum SinkPlanKind {
 }
 
 pub(super) struct Checker<'a> {
-    text: &'a str,
+    pub(super) text: &'a str,
 }
 
 impl Checker<'_> {
@@ -244,6 +244,9 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
                 "`source`: `skip` cannot be combined with `rate` (the pace would count the \
                  skipped records)",
             );
+        }
+        SourceKind::PostgresOutbox(o) => {
+            super::outbox::check_outbox_source(&c, source_span.clone(), o, retry.mode)?;
         }
         SourceKind::Embedded(_) | SourceKind::Generate(_) => {}
     }

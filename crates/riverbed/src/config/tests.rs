@@ -391,3 +391,18 @@ fn an_outbox_source_loads_and_its_errors_point_at_the_field() {
     );
     assert!(!e.contains("s3cret"), "{e}");
 }
+
+#[test]
+fn an_outbox_relays_to_nats_as_well() {
+    let sinks = OUTBOX.find("[[sinks]]").unwrap();
+    let text = format!(
+        "{}[[sinks]]\nname = \"publish\"\nkind = \"nats\"\nsubject = \"orders.{{key}}\"\n",
+        &OUTBOX[..sinks]
+    );
+    let plan = load_str(&text).unwrap();
+    assert!(matches!(
+        plan.source,
+        super::raw::SourceKind::PostgresOutbox(_)
+    ));
+    assert!(matches!(plan.sinks[0].kind, super::SinkPlanKind::Nats(_)));
+}

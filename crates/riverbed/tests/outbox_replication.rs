@@ -10,149 +10,38 @@
 
 #[path = "outages/arrivals.rs"]
 mod arrivals;
+#[path = "outbox_replication/check.rs"]
+mod check;
 #[path = "recipe_transactions/daemon.rs"]
 mod daemon;
+#[path = "outbox_replication/files.rs"]
+mod files;
 #[path = "outbox_replication/producer.rs"]
 mod producer;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use riverbed_core::testing::{lock_service, rabbitmq_cluster_named, require_service};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
+
+use check::{reorderings, replica, truth};
+use files::{KINDS, Names, consumer_file, relay_file};
 
 use daemon::Daemon;
 
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The test database.
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ENTITIES: u32 = 1000;
 const PRODUCERS: u32 = 3;
-const ROUNDS: u32 = 2;
-const KINDS: [&str; 3] = ["customer", "order", "invoice"];
+const ROUNDS: u32 = 1;
 /// The private RabbitMQ node's AMQP port (its distribution port is 100 above).
 const AMQP_PORT: u16 = 56810;
 /// The broker URL in the recipe files.
-const RECIPE_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// Names only this run uses.
-struct Names {
-    exchange: String,
-    outbox: String,
-    sources: String,
-    replica: String,
-    arrivals: String,
-}
-
-impl Names {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let s = format!("{}_{nanos}", std::process::id());
-        Names {
-            exchange: format!("outbox_replication_{s}"),
-            outbox: format!("outbox_{s}"),
-            sources: format!("outbox_src_{s}"),
-            replica: format!("outbox_replica_{s}"),
-            arrivals: format!("outbox_arrivals_{s}"),
-        }
-    }
-
-    fn tables(&self) -> Vec<String> {
-        let mut t: Vec<String> = KINDS
-            .iter()
-            .map(|k| format!("{}_{k}", self.sources))
-            .collect();
-        for suffix in ["", "_versions", "_dead_letters"] {
-            t.push(format!("{}{suffix}", self.outbox));
-        }
-        t.extend([self.replica.clone(), self.arrivals.clone()]);
-        t
-    }
-}
-
-fn recipe(file: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/replication");
-    std::fs::read_to_string(dir.join(file)).unwrap()
-}
-
-fn substitute(mut text: String, pairs: &[(&str, String)]) -> String {
-    for (from, to) in pairs {
-        assert!(text.contains(from), "the recipe has `{from}`");
-        text = text.replace(from, to);
-    }
-    text
-}
-
-/// The recipe's consumer pointed at this run's names, with the arrival log as second sink.
-fn consumer_file(dir: &Path, names: &Names, amqp: &str) -> PathBuf {
-    let mut text = substitute(
-        recipe("consumer.toml"),
-        &[
-            (
-                "queue = \"replication\"",
-                format!("queue = \"{}\"", names.exchange),
-            ),
-            (
-                "dead_letter_queue = \"replication.dlq\"",
-                format!("dead_letter_queue = \"{}.dlq\"", names.exchange),
-            ),
-            (
-                "table = \"replicated_entities\"",
-                format!("table = \"{}\"", names.replica),
-            ),
-            ("5432/replica", "5432/test".to_owned()),
-            (RECIPE_AMQP, amqp.to_owned()),
-        ],
-    );
-    text.push_str(&format!(
-        r#"
-[[sinks]]
-name = "arrivals"
-kind = "postgres"
-mode = "append"
-table = "{}"
-key = ["entity", "id", "version"]
-create_table = false
-connection = {{ url = "{PG_URL}" }}
-columns = [
-  {{ name = "entity", type = "text", from = "/entity", required = true }},
-  {{ name = "id", type = "text", from = "/id", required = true }},
-  {{ name = "version", type = "integer", from = "/version", required = true }},
-]
-"#,
-        names.arrivals
-    ));
-    let path = dir.join("consumer.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The recipe's relay pointed at this run's outbox and exchange.
-fn relay_file(dir: &Path, names: &Names, amqp: &str) -> PathBuf {
-    let text = substitute(
-        recipe("producer.toml"),
-        &[
-            (
-                "table = \"replication_outbox\"",
-                format!("table = \"{}\"", names.outbox),
-            ),
-            (
-                "exchange = \"replication\"",
-                format!("exchange = \"{}\"", names.exchange),
-            ),
-            ("5432/app", "5432/test".to_owned()),
-            (RECIPE_AMQP, amqp.to_owned()),
-        ],
-    );
-    let path = dir.join("relay.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+pub const RECIPE_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 async fn scalar(pg: &PgPool, sql: String) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -175,64 +64,6 @@ async fn wait_count(pg: &PgPool, sql: &str, n: i64, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// `<entity>:<id>` -> (version, deleted, data as jsonb text) of `sql`'s rows.
-async fn states(pg: &PgPool, sql: String) -> BTreeMap<String, (i64, bool, Option<String>)> {
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(pg)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect()
-}
-
-/// What the source tables hold: the truth.
-async fn truth(pg: &PgPool, names: &Names) -> BTreeMap<String, (i64, bool, Option<String>)> {
-    let union: Vec<String> = KINDS
-        .iter()
-        .map(|k| {
-            format!(
-                "SELECT '{k}:' || id, version, deleted, data::text FROM {}_{k}",
-                names.sources
-            )
-        })
-        .collect();
-    states(pg, union.join(" UNION ALL ")).await
-}
-
-async fn replica(pg: &PgPool, names: &Names) -> BTreeMap<String, (i64, bool, Option<String>)> {
-    states(
-        pg,
-        format!(
-            "SELECT entity || ':' || id, version, deleted, data::jsonb::text FROM {}",
-            names.replica
-        ),
-    )
-    .await
-}
-
-/// Versions of an entity applied after a newer one, by the arrival log.
-async fn reorderings(pg: &PgPool, names: &Names) -> usize {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity || ':' || id, version FROM {} ORDER BY arrival",
-        names.arrivals
-    )))
-    .fetch_all(pg)
-    .await
-    .unwrap();
-    let mut newest = BTreeMap::<String, i64>::new();
-    let mut late = 0;
-    for r in rows {
-        let (key, version): (String, i64) = (r.get(0), r.get(1));
-        let top = newest.entry(key).or_insert(version);
-        if version < *top {
-            late += 1;
-        }
-        *top = (*top).max(version);
-    }
-    late
 }
 
 async fn create_tables(pg: &PgPool, names: &Names) {
@@ -369,7 +200,7 @@ async fn run(pg: &PgPool, names: &Names, amqp: &str) {
     wait_count(pg, &arrived, i64::from(ENTITIES), Duration::from_secs(60)).await;
     relays[0].kill();
     for p in &mut producers {
-        wait_producer(p, Duration::from_secs(120)).await;
+        wait_producer(p, Duration::from_secs(240)).await;
     }
     let total = scalar(pg, format!("SELECT count(*) FROM {}", names.outbox)).await;
     let events = i64::from(ENTITIES * PRODUCERS * ROUNDS);
@@ -434,7 +265,7 @@ async fn outbox_relays_three_producers_through_a_relay_sigkill_into_the_replicat
     let pg = PgPool::connect(PG_URL).await.unwrap();
     let names = Names::new();
     let amqp = rabbit.url(0);
-    let result = tokio::time::timeout(Duration::from_secs(300), run(&pg, &names, &amqp)).await;
+    let result = tokio::time::timeout(Duration::from_secs(420), run(&pg, &names, &amqp)).await;
     for t in names.tables() {
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {t}")))
             .execute(&pg)

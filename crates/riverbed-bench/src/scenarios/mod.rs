@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod latency;
 pub mod naive;
 pub mod nats;
+pub mod outbox;
 pub mod postgres;
 pub mod publish;
 pub mod runtime;
@@ -107,6 +108,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(amqp_sqlite::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());
+    v.extend(outbox::scenarios());
     v
 }
 

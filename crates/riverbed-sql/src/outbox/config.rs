@@ -13,8 +13,9 @@ use crate::outbox::table::OutboxTable;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresOutboxConfig {
-    /// The database holding the outbox. `max_connections` must exceed `max_claims`: each open
-    /// claim holds one connection until its rows are settled.
+    /// The database holding the outbox. `max_connections` must be at least `max_claims` + 2
+    /// (+ 1 without `listen`): each open claim holds one connection until its rows are
+    /// settled, `LISTEN` holds one, cleanup and dead letters use one.
     pub connection: PostgresConnectionConfig,
     /// The outbox table (also `<table>_versions`, `<table>_dead_letters`, and the `NOTIFY`
     /// channel `<table>`).
@@ -99,11 +100,19 @@ impl PostgresOutboxConfig {
         if self.cleanup_interval.is_zero() {
             return zero("cleanup_interval");
         }
-        if self.connection.max_connections as usize <= self.max_claims {
+        let needed = self.max_claims + usize::from(self.listen) + 1;
+        if (self.connection.max_connections as usize) < needed {
             return Err(Error::Config(format!(
-                "`connection.max_connections` ({}) must exceed `max_claims` ({}): every open \
-                 claim holds a connection, and cleanup and dead letters need one more",
-                self.connection.max_connections, self.max_claims
+                "`connection.max_connections` ({}) must be at least {needed}: each of the \
+                 `max_claims` ({}) open claims holds a connection{}, and cleanup and dead \
+                 letters need one more",
+                self.connection.max_connections,
+                self.max_claims,
+                if self.listen {
+                    ", LISTEN holds one"
+                } else {
+                    ""
+                }
             )));
         }
         self.connection.options()?;

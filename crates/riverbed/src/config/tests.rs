@@ -371,7 +371,7 @@ fn an_outbox_source_loads_and_its_errors_point_at_the_field() {
     );
     let e = err(&OUTBOX.replace("max_connections = 6", "max_connections = 4"));
     assert!(
-        e.starts_with("line 5, column 66: `source`: invalid configuration: `connection.max_connections` (4) must exceed `max_claims` (4)"),
+        e.starts_with("line 5, column 66: `source`: invalid configuration: `connection.max_connections` (4) must be at least 6"),
         "{e}"
     );
     let e = err(&OUTBOX.replace("orders_outbox", "orders-outbox"));

@@ -16,6 +16,8 @@
 //! - `postgres`: the PostgreSQL backend (`UNNEST` or multi-row `VALUES`).
 //! - `inbox`: user SQL run once per message id (effectively-once for any statement).
 //! - `lease`: the singleton lease, an advisory lock on a dedicated connection.
+//! - `outbox`: the transactional outbox: table, [`Outbox::enqueue`] and the relay source
+//!   [`OutboxSource`] (per-entity claims with `FOR UPDATE SKIP LOCKED`).
 //! - `offsets`: source positions stored with the data (SQLite and PostgreSQL).
 //! - `advance`: when stored positions move up to the settled position (timer, writes, close).
 //! - `batch_position`: the position a partial write of a batch may record.
@@ -38,6 +40,7 @@ mod error;
 mod inbox;
 mod lease;
 mod offsets;
+mod outbox;
 mod postgres;
 mod settled;
 mod spec;
@@ -53,6 +56,10 @@ pub use error::{Error, Result};
 pub use inbox::{INBOX_TABLE, InboxSink, InboxWriter, NamedStatement, compile_named};
 pub use lease::PgLease;
 pub use offsets::{NOTHING_COMMITTED, OFFSETS_TABLE, OffsetStore};
+pub use outbox::{
+    ENTITY_HEADER, Enqueued, Outbox, OutboxDeadLetters, OutboxSource, OutboxTable,
+    PostgresOutboxConfig, VERSION_HEADER, remove_sent_once,
+};
 pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool};
 pub use settled::{SettledPosition, TrackSettled};
 pub use spec::{Column, ColumnType, Ident, SqlValue, TableSpec, ValueSource, WriteMode, row_of};

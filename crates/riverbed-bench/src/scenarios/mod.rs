@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod latency;
 pub mod naive;
 pub mod nats;
+pub mod outbox;
 pub mod partitioned;
 pub mod postgres;
 pub mod publish;
@@ -109,6 +110,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(amqp_sqlite::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());
+    v.extend(outbox::scenarios());
     v
 }
 

@@ -15,6 +15,7 @@ const COOKIE: &str = "RIVERBEDCLUSTERTESTCOOKIE";
 
 /// A running cluster: AMQP on `base_port + i`, distribution on `base_port + 100 + i`.
 pub struct RabbitCluster {
+    name: String,
     base_port: u16,
     nodes: Vec<Option<TestServer>>,
     // Last: removed after every node stopped.
@@ -24,7 +25,7 @@ pub struct RabbitCluster {
 impl RabbitCluster {
     /// Node `i`'s name.
     pub fn node(&self, i: usize) -> String {
-        format!("riverbed-cluster-{i}@localhost")
+        format!("{}-{i}@localhost", self.name)
     }
 
     /// Node `i`'s AMQP URL (guest, from loopback).
@@ -94,6 +95,12 @@ fn ctl(home: &Path, node: &str, args: &[&str]) -> String {
 /// Starts `n` nodes and joins nodes 1.. to node 0. `None` when RabbitMQ is not installed (the
 /// test skips, or fails under `RIVERBED_REQUIRE_SERVICES=1`).
 pub fn rabbitmq_cluster(base_port: u16, n: usize) -> Option<RabbitCluster> {
+    rabbitmq_cluster_named("riverbed-cluster", base_port, n)
+}
+
+/// [`rabbitmq_cluster`] with nodes named `<name>-<i>@localhost`, so that tests running at the
+/// same time do not start nodes of the same name.
+pub fn rabbitmq_cluster_named(name: &str, base_port: u16, n: usize) -> Option<RabbitCluster> {
     let program = require_program(
         "rabbitmq-server",
         vec!["/usr/lib/rabbitmq/bin/rabbitmq-server".into()],
@@ -107,6 +114,7 @@ pub fn rabbitmq_cluster(base_port: u16, n: usize) -> Option<RabbitCluster> {
     .expect("write the cookie");
     set_owner_only(&dir.path().join(".erlang.cookie"));
     let mut cluster = RabbitCluster {
+        name: name.to_owned(),
         base_port,
         nodes: Vec::new(),
         dir,

@@ -145,6 +145,11 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
                 builder.source(source)
             }
         }
+        SourceKind::PostgresOutbox(o) => builder.source(
+            riverbed_sql::OutboxSource::open((**o).clone())
+                .await
+                .context("opening the outbox")?,
+        ),
     };
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::with_capacity(plan.sinks.len());
     for s in &plan.sinks {

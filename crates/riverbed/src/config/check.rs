@@ -131,7 +131,7 @@ pub enum SinkPlanKind {
 }
 
 pub(super) struct Checker<'a> {
-    text: &'a str,
+    pub(super) text: &'a str,
 }
 
 impl Checker<'_> {
@@ -251,6 +251,9 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
                 "`source`: `skip` cannot be combined with `rate` (the pace would count the \
                  skipped records)",
             );
+        }
+        SourceKind::PostgresOutbox(o) => {
+            super::outbox::check_outbox_source(&c, source_span.clone(), o, retry.mode)?;
         }
         SourceKind::Embedded(_) | SourceKind::Generate(_) => {}
     }

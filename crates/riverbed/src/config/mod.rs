@@ -5,6 +5,7 @@ mod check;
 mod cluster;
 mod counters;
 mod load;
+mod outbox;
 pub mod raw;
 mod resume;
 mod secrets;

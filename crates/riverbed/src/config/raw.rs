@@ -219,6 +219,9 @@ pub enum SourceKind {
     Amqp(Box<riverbed_amqp::AmqpSourceConfig>),
     /// A NATS JetStream stream, through a durable pull consumer.
     Nats(Box<riverbed_nats::NatsSourceConfig>),
+    /// A transactional outbox table in PostgreSQL (the relay): rows in per-entity order,
+    /// marked sent once every sink settled them.
+    PostgresOutbox(Box<riverbed_sql::PostgresOutboxConfig>),
 }
 
 /// `kind = "embedded"`

@@ -429,3 +429,72 @@ fn storm_guard_is_on_by_default_and_checked_with_its_line() {
         "{e}"
     );
 }
+
+const OUTBOX: &str = r#"[source]
+kind = "postgres_outbox"
+table = "orders_outbox"
+claim_size = 200
+connection = { url = "postgres://app:s3cret@127.0.0.1:5432/app", max_connections = 6 }
+
+[[sinks]]
+name = "publish"
+kind = "amqp"
+urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+exchange = "orders"
+routing_key = "{key}"
+"#;
+
+#[test]
+fn an_outbox_source_loads_and_its_errors_point_at_the_field() {
+    let plan = load_str(OUTBOX).unwrap();
+    let super::raw::SourceKind::PostgresOutbox(o) = &plan.source else {
+        panic!("an outbox source");
+    };
+    assert_eq!(
+        (o.table.as_str(), o.claim_size, o.max_claims),
+        ("orders_outbox", 200, 4)
+    );
+    let e = err(&OUTBOX.replace("claim_size = 200", "claim_size = 0"));
+    assert!(
+        e.starts_with(
+            "line 4, column 1: `source`: invalid configuration: `claim_size` must be more than 0"
+        ),
+        "{e}"
+    );
+    let e = err(&OUTBOX.replace("max_connections = 6", "max_connections = 4"));
+    assert!(
+        e.starts_with("line 5, column 66: `source`: invalid configuration: `connection.max_connections` (4) must be at least 6"),
+        "{e}"
+    );
+    let e = err(&OUTBOX.replace("orders_outbox", "orders-outbox"));
+    assert!(
+        e.starts_with("line 3, column 1: `source`:") && e.contains("`table`"),
+        "{e}"
+    );
+    let e = err(&OUTBOX.replace("claim_size = 200", "claim_sise = 200"));
+    assert!(
+        e.starts_with("line 4, column 1: unknown field `claim_sise`"),
+        "{e}"
+    );
+    let e = err(&format!("[retry]\nmode = \"broker\"\n\n{OUTBOX}"));
+    assert!(
+        e.starts_with("line 4, column 1: `retry.mode = \"broker\"` needs a source"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn an_outbox_relays_to_nats_as_well() {
+    let sinks = OUTBOX.find("[[sinks]]").unwrap();
+    let text = format!(
+        "{}[[sinks]]\nname = \"publish\"\nkind = \"nats\"\nsubject = \"orders.{{key}}\"\n",
+        &OUTBOX[..sinks]
+    );
+    let plan = load_str(&text).unwrap();
+    assert!(matches!(
+        plan.source,
+        super::raw::SourceKind::PostgresOutbox(_)
+    ));
+    assert!(matches!(plan.sinks[0].kind, super::SinkPlanKind::Nats(_)));
+}

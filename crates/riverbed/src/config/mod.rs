@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod cluster;
 mod counters;
+mod feed;
 mod load;
 pub mod raw;
 mod resume;
@@ -15,6 +16,7 @@ use std::path::Path;
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
 pub use cluster::{ClusterPlan, SingletonPlan, amqp_source};
+pub use feed::{FeedPlan, Messages};
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

@@ -109,8 +109,9 @@ async fn a_refused_retry_queue_holds_the_retry_instead_of_requeueing_it_in_a_loo
         for q in &all {
             assert_eq!(raw.ready(q).await, 0, "{q} drained");
         }
-        all.extend([queue.clone(), format!("{queue}.dlq")]);
+        all.push(format!("{queue}.dlq"));
         raw.delete(&all).await;
+        raw.delete_exchange(&queue).await;
     })
     .await;
 }
@@ -303,6 +304,64 @@ async fn a_session_that_dies_young_reconnects_after_a_growing_delay() {
             );
         }
         raw.delete(&[queue.clone(), format!("{queue}.dlq")]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_queue_deleted_under_the_consumer_leaves_no_consumer_behind_on_the_others() {
+    if !available() {
+        return;
+    }
+    let _shared = broker(false).await;
+    common::bounded(async {
+        let queue = unique("partition_deleted");
+        let parts = [format!("{queue}.0"), format!("{queue}.1")];
+        let source = AmqpSource::partitioned(
+            source_config(&queue, "queue_type = \"quorum\""),
+            std::num::NonZeroU16::new(2).unwrap(),
+        )
+        .unwrap();
+        let status = source.status();
+        let sink = Recorder::new();
+        let committed = sink.committed.clone();
+        let pipeline = Pipeline::builder()
+            .source(source)
+            .sink("recorder", sink)
+            .build()
+            .unwrap();
+        let (stop, run) = spawn_pipeline(pipeline);
+        let raw = Raw::connect().await;
+        let s = status.clone();
+        common::wait_until("consuming", LIMIT, || s.sessions() == 1).await;
+        raw.publish_range("", &parts[1], 0, 10).await;
+        let c = committed.clone();
+        common::wait_until("the first ten", LIMIT, || c.lock().unwrap().len() == 10).await;
+
+        // The broker cancels the consumer of `.0` only; the session's consumer of `.1`, on
+        // the same channel, must not outlive the session and keep `.1` to itself.
+        raw.delete(std::slice::from_ref(&parts[0])).await;
+        let s = status.clone();
+        common::wait_until("a new session", LIMIT, || s.reconnects() == 1).await;
+        raw.publish_range("", &parts[1], 10, 20).await;
+        raw.publish_range("", &parts[0], 20, 30).await;
+        let c = committed.clone();
+        common::wait_until("both partitions consumed again", LIMIT, || {
+            c.lock().unwrap().len() == 30
+        })
+        .await;
+        let _ = stop.send(());
+        assert!(run.await.unwrap().drained);
+        let counts = Recorder::counts(&committed);
+        assert_eq!(counts.len(), 30, "{counts:?}");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "no duplicates: {counts:?}"
+        );
+        let mut all = parts.to_vec();
+        all.push(format!("{queue}.dlq"));
+        raw.delete(&all).await;
+        raw.delete_exchange(&queue).await;
     })
     .await;
 }

@@ -10,6 +10,7 @@
 //! - [`redact`]: credentials out of URLs (and of text quoting them) before anything prints them.
 //! - [`retry`]: the retry policy and backoff.
 //! - [`contiguous`]: cumulative-ack tracking for sources.
+//! - [`claims`]: redundant instances writing each message once, through a shared claim store.
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `write`, `tracker`, `stop`: the
 //!   runtime itself; `availability`: the one rule for unreachable destinations (partitions
 //!   wait, the intake pauses, no attempt is used up).
@@ -28,6 +29,7 @@
 
 mod availability;
 mod builder;
+pub mod claims;
 pub mod contiguous;
 pub mod dead_letter;
 mod intake;
@@ -53,6 +55,7 @@ mod tracker;
 mod write;
 
 pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
+pub use claims::{Claim, ClaimId, ClaimStore, ClaimedSink};
 pub use contiguous::ContiguousTracker;
 pub use dead_letter::{DeadLetterRoute, DeadLetterSink};
 pub use key::{KeySpec, partition_of};

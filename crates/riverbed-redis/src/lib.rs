@@ -13,6 +13,9 @@
 //! - `window`: [`WindowCounter`], totals flushed at every aligned boundary, lateness measured.
 //! - `field`: message fields and key templates.
 //! - `batch`: script calls over a batch, refused messages isolated by splitting.
+//! - `lease`: [`RedisLease`], a singleton lease (`SET NX PX`, renewed) with a fencing token.
+//! - `claims`: [`RedisClaims`], the claim store that lets one of several redundant instances
+//!   write each message.
 //! - `error`: errors and their transient/permanent classification.
 //!
 //! # Delivery
@@ -23,15 +26,18 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod claims;
 mod config;
 mod error;
 mod field;
 mod hash_incr;
 mod incr_script;
 mod latest;
+mod lease;
 mod totals;
 mod window;
 
+pub use claims::RedisClaims;
 pub use config::{
     Amount, DedupConfig, DeleteConfig, HashIncrConfig, LatestConfig, RedisConfig, TotalsConfig,
     WindowCounterConfig,
@@ -40,5 +46,6 @@ pub use error::{Error, ErrorClass, Result, classify};
 pub use field::{Field, KeyTemplate};
 pub use hash_incr::{HashIncrSink, default_marker_prefix};
 pub use latest::LatestSink;
+pub use lease::RedisLease;
 pub use totals::{GroupTotals, Snapshot, Totals, TotalsLayout, epoch_ms, reconcile};
 pub use window::{Flush, WindowCounter, next_boundary};

@@ -2,19 +2,76 @@
 //! when the lease can no longer be trusted, so that no two instances ever consume together.
 
 use anyhow::Result;
+use riverbed_redis::RedisLease;
 use riverbed_sql::PgLease;
 
-use crate::config::SingletonPlan;
+use crate::config::{LeasePlan, SingletonPlan};
+
+/// A held or wanted singleton lease.
+pub enum Lease {
+    /// A PostgreSQL advisory lock.
+    Postgres(PgLease),
+    /// A Redis key.
+    Redis(RedisLease),
+}
+
+impl Lease {
+    async fn open(plan: &SingletonPlan) -> Result<Self> {
+        Ok(match &plan.lease {
+            LeasePlan::Postgres(p) => {
+                Lease::Postgres(PgLease::new(p, &plan.name, plan.check_every)?)
+            }
+            LeasePlan::Redis(r) => {
+                Lease::Redis(RedisLease::connect(r, &plan.name, plan.check_every).await?)
+            }
+        })
+    }
+
+    async fn acquire(&mut self) {
+        match self {
+            Lease::Postgres(l) => l.acquire().await,
+            Lease::Redis(l) => l.acquire().await,
+        }
+    }
+
+    /// How long a new holder waits before it consumes. A Redis key only expires after its
+    /// holder stopped renewing it, which the holder notices first: no wait.
+    fn takeover_delay(&self) -> std::time::Duration {
+        match self {
+            Lease::Postgres(l) => l.takeover_delay(),
+            Lease::Redis(_) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// The fencing token of this acquisition, when the lease has one.
+    pub fn fencing_token(&self) -> Option<u64> {
+        match self {
+            Lease::Postgres(_) => None,
+            Lease::Redis(l) => l.fencing_token(),
+        }
+    }
+
+    async fn lost(&mut self) -> String {
+        match self {
+            Lease::Postgres(l) => l.lost().await,
+            Lease::Redis(l) => l.lost().await,
+        }
+    }
+}
 
 /// Waits for the lease (logging the standby), then the takeover delay. `None` when a stop
 /// signal came first: a standby stops without having consumed anything.
-pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Result<Option<PgLease>> {
-    let mut lease = PgLease::new(&plan.postgres, &plan.name, plan.check_every)?;
+pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Result<Option<Lease>> {
     metrics::gauge!("riverbed_leader", "lease" => plan.name.clone()).set(0.0);
     let standby_since = tokio::time::Instant::now();
+    let mut stop = std::pin::pin!(stop);
+    let mut lease = tokio::select! {
+        lease = Lease::open(plan) => lease?,
+        _ = &mut stop => return Ok(None),
+    };
     tokio::select! {
         _ = lease.acquire() => {}
-        _ = stop => {
+        _ = &mut stop => {
             tracing::info!(lease = %plan.name, "Stopped while standing by");
             return Ok(None);
         }
@@ -24,12 +81,17 @@ pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Resul
         lease = %plan.name,
         standby_ms = standby_since.elapsed().as_millis() as u64,
         takeover_delay_ms = delay.as_millis() as u64,
+        fencing_token = lease.fencing_token(),
         "Lease acquired; consuming after the takeover delay"
     );
     // A former leader that lost its lease notices within two checks and stops: it cannot be
     // consuming any more when this delay is over.
     tokio::time::sleep(delay).await;
     metrics::gauge!("riverbed_leader", "lease" => plan.name.clone()).set(1.0);
+    if let Some(token) = lease.fencing_token() {
+        metrics::gauge!("riverbed_leader_fencing_token", "lease" => plan.name.clone())
+            .set(token as f64);
+    }
     tracing::info!(lease = %plan.name, "Leader: consuming");
     Ok(Some(lease))
 }
@@ -37,7 +99,7 @@ pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Resul
 /// Holds the lease while the pipeline runs; when it is lost, logs why and ends the process at
 /// once (exit code 3): nothing unsettled is acknowledged, the broker redelivers it to the next
 /// leader, and a supervisor restarts this instance as a standby.
-pub fn hold(mut lease: PgLease, name: String) {
+pub fn hold(mut lease: Lease, name: String) {
     tokio::spawn(async move {
         let why = lease.lost().await;
         metrics::gauge!("riverbed_leader", "lease" => name.clone()).set(0.0);

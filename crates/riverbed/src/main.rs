@@ -163,7 +163,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 }
 
 async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
-    let plan = config::load(&path)?;
+    let mut plan = config::load(&path)?;
     let singleton = match &plan.cluster {
         Some(config::ClusterPlan::Singleton(s)) => Some(s.clone()),
         _ => None,
@@ -188,6 +188,7 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         },
         None => None,
     };
+    plan.fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
     let config::Built { pipeline, tasks } = config::build(plan).await?;
     if let Some((lease, name)) = lease {
         leader::hold(lease, name);

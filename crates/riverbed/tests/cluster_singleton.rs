@@ -40,6 +40,31 @@ async fn singleton_standby_takes_over_from_a_sigkilled_leader_losing_nothing() {
         lock_service("rabbitmq", false).await,
         lock_service("postgres", false).await,
     );
+    takeover("postgres", &format!("postgres = {{ url = \"{PG_URL}\" }}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn singleton_with_a_redis_lease_takes_over_with_a_higher_fencing_token() {
+    if !(require_service("RabbitMQ", "127.0.0.1:5672")
+        && require_service("PostgreSQL", "127.0.0.1:5432")
+        && require_service("Redis", "127.0.0.1:6379"))
+    {
+        return;
+    }
+    let _locks = (
+        lock_service("rabbitmq", false).await,
+        lock_service("postgres", false).await,
+        lock_service("redis", false).await,
+    );
+    takeover(
+        "redis",
+        "lease = \"redis\"\nredis = { url = \"redis://127.0.0.1:6379\" }",
+    )
+    .await;
+}
+
+/// Leader, standby, SIGKILL of the leader, takeover; `lease` is the lease's TOML lines.
+async fn takeover(kind: &str, lease: &str) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -58,7 +83,7 @@ key = "/entity"
 [cluster]
 mode = "singleton"
 name = "singleton-test-{run}"
-postgres = {{ url = "{PG_URL}" }}
+{lease}
 
 [source]
 kind = "amqp"
@@ -78,6 +103,7 @@ columns = [
   {{ name = "id", type = "text", from = "/id", required = true }},
   {{ name = "entity", type = "text", from = "/entity", required = true }},
   {{ name = "seq", type = "integer", from = "/seq", required = true }},
+  {{ name = "fence", type = "integer", from = "$header.riverbed-fencing-token" }},
 ]
 "#
         ),
@@ -85,6 +111,12 @@ columns = [
     .unwrap();
     let pg = PgPool::connect(PG_URL).await.unwrap();
     arrivals::create(&pg, &table).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {table} ADD COLUMN fence bigint"
+    )))
+    .execute(&pg)
+    .await
+    .unwrap();
     arrivals::declare(&config);
 
     let mut leader = Daemon::spawn("leader", &config, "info");
@@ -137,9 +169,38 @@ columns = [
     );
     arrivals::assert_entity_order(&pg, &table).await;
     eprintln!(
-        "singleton takeover after SIGKILL: {} ms (until the standby consumes)",
+        "singleton ({kind} lease) takeover after SIGKILL: {} ms (until the standby consumes)",
         takeover.as_millis()
     );
+    // A Redis lease's fencing token rises with each leader, and every row carries its writer's.
+    let fences: Vec<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT fence FROM {table} ORDER BY 1"
+    )))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    if kind == "redis" {
+        assert!(
+            fences.len() == 2 && fences[0] < fences[1] && fences[0].is_some(),
+            "two leaders, two rising tokens: {fences:?}"
+        );
+        let late = count(
+            &pg,
+            &format!(
+                "SELECT count(*) FROM {table} WHERE fence = {} AND arrival > \
+                 (SELECT min(arrival) FROM {table} WHERE fence = {})",
+                fences[0].unwrap(),
+                fences[1].unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(
+            late, 0,
+            "no write of the old leader after the new one's first"
+        );
+    } else {
+        assert_eq!(fences, vec![None], "an advisory lock has no fencing token");
+    }
     standby.terminate();
     let (status, summary) = standby.exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{summary}");

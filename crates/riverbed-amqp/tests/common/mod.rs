@@ -225,6 +225,14 @@ impl Raw {
             .unwrap()
     }
 
+    /// Deletes an exchange (a missing one is fine).
+    pub async fn delete_exchange(&self, exchange: &str) {
+        let ch = self.connection.create_channel().await.unwrap();
+        let _ = ch
+            .exchange_delete(exchange.into(), Default::default())
+            .await;
+    }
+
     /// Deletes queues (missing ones are fine).
     pub async fn delete(&self, queues: &[String]) {
         for q in queues {

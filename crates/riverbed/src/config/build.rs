@@ -18,7 +18,7 @@ use riverbed_sql::{
 use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
-use super::cluster::amqp_source;
+use super::cluster::{ClusterPlan, DedupPlan, amqp_source};
 use super::feed::FeedPlan;
 use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskEntry, TaskKind};
 use crate::feed::FeedSource;
@@ -228,6 +228,19 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         };
         sinks.push(sink);
     }
+    if let Some(token) = plan.fencing_token {
+        builder = builder.processor(move |_| {
+            Box::new(riverbed_core::FnProcessor::new(
+                "fencing",
+                move |m: riverbed_core::Message| {
+                    Ok(Some(m.with_header(
+                        super::cluster::FENCING_TOKEN_HEADER,
+                        token as i64,
+                    )))
+                },
+            ))
+        });
+    }
     for p in &plan.processors {
         builder = match p {
             ProcessorPlan::Aggregate {
@@ -266,6 +279,7 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         };
     }
     for (s, sink) in plan.sinks.iter().zip(sinks) {
+        let sink = claimed(&plan, &s.name, sink).await?;
         builder = builder.sink_with(&s.name, &s.input, sink, s.batch);
     }
     if let Some(dl) = &plan.dead_letter {
@@ -296,6 +310,31 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         builder = builder.dead_letters(dest);
     }
     Ok((builder.build()?, feed_task))
+}
+
+/// In mode `redundant` with a Redis dedup store, `sink` writes only the messages this
+/// instance claims; otherwise it is `sink` itself (an inbox deduplicates by itself).
+async fn claimed(plan: &Plan, name: &str, sink: Arc<dyn Sink>) -> Result<Arc<dyn Sink>> {
+    let Some(ClusterPlan::Redundant(r)) = &plan.cluster else {
+        return Ok(sink);
+    };
+    let DedupPlan::Redis {
+        config,
+        id,
+        claim_ttl,
+        ttl,
+    } = &r.dedup
+    else {
+        return Ok(sink);
+    };
+    let store = riverbed_redis::RedisClaims::connect(config, &r.prefix(name), *claim_ttl, *ttl)
+        .await
+        .with_context(|| format!("connecting the dedup store of sink `{name}`"))?;
+    Ok(Arc::new(riverbed_core::ClaimedSink::new(
+        sink,
+        Arc::new(store),
+        id.clone(),
+    )))
 }
 
 /// The NATS source of `n`; `max_ack_pending` follows the pipeline's `max_in_flight` unless

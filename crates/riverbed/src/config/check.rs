@@ -46,6 +46,8 @@ pub struct Plan {
     pub cluster: Option<super::cluster::ClusterPlan>,
     /// Feed producer tracking, if configured.
     pub feed: Option<super::feed::FeedPlan>,
+    /// Set by the daemon once it leads with a fenced lease: every message carries it.
+    pub fencing_token: Option<u64>,
 }
 
 /// A checked processor.
@@ -255,8 +257,13 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
-    let cluster =
-        super::cluster::check_cluster(&c, raw.cluster.as_ref(), raw.source.get_ref(), retry.mode)?;
+    let cluster = super::cluster::check_cluster(
+        &c,
+        raw.cluster.as_ref(),
+        raw.source.get_ref(),
+        retry.mode,
+        &sinks,
+    )?;
     if let Some(dl) = &raw.dead_letter
         && let DeadLetterKind::Nats(n) = dl.get_ref()
         && let Err(e) = riverbed_nats::NatsDeadLetters::new((**n).clone())
@@ -279,6 +286,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     Ok(Plan {
         cluster,
         feed,
+        fencing_token: None,
         metrics: raw.admin.metrics,
         resume_from,
         partitions,

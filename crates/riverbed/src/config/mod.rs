@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
-pub use cluster::{ClusterPlan, SingletonPlan, amqp_source};
+pub use cluster::{ClusterPlan, LeasePlan, SingletonPlan, amqp_source};
 pub use feed::{FeedPlan, Messages};
 pub use load::ConfigError;
 

@@ -7,8 +7,17 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::Checker;
+use super::check::SinkPlan;
 use super::load::ConfigError;
 use super::raw::SourceKind;
+
+mod redundant;
+mod singleton;
+
+pub use redundant::DedupPlan;
+
+/// The header carrying a Redis lease's fencing token on every message a leader consumes.
+pub const FENCING_TOKEN_HEADER: &str = "riverbed-fencing-token";
 
 /// `[cluster]`
 #[derive(Debug, Deserialize)]
@@ -26,17 +35,27 @@ pub struct ClusterSection {
     /// with the key as routing key), each with a single active consumer: RabbitMQ gives each
     /// partition to one instance at a time and moves it when that instance goes away, so
     /// per-key order holds while instances join, leave and die.
+    ///
+    /// `redundant`: every instance consumes its own copy of the stream (an exclusive,
+    /// server-named queue bound to the exchange) and a shared dedup store (`dedup`) lets
+    /// exactly one of them write each message: killing any instance loses nothing.
     pub mode: ClusterMode,
     /// Partition queues (mode `partitioned`): more than the instances you plan to run, so
     /// that a new instance has partitions to take.
     pub partitions: Option<Spanned<u16>>,
-    /// Where the singleton lease lives (mode `singleton`): `postgres` (the default).
+    /// Where the singleton lease lives (mode `singleton`): `postgres` (the default: an
+    /// advisory lock on a dedicated connection) or `redis` (`SET NX PX`, renewed, with a
+    /// fencing token in the header `riverbed-fencing-token` of every message).
     #[serde(default)]
     pub lease: LeaseKind,
     /// The lease's name (mode `singleton`): instances of one pipeline share it.
     pub name: Option<Spanned<String>>,
     /// The PostgreSQL database holding the lease (mode `singleton`).
     pub postgres: Option<riverbed_sql::PostgresConnectionConfig>,
+    /// The Redis holding the lease (mode `singleton`, `lease = "redis"`).
+    pub redis: Option<riverbed_redis::RedisConfig>,
+    /// How redundant instances agree on who writes each message (mode `redundant`).
+    pub dedup: Option<Spanned<redundant::DedupSection>>,
     /// How often the leader checks its lease and a standby tries to take it.
     #[serde(default = "default_check_every", with = "humantime_serde")]
     pub check_every: std::time::Duration,
@@ -54,6 +73,8 @@ pub enum ClusterMode {
     Singleton,
     /// Partition queues with a single active consumer each.
     Partitioned,
+    /// Every instance consumes its own copy; a dedup store picks one writer per message.
+    Redundant,
 }
 
 /// `cluster.lease`
@@ -63,6 +84,8 @@ pub enum LeaseKind {
     /// A session-level advisory lock on a dedicated PostgreSQL connection.
     #[default]
     Postgres,
+    /// `SET NX PX` on Redis, renewed by the holder, with a fencing token.
+    Redis,
 }
 
 /// A checked `[cluster]` section.
@@ -72,6 +95,8 @@ pub enum ClusterPlan {
     Partitioned(NonZeroU16),
     /// Consume only while holding this lease.
     Singleton(SingletonPlan),
+    /// Consume an own copy; write only what this instance claims.
+    Redundant(redundant::RedundantPlan),
 }
 
 /// A checked singleton lease.
@@ -80,9 +105,18 @@ pub struct SingletonPlan {
     /// The lease's name.
     pub name: String,
     /// Where it lives.
-    pub postgres: riverbed_sql::PostgresConnectionConfig,
+    pub lease: LeasePlan,
     /// How often it is checked.
     pub check_every: std::time::Duration,
+}
+
+/// Where a checked singleton lease lives.
+#[derive(Debug, Clone)]
+pub enum LeasePlan {
+    /// An advisory lock in this database.
+    Postgres(riverbed_sql::PostgresConnectionConfig),
+    /// A key on this Redis.
+    Redis(riverbed_redis::RedisConfig),
 }
 
 /// Checks `[cluster]` against the source and the retry mode.
@@ -91,6 +125,7 @@ pub(super) fn check_cluster(
     section: Option<&Spanned<ClusterSection>>,
     source: &SourceKind,
     retry: RetryMode,
+    sinks: &[SinkPlan],
 ) -> Result<Option<ClusterPlan>, ConfigError> {
     let Some(section) = section else {
         return Ok(None);
@@ -98,13 +133,20 @@ pub(super) fn check_cluster(
     let span = section.span();
     let cluster = section.get_ref();
     if cluster.mode == ClusterMode::Singleton {
-        return check_singleton(c, span, cluster).map(|s| Some(ClusterPlan::Singleton(s)));
+        return singleton::check(c, span, cluster).map(|s| Some(ClusterPlan::Singleton(s)));
     }
-    if cluster.name.is_some() || cluster.postgres.is_some() {
+    if cluster.mode == ClusterMode::Redundant {
+        return redundant::check(c, span, cluster, source, sinks)
+            .map(|r| Some(ClusterPlan::Redundant(r)));
+    }
+    if cluster.name.is_some() || cluster.postgres.is_some() || cluster.redis.is_some() {
         return c.err(
             span,
-            "`cluster.name` and `cluster.postgres` are for mode = \"singleton\"",
+            "`cluster.name`, `cluster.postgres` and `cluster.redis` are for mode = \"singleton\"",
         );
+    }
+    if cluster.dedup.is_some() {
+        return c.err(span, "`cluster.dedup` is for mode = \"redundant\"");
     }
     let Some(n) = &cluster.partitions else {
         return c.err(
@@ -131,40 +173,6 @@ pub(super) fn check_cluster(
     Ok(Some(ClusterPlan::Partitioned(partitions)))
 }
 
-fn check_singleton(
-    c: &Checker<'_>,
-    span: std::ops::Range<usize>,
-    cluster: &ClusterSection,
-) -> Result<SingletonPlan, ConfigError> {
-    if cluster.partitions.is_some() {
-        return c.err(span, "`cluster.partitions` is for mode = \"partitioned\"");
-    }
-    let LeaseKind::Postgres = cluster.lease;
-    let Some(name) = &cluster.name else {
-        return c.err(
-            span,
-            "mode = \"singleton\" needs `cluster.name`, the lease its instances share",
-        );
-    };
-    if name.get_ref().trim().is_empty() {
-        return c.err(name.span(), "`cluster.name` must not be empty");
-    }
-    let Some(postgres) = cluster.postgres.clone() else {
-        return c.err(
-            span,
-            "lease = \"postgres\" needs `cluster.postgres = { url = \"postgres://...\" }`",
-        );
-    };
-    if cluster.check_every < std::time::Duration::from_millis(50) {
-        return c.err(span, "`cluster.check_every` must be at least 50ms");
-    }
-    Ok(SingletonPlan {
-        name: name.get_ref().clone(),
-        postgres,
-        check_every: cluster.check_every,
-    })
-}
-
 /// The AMQP source of `plan` (whose source is `config`): consuming its partition queues in
 /// mode `partitioned`, with the plan's delivery limit.
 pub fn amqp_source(
@@ -175,68 +183,12 @@ pub fn amqp_source(
         Some(ClusterPlan::Partitioned(n)) => {
             riverbed_amqp::AmqpSource::partitioned(config.clone(), *n)?
         }
-        Some(ClusterPlan::Singleton(_)) | None => riverbed_amqp::AmqpSource::new(config.clone())?,
+        Some(ClusterPlan::Singleton(_) | ClusterPlan::Redundant(_)) | None => {
+            riverbed_amqp::AmqpSource::new(config.clone())?
+        }
     };
     Ok(source.max_deliveries(plan.max_deliveries.get()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::load_str;
-    use super::*;
-
-    const BASE: &str = r#"
-[source]
-kind = "amqp"
-urls = ["amqp://guest:guest@127.0.0.1:5672/%2f"]
-queue = "entities"
-
-[[sinks]]
-name = "out"
-kind = "noop"
-"#;
-
-    fn error(cluster: &str) -> String {
-        load_str(&format!("{BASE}\n{cluster}"))
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn cluster_sections_are_checked_naming_the_field_and_line() {
-        let plan = load_str(&format!(
-            "{BASE}\n[cluster]\nmode = \"partitioned\"\npartitions = 4\n"
-        ))
-        .unwrap();
-        assert!(matches!(plan.cluster, Some(ClusterPlan::Partitioned(n)) if n.get() == 4));
-        let plan = load_str(&format!(
-            "{BASE}\n[cluster]\nmode = \"singleton\"\nname = \"feed\"\npostgres = {{ url = \"postgres://u:secret@127.0.0.1/test\" }}\n"
-        ))
-        .unwrap();
-        assert!(matches!(&plan.cluster, Some(ClusterPlan::Singleton(s)) if s.name == "feed"));
-        assert!(
-            !format!("{plan:?}").contains("secret"),
-            "the lease URL is redacted"
-        );
-
-        let e = error("[cluster]\nmode = \"partitioned\"");
-        assert!(
-            e.contains("`cluster.partitions` is required") && e.contains("line 11"),
-            "{e}"
-        );
-        let e = error("[cluster]\nmode = \"singleton\"\npostgres = { url = \"postgres://h/db\" }");
-        assert!(e.contains("needs `cluster.name`"), "{e}");
-        let e = error("[cluster]\nmode = \"singleton\"\nname = \"feed\"");
-        assert!(e.contains("needs `cluster.postgres"), "{e}");
-        let e = error("[cluster]\nmode = \"partitioned\"\npartitions = 4\npartiton = 1");
-        assert!(
-            e.contains("unknown field `partiton`") && e.contains("line 14"),
-            "{e}"
-        );
-        let e = error("[cluster]\nmode = \"leaderless\"");
-        assert!(e.contains("unknown variant `leaderless`"), "{e}");
-        let e =
-            error("[retry]\nmode = \"broker\"\n[cluster]\nmode = \"partitioned\"\npartitions = 2");
-        assert!(e.contains("use `in_process`"), "{e}");
-    }
-}
+mod tests;

@@ -6,6 +6,9 @@
 //! - singleton: two instances, the leader SIGKILLed mid-run; the standby takes over, recovers
 //!   from the alive the leader stored, and in the end nothing is lost; the replays'
 //!   duplicates are absorbed by the versioned upsert (counted in the arrival log).
+//! - redundant: two instances, each on its own queue, Redis claims picking one writer per
+//!   odds change; one SIGKILLed mid-run: nothing lost, nothing written twice, and the
+//!   survivor's producers never went down.
 //! - tracking: one instance; silenced alives and `subscribed = 0` mark a producer down (log,
 //!   metric, state table) and a recovery brings it up.
 //!
@@ -55,14 +58,20 @@ async fn sports_feed_singleton_standby_recovers_what_a_sigkilled_leader_missed()
         .await;
     let total = 3000;
     let deadline = Instant::now() + MINUTE;
-    while w.tally().await.distinct < total / 3 {
-        assert!(Instant::now() < deadline, "the leader wrote too little");
+    // Mid-run, once the leader has stored a good alive to recover from.
+    let stored = loop {
+        let stored = w.stored_alive("1").await;
+        if let Some(s) = stored
+            && w.tally().await.distinct >= total / 3
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader wrote or stored too little"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stored = w
-        .stored_alive("1")
-        .await
-        .expect("the leader stored a good alive");
+    };
     let mut leader = leader;
     leader.kill();
     let killed = Instant::now();
@@ -111,6 +120,93 @@ async fn sports_feed_singleton_standby_recovers_what_a_sigkilled_leader_missed()
     w.clean().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sports_feed_redundant_instances_lose_and_duplicate_nothing_when_one_is_sigkilled() {
+    if !(services() && require_service("Redis", "127.0.0.1:6379")) {
+        return;
+    }
+    let _locks = (
+        lock_service("rabbitmq", false).await,
+        lock_service("postgres", false).await,
+        lock_service("redis", false).await,
+    );
+    let w = World::new("redundant").await;
+    let sim = w.simulator(1500, 100, Duration::from_millis(500)).await;
+    let config = w.config("redundant.toml", &sim, "");
+    let mut a = Daemon::spawn("a", &config, "info");
+    wait_nth(&a, 1, "Producer up", MINUTE, producer("1")).await;
+    let b = Daemon::spawn("b", &config, "info");
+    for d in [&a, &b] {
+        for p in ["1", "3"] {
+            wait_nth(d, 1, "Producer up", MINUTE, producer(p)).await;
+        }
+    }
+    let total = 3000;
+    let deadline = Instant::now() + MINUTE;
+    while w.tally().await.distinct < total / 3 {
+        assert!(Instant::now() < deadline, "too little written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at_kill = w.tally().await.distinct;
+    let kill_time = std::time::SystemTime::now();
+    a.kill();
+    let killed = Instant::now();
+    while w.tally().await.distinct <= at_kill {
+        assert!(killed.elapsed() < MINUTE, "nothing written after the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let takeover = killed.elapsed();
+    w.wait_all_arrived(&sim, MINUTE).await;
+    let t = w.tally().await;
+    let published = published(&sim);
+    let lost = published.iter().filter(|id| !t.ids.contains(*id)).count();
+    eprintln!(
+        "sports redundant: published {}, lost {lost}, duplicated {}, takeover {} ms (until the \
+         survivor wrote the next odds change)",
+        published.len(),
+        t.writes - t.distinct,
+        takeover.as_millis()
+    );
+    assert_eq!(lost, 0, "nothing lost");
+    assert_eq!(t.distinct, total);
+    // The one write the claims can repeat: what the killed instance committed but had not yet
+    // marked done is written again by the survivor once the claim expires. Every other copy
+    // (the survivor's own, every replay) was skipped.
+    let later: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT id FROM {} GROUP BY id \
+         HAVING count(*) > 1 AND min(received_at) > to_timestamp($1::float8 / 1000)) d",
+        w.arrivals
+    )))
+    .bind(
+        kill_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64,
+    )
+    .fetch_one(&w.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        later, 0,
+        "no odds change first received after the kill was written twice"
+    );
+    assert!(
+        t.writes - t.distinct <= 1024,
+        "at most the killed instance's window again"
+    );
+    assert!(
+        b.find("Producer down", |_| true).is_none(),
+        "the survivor's producers stayed up"
+    );
+    w.assert_odds_current(&sim).await;
+    b.terminate();
+    let mut b = b;
+    let (status, summary) = b.exit(MINUTE).await;
+    assert!(status.success(), "{summary}");
+    sim.stop().await.unwrap();
+    w.clean().await;
+}
+
 fn scrape(port: u16, line_start: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -154,6 +250,12 @@ async fn sports_feed_tracking_marks_silent_and_unsubscribed_producers_down_until
     let gauge = "riverbed_feed_producer_up{producer=\"1\"}";
     assert_eq!(scrape(port, gauge), Some(1.0));
 
+    // Once a good alive is stored, the next recoveries start from it.
+    let deadline = Instant::now() + MINUTE;
+    while w.stored_alive("1").await.is_none() {
+        assert!(Instant::now() < deadline, "no good alive stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     control(&sim, 1, "mode=silent&duration=4s").await;
     let down = wait_nth(&d, 1, "Producer down", MINUTE, producer("1")).await;
     assert_eq!(down["reason"], "alive_timeout");

@@ -24,6 +24,13 @@ impl Store {
     pub async fn open(plan: &FeedPlan) -> Result<Store> {
         let pool = plan.postgres.connect().await?;
         let table = plan.table.quoted();
+        // Two instances starting together would race in CREATE TABLE IF NOT EXISTS (a
+        // unique violation in the catalog): the first holds a lock on the name meanwhile.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("riverbed_feed_state:{}", plan.table))
+            .execute(&mut *tx)
+            .await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 feed text NOT NULL,
@@ -34,8 +41,9 @@ impl Store {
                 changed_at timestamptz,
                 PRIMARY KEY (feed, producer))"
         )))
-        .execute(&pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Store {
             pool,
             feed: plan.name.clone(),

@@ -91,7 +91,8 @@ impl World {
             .replace("http://127.0.0.1:8088", &format!("http://{}", sim.addr()))
             .replace("alive_timeout = \"20s\"", "alive_timeout = \"3s\"")
             .replace("min_interval = \"30s\"", "min_interval = \"2s\"")
-            .replace("timeout = \"5m\"", "timeout = \"20s\"");
+            .replace("timeout = \"5m\"", "timeout = \"20s\"")
+            .replace("claim_ttl = \"30s\"", "claim_ttl = \"3s\"");
         let arrivals = format!(
             r#"
 [[sinks]]

@@ -376,6 +376,12 @@ fn feed_sections_load_with_their_defaults() {
     );
     let recipe = include_str!("../../../../recipes/sports-feed/singleton.toml");
     assert!(load_str(recipe).unwrap().feed.is_some(), "the recipe loads");
+    let recipe = include_str!("../../../../recipes/sports-feed/redundant.toml");
+    let plan = load_str(recipe).unwrap();
+    assert!(matches!(
+        plan.cluster,
+        Some(super::ClusterPlan::Redundant(_))
+    ));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::processor::{FnProcessor, MAIN, ProcessorFactory};
 use crate::retry::{RetryMode, RetryPolicy};
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::storm::StormGuard;
 use crate::{Failure, Processor};
 
 /// Why a pipeline could not be assembled.
@@ -43,6 +44,9 @@ pub enum BuildError {
         "retry mode `broker` needs a source with delayed retry ({0} has none); use `in_process`"
     )]
     NoDelayedRetry(String),
+    /// The storm guard's settings are out of range.
+    #[error("storm guard: {0}")]
+    StormGuard(String),
     /// Neither the pipeline nor the source names a dead-letter destination.
     #[error("no dead-letter destination: name one (the source {0} has no default)")]
     NoDeadLetters(String),
@@ -67,6 +71,7 @@ pub struct PipelineBuilder {
     processors: Vec<ProcessorFactory>,
     sinks: Vec<SinkSpec>,
     dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    storm_guard: Option<StormGuard>,
 }
 
 impl Default for PipelineBuilder {
@@ -82,6 +87,7 @@ impl Default for PipelineBuilder {
             processors: Vec::new(),
             sinks: Vec::new(),
             dead_letters: None,
+            storm_guard: Some(StormGuard::default()),
         }
     }
 }
@@ -104,6 +110,15 @@ impl PipelineBuilder {
     /// being processed again: poison-pill protection (default [`DEFAULT_MAX_DELIVERIES`]).
     pub fn max_deliveries(mut self, n: NonZeroU32) -> Self {
         self.max_deliveries = n;
+        self
+    }
+
+    /// The dead-letter storm guard (on by default, see [`StormGuard::default`]): when more than
+    /// its share of the recent settlements were dead letters, the pipeline stops consuming and
+    /// its run ends with [`crate::PipelineError::DeadLetterStorm`]. `None` turns it off, for
+    /// pipelines whose point is to dead-letter most of what they read.
+    pub fn storm_guard(mut self, guard: Option<StormGuard>) -> Self {
+        self.storm_guard = guard;
         self
     }
 
@@ -198,6 +213,9 @@ impl PipelineBuilder {
     /// Checks the assembly and builds the pipeline.
     pub fn build(self) -> Result<Pipeline, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
+        if let Some(g) = &self.storm_guard {
+            g.check().map_err(BuildError::StormGuard)?;
+        }
         if self.sinks.is_empty() {
             return Err(BuildError::NoSink);
         }
@@ -270,6 +288,7 @@ impl PipelineBuilder {
                 routes: routes.into(),
                 streams: streams.into(),
                 dead_letters,
+                storm_guard: self.storm_guard,
             },
         ))
     }

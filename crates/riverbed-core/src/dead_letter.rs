@@ -10,6 +10,7 @@ use crate::outcome::{DeadLetter, Failure, Settlement};
 use crate::retry::Backoff;
 use crate::source::{Acker, Settled};
 use crate::stats::Stats;
+use crate::storm::StormWatch;
 use crate::tracker::Tracked;
 
 /// Where messages that cannot be processed are kept, with their reason, for inspection and
@@ -32,12 +33,23 @@ pub trait DeadLetterSink: Send + Sync + 'static {
 pub struct DeadLetterRoute {
     sink: Arc<dyn DeadLetterSink>,
     stats: Arc<Stats>,
+    storm: Option<Arc<StormWatch>>,
 }
 
 impl DeadLetterRoute {
     /// A route to `sink`, counting into `stats`.
     pub fn new(sink: Arc<dyn DeadLetterSink>, stats: Arc<Stats>) -> Self {
-        DeadLetterRoute { sink, stats }
+        DeadLetterRoute {
+            sink,
+            stats,
+            storm: None,
+        }
+    }
+
+    /// Counts every stored letter into the storm guard too.
+    pub(crate) fn with_storm(mut self, storm: Option<Arc<StormWatch>>) -> Self {
+        self.storm = storm;
+        self
     }
 
     /// The destination, for logs.
@@ -69,6 +81,9 @@ impl DeadLetterRoute {
             );
         }
         self.stats.record_dead_lettered(letters);
+        if let Some(storm) = &self.storm {
+            storm.record_dead_letters(letters.len());
+        }
         Ok(())
     }
 }
@@ -76,7 +91,9 @@ impl DeadLetterRoute {
 /// Letters are written in groups of at most this many.
 const MAX_GROUP: usize = 256;
 
-/// Receives dead-lettered deliveries, writes them, then acknowledges the originals.
+/// Receives dead-lettered deliveries, writes them, then acknowledges the originals. Once the
+/// storm guard tripped (or would trip within a group), the letters beyond it are not stored:
+/// their deliveries are given back to the source, to be processed again after the fix.
 pub(crate) async fn run_dead_letters(
     mut rx: mpsc::UnboundedReceiver<Arc<Tracked>>,
     route: DeadLetterRoute,
@@ -84,18 +101,33 @@ pub(crate) async fn run_dead_letters(
 ) {
     let mut group: Vec<Arc<Tracked>> = Vec::new();
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let letters: Vec<DeadLetter> = group.iter().map(|t| t.dead_letter()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while route.store(&letters).await.is_err() {
-            tokio::time::sleep(backoff.next_delay()).await;
+        let allowed = route
+            .storm
+            .as_ref()
+            .map_or(group.len(), |s| s.letters_allowed(group.len()));
+        let (stored, given_back) = group.split_at(allowed);
+        if !stored.is_empty() {
+            let letters: Vec<DeadLetter> = stored.iter().map(|t| t.dead_letter()).collect();
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            while route.store(&letters).await.is_err() {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
-        let settled = group
+        if !given_back.is_empty() {
+            tracing::warn!(
+                deliveries = given_back.len(),
+                "Dead-letter storm: failed deliveries given back to the source instead of dead-lettered"
+            );
+        }
+        let settle = |t: &Arc<Tracked>, settlement| Settled {
+            token: t.token(),
+            settlement,
+            message: None,
+        };
+        let settled = stored
             .iter()
-            .map(|t| Settled {
-                token: t.token(),
-                settlement: Settlement::Ack,
-                message: None,
-            })
+            .map(|t| settle(t, Settlement::Ack))
+            .chain(given_back.iter().map(|t| settle(t, Settlement::Requeue)))
             .collect();
         acker.settle(settled);
         group.clear();

@@ -9,6 +9,7 @@
 //! - [`key`]: partition keys and their stable hash.
 //! - [`redact`]: credentials out of URLs (and of text quoting them) before anything prints them.
 //! - [`retry`]: the retry policy and backoff.
+//! - [`breaker`]: circuit breakers for sinks (policy, sliding window, half-open probes).
 //! - [`contiguous`]: cumulative-ack tracking for sources.
 //! - [`claims`]: redundant instances writing each message once, through a shared claim store.
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `write`, `tracker`, `stop`: the
@@ -17,6 +18,7 @@
 //! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - [`template`]: per-message routing keys and subjects (`orders.{key}`).
+//! - [`storm`]: the dead-letter storm guard (stop consuming when most messages fail).
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
 //!
 //! # Guarantees
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod availability;
+pub mod breaker;
 mod builder;
 pub mod claims;
 pub mod contiguous;
@@ -47,6 +50,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 mod stop;
+pub mod storm;
 pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -68,4 +72,5 @@ pub use retry::{Backoff, RetryMode, RetryPolicy};
 pub use sink::{BatchOutcome, NoopSink, Sink};
 pub use source::{AckToken, Acker, Capabilities, Delivery, Settled, Source, SourceError};
 pub use stats::{Stats, StatsSnapshot};
+pub use storm::{StormGuard, StormTripped};
 pub use template::Template;

@@ -16,6 +16,7 @@ use crate::processor::{Emitter, Processor};
 use crate::retry::RetryPolicy;
 use crate::source::{Acker, Settled};
 use crate::stats::Stats;
+use crate::storm::StormWatch;
 use crate::tracker::{Final, StageFailure, Tracked};
 use crate::write::{WriteContext, Written, panic_text, write_batch};
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub policy: RetryPolicy,
     pub availability: Arc<Availability>,
+    /// The dead-letter storm guard, when on.
+    pub storm: Option<Arc<StormWatch>>,
 }
 
 impl Shared {
@@ -86,6 +89,9 @@ impl Shared {
             .count();
         self.stats.record_acked(out.settled.len() - retries);
         self.stats.record_broker_retry(retries);
+        if let Some(storm) = &self.storm {
+            storm.record_settled(out.settled.len());
+        }
         self.acker.settle(std::mem::take(&mut out.settled));
         out.held.clear();
     }

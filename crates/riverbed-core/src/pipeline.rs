@@ -16,6 +16,7 @@ use crate::processor::Processor;
 use crate::retry::RetryPolicy;
 use crate::source::{Source, SourceError};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::storm::{StormGuard, StormTripped, StormWatch};
 
 use crate::intake::{Intake, IntakeEnd, RECV_CHUNK};
 use crate::stop::Stop;
@@ -33,6 +34,7 @@ pub(crate) struct Plan {
     pub routes: Arc<[Vec<usize>]>,
     pub streams: Arc<[String]>,
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    pub storm_guard: Option<StormGuard>,
 }
 
 /// How a run ended.
@@ -58,6 +60,20 @@ pub enum PipelineError {
     /// handling): its keys would stall, so the pipeline stops; what it held is redelivered.
     #[error("partition task failed: {0}")]
     PartitionFailed(String),
+    /// The dead-letter storm guard stopped the pipeline: most recent messages were
+    /// dead-lettered (a bad deploy, a schema change?). What failed after that was given back
+    /// to the source, not dead-lettered; fix the cause, then run again.
+    #[error(
+        "dead-letter storm: {} of the last {} settled messages were dead-lettered (more than \
+         {:.0}%); stopped consuming",
+        .tripped.dead_lettered, .tripped.settled, .max_share * 100.0
+    )]
+    DeadLetterStorm {
+        /// What the guard saw.
+        tripped: StormTripped,
+        /// The share it allows.
+        max_share: f64,
+    },
 }
 
 /// A pipeline ready to run: see [`Pipeline::builder`].
@@ -118,7 +134,9 @@ impl Pipeline {
         };
         let (dl_tx, dl_rx) = mpsc::unbounded_channel();
         let acker = source.acker();
-        let route = DeadLetterRoute::new(plan.dead_letters.clone(), stats.clone());
+        let storm = plan.storm_guard.map(|g| StormWatch::new(g, stop.clone()));
+        let route = DeadLetterRoute::new(plan.dead_letters.clone(), stats.clone())
+            .with_storm(storm.clone());
         source.route_dead_letters(route.clone());
         let dead_letter_task = tokio::spawn(run_dead_letters(dl_rx, route, acker.clone()));
         let shared = Arc::new(Shared {
@@ -127,6 +145,7 @@ impl Pipeline {
             stats: stats.clone(),
             policy: plan.retry,
             availability: Default::default(),
+            storm: storm.clone(),
         });
         let mut partitions = JoinSet::new();
         let mut inputs = Vec::new();
@@ -190,6 +209,14 @@ impl Pipeline {
         );
         if let Some(error) = failed {
             return Err(PipelineError::PartitionFailed(error));
+        }
+        if let (Some(tripped), Some(g)) =
+            (storm.as_ref().and_then(|s| s.tripped()), plan.storm_guard)
+        {
+            return Err(PipelineError::DeadLetterStorm {
+                tripped: tripped.clone(),
+                max_share: g.max_share,
+            });
         }
         result.map(|_| report).map_err(PipelineError::from)
     }

@@ -27,6 +27,7 @@ mod feed;
 mod leader;
 mod logs;
 mod progress;
+mod publish;
 mod signals;
 
 use std::io::IsTerminal;
@@ -88,6 +89,9 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Publish JSON lines, with confirms, into what a pipeline consumes, routed by key as it
+    /// partitions (the consistent-hash exchange of a `partitioned` pipeline).
+    Publish(publish::PublishArgs),
 }
 
 fn init_logs(cli: &Cli) -> Result<()> {
@@ -159,6 +163,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Declare { configs } => declare::run(&configs).await.map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Dlq { command } => dlq::run(command).await.map(|_| ExitCode::SUCCESS),
+        Command::Publish(args) => publish::run(args).await.map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -221,7 +221,6 @@ fn scrape(port: u16, line_start: &str) -> Option<f64> {
 }
 
 async fn control(sim: &riverbed_feed_sim::Simulator, producer: u32, query: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = format!("http://{}/control/{producer}/alives?{query}", sim.addr());
     let r = reqwest::Client::new().post(url).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
@@ -260,18 +259,23 @@ async fn sports_feed_tracking_marks_silent_and_unsubscribed_producers_down_until
     let down = wait_nth(&d, 1, "Producer down", MINUTE, producer("1")).await;
     assert_eq!(down["reason"], "alive_timeout");
     assert_eq!(scrape(port, gauge), Some(0.0), "down while silent");
-    let state: (bool, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT up, reason FROM {} WHERE producer = '1'",
-        w.state
-    )))
-    .fetch_one(&w.pg)
-    .await
-    .unwrap();
-    assert_eq!(
-        state,
-        (false, "alive_timeout".to_owned()),
-        "the state table says so"
-    );
+    // The row is written right after the log line: wait for it (the producer stays down
+    // until its alives come back).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: (bool, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT up, reason FROM {} WHERE producer = '1'",
+            w.state
+        )))
+        .fetch_one(&w.pg)
+        .await
+        .unwrap();
+        if state == (false, "alive_timeout".to_owned()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the state table says {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_nth(&d, 2, "Producer up", MINUTE, producer("1")).await;
 
     control(&sim, 1, "mode=unsubscribed&duration=1s").await;

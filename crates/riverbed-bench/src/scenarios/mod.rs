@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod latency;
 pub mod naive;
 pub mod nats;
+pub mod partitioned;
 pub mod postgres;
 pub mod publish;
 pub mod runtime;
@@ -104,6 +105,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(amqp::scenarios());
     v.extend(naive::scenarios());
     v.extend(nats::scenarios());
+    v.extend(partitioned::scenarios());
     v.extend(amqp_sqlite::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());

@@ -126,6 +126,7 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         .key(plan.key.clone())
         .retry(plan.retry)
         .max_deliveries(plan.max_deliveries)
+        .storm_guard(plan.storm_guard)
         .shutdown_grace(plan.shutdown_grace);
     builder = match &plan.source {
         SourceKind::Embedded(e) => {
@@ -219,6 +220,9 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
                     .await
                     .with_context(|| format!("connecting sink `{}`", s.name))?;
                 Arc::new(sink)
+            }
+            SinkPlanKind::Http(h) => {
+                Arc::new(riverbed_http::HttpSink::new(&s.name, (**h).clone())?)
             }
             SinkPlanKind::RedisLatest(r) => Arc::new(
                 riverbed_redis::LatestSink::from_config(&s.name, r)

@@ -26,6 +26,8 @@ pub struct Plan {
     pub max_deliveries: NonZeroU32,
     /// Shutdown grace.
     pub shutdown_grace: std::time::Duration,
+    /// The dead-letter storm guard, unless turned off.
+    pub storm_guard: Option<riverbed_core::StormGuard>,
     /// The source.
     pub source: SourceKind,
     /// Processors in order.
@@ -126,6 +128,8 @@ pub enum SinkPlanKind {
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
     /// NATS JetStream publish.
     Nats(Box<riverbed_nats::NatsSinkConfig>),
+    /// HTTP requests.
+    Http(Box<riverbed_http::HttpSinkConfig>),
 }
 
 pub(super) struct Checker<'a> {
@@ -193,6 +197,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         max_backoff: raw.retry.max_backoff.max(raw.retry.initial_backoff),
         mode: raw.retry.mode,
     };
+    let storm_guard = check_storm(&c, raw.pipeline.dead_letter_storm.as_ref())?;
     let sinks = raw
         .sinks
         .iter()
@@ -295,12 +300,58 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         retry,
         max_deliveries,
         shutdown_grace: raw.pipeline.shutdown_grace,
+        storm_guard,
         source: raw.source.into_inner(),
         processors,
         sinks,
         dead_letter: raw.dead_letter.map(Spanned::into_inner),
         tasks: raw.tasks,
     })
+}
+
+/// The storm guard's settings, each refused at its own line.
+fn check_storm(
+    c: &Checker<'_>,
+    section: Option<&Spanned<StormSection>>,
+) -> Result<Option<riverbed_core::StormGuard>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(Some(riverbed_core::StormGuard::default()));
+    };
+    let s = section.get_ref();
+    if !s.enabled {
+        return Ok(None);
+    }
+    let share = *s.max_share.get_ref();
+    if !(share > 0.0 && share < 1.0) {
+        return c.err(
+            s.max_share.span(),
+            "`pipeline.dead_letter_storm.max_share` must be between 0 and 1 (exclusive)",
+        );
+    }
+    let Some(window) = NonZeroU32::new(*s.window.get_ref()) else {
+        return c.err(
+            s.window.span(),
+            "`pipeline.dead_letter_storm.window` must be at least 1",
+        );
+    };
+    let Some(min_sample) = NonZeroU32::new(*s.min_sample.get_ref()).filter(|m| *m <= window) else {
+        let span = if s.min_sample.span() == (0..0) {
+            s.window.span()
+        } else {
+            s.min_sample.span()
+        };
+        return c.err(
+            span,
+            format!(
+                "`pipeline.dead_letter_storm.min_sample` must be between 1 and `window` ({window})"
+            ),
+        );
+    };
+    Ok(Some(riverbed_core::StormGuard {
+        max_share: share,
+        window,
+        min_sample,
+    }))
 }
 
 /// A NATS source must build, and a server-side `max_deliver` must leave the pipeline its
@@ -460,6 +511,12 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
                 return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
             }
             SinkPlanKind::Nats(n.clone())
+        }
+        SinkKind::Http(h) => {
+            if let Err(e) = riverbed_http::HttpSink::new(s.name.get_ref(), (**h).clone()) {
+                return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));
+            }
+            SinkPlanKind::Http(h.clone())
         }
     };
     Ok(SinkPlan {

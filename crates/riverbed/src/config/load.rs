@@ -107,6 +107,8 @@ const TAGGED: &[Tagged] = &[
             "redis_hash_incr",
             "redis_latest",
             "amqp",
+            "nats",
+            "http",
             "stdout",
             "file",
             "noop",

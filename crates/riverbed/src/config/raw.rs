@@ -95,6 +95,41 @@ pub struct PipelineSection {
     /// store none (Redis, RabbitMQ, stdout...) are not skipped either: a stored position never
     /// passes a message some sink has not committed (or whose dead letter is not stored).
     pub resume_from: Option<Spanned<String>>,
+    /// The dead-letter storm guard: when more than `max_share` of the last `window` settled
+    /// messages were dead-lettered (a bad deploy, a schema change), stop consuming instead of
+    /// emptying the source into the dead-letter destination. On by default.
+    #[serde(default)]
+    pub dead_letter_storm: Option<Spanned<StormSection>>,
+}
+
+/// `[pipeline.dead_letter_storm]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormSection {
+    /// Turn the guard off (`false`) for pipelines whose point is to dead-letter most input.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The share of dead letters (between 0 and 1) that, once exceeded, stops the pipeline.
+    #[serde(default = "default_storm_share")]
+    pub max_share: Spanned<f64>,
+    /// How many of the most recent settled messages are looked at.
+    #[serde(default = "default_storm_window")]
+    pub window: Spanned<u32>,
+    /// Settled messages needed before the guard may trip.
+    #[serde(default = "default_storm_sample")]
+    pub min_sample: Spanned<u32>,
+}
+
+fn default_storm_share() -> Spanned<f64> {
+    Spanned::new(0..0, riverbed_core::StormGuard::default().max_share)
+}
+
+fn default_storm_window() -> Spanned<u32> {
+    Spanned::new(0..0, riverbed_core::StormGuard::default().window.get())
+}
+
+fn default_storm_sample() -> Spanned<u32> {
+    Spanned::new(0..0, riverbed_core::StormGuard::default().min_sample.get())
 }
 
 impl Default for PipelineSection {
@@ -105,6 +140,7 @@ impl Default for PipelineSection {
             key: None,
             shutdown_grace: default_grace(),
             resume_from: None,
+            dead_letter_storm: None,
         }
     }
 }
@@ -340,6 +376,9 @@ pub enum SinkKind {
     Amqp(Box<riverbed_amqp::AmqpSinkConfig>),
     /// Publish to NATS JetStream, awaiting each publish ack; `Nats-Msg-Id` from the message id.
     Nats(Box<riverbed_nats::NatsSinkConfig>),
+    /// HTTP requests (per message or per batch) with retries, `Idempotency-Key` and a circuit
+    /// breaker that pauses the pipeline while the service is down.
+    Http(Box<riverbed_http::HttpSinkConfig>),
 }
 
 /// `kind = "sqlite"`

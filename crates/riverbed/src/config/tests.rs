@@ -338,6 +338,98 @@ fn nats_source_sink_and_dead_letters_load_and_refuse_with_their_line() {
     );
 }
 
+const HTTP: &str = r#"[source]
+kind = "generate"
+count = 10
+
+[[sinks]]
+name = "api"
+kind = "http"
+url = "https://api.example.com/orders/{key}"
+method = "PUT"
+headers = { Authorization = "Bearer secret-token" }
+header_fields = { "X-Tenant" = "/tenant" }
+body = "json_array"
+timeout = "5s"
+
+[sinks.breaker]
+failure_ratio = 0.5
+open_for = "30s"
+"#;
+
+#[test]
+fn http_sinks_load_and_hide_their_header_values() {
+    let plan = load_str(HTTP).unwrap();
+    let super::SinkPlanKind::Http(h) = &plan.sinks[0].kind else {
+        panic!("an http sink")
+    };
+    assert_eq!(h.method, "PUT");
+    assert_eq!(h.breaker.open_for, std::time::Duration::from_secs(30));
+    assert_eq!(h.body, riverbed_http::BodyFormat::JsonArray);
+    let shown = format!("{plan:?}");
+    assert!(!shown.contains("secret-token"), "{shown}");
+}
+
+#[test]
+fn http_sink_errors_name_the_field_and_line() {
+    let e = err(&HTTP.replace("timeout = \"5s\"", "timeout = \"5s\"\nretrys = 2"));
+    assert!(
+        e.starts_with("line 14, column 1: unknown field `retrys`"),
+        "{e}"
+    );
+    let e = err(&HTTP.replace("\"json_array\"", "\"xml\""));
+    assert!(
+        e.starts_with("line 12, column 8: unknown variant `xml`"),
+        "{e}"
+    );
+    let e = err(&HTTP.replace("api.example.com/", "{key}.example.com/"));
+    assert!(e.starts_with("line 6, column 8: sink `api`"), "{e}");
+    assert!(e.contains("`url`") && e.contains("path and query"), "{e}");
+    let e = err(&HTTP.replace("failure_ratio = 0.5", "failure_ratio = 1.5"));
+    assert!(
+        e.contains("sink `api`") && e.contains("failure_ratio"),
+        "{e}"
+    );
+    let e = err(&HTTP.replace("\"PUT\"", "\"GET\""));
+    assert!(e.contains("`method`"), "{e}");
+}
+
+#[test]
+fn storm_guard_is_on_by_default_and_checked_with_its_line() {
+    let plan = load_str(BASE).unwrap();
+    assert_eq!(plan.storm_guard, Some(riverbed_core::StormGuard::default()));
+    let off = BASE.replace(
+        "[pipeline]",
+        "[pipeline.dead_letter_storm]\nenabled = false\n\n[pipeline]",
+    );
+    assert_eq!(load_str(&off).unwrap().storm_guard, None);
+    let tuned = BASE.replace(
+        "key = \"/id\"",
+        "key = \"/id\"\ndead_letter_storm = { max_share = 0.9, window = 1000 }",
+    );
+    let guard = load_str(&tuned).unwrap().storm_guard.unwrap();
+    assert_eq!(
+        (guard.max_share, guard.window.get(), guard.min_sample.get()),
+        (0.9, 1000, 50)
+    );
+    let e = err(&BASE.replace(
+        "key = \"/id\"",
+        "key = \"/id\"\ndead_letter_storm = { max_share = 1.5 }",
+    ));
+    assert!(
+        e.starts_with("line 4, column 35: `pipeline.dead_letter_storm.max_share`"),
+        "{e}"
+    );
+    let e = err(&BASE.replace(
+        "key = \"/id\"",
+        "key = \"/id\"\ndead_letter_storm = { window = 10, min_sample = 20 }",
+    ));
+    assert!(
+        e.starts_with("line 4, column 49: `pipeline.dead_letter_storm.min_sample`"),
+        "{e}"
+    );
+}
+
 const FEED: &str = r##"[source]
 kind = "amqp"
 queue = ""

@@ -15,9 +15,6 @@ pub struct RecoveryHook {
 impl RecoveryHook {
     /// A client for `plan`'s recovery URL (TLS through rustls on ring, system roots).
     pub fn new(plan: &FeedPlan) -> Result<RecoveryHook> {
-        // reqwest is built without a crypto provider: the process's is ring, as for every
-        // other connector. Installing it twice keeps the first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(plan.request_timeout)
             .build()

@@ -92,7 +92,7 @@ impl World {
             .replace("alive_timeout = \"20s\"", "alive_timeout = \"3s\"")
             .replace("min_interval = \"30s\"", "min_interval = \"2s\"")
             .replace("timeout = \"5m\"", "timeout = \"20s\"")
-            .replace("claim_ttl = \"30s\"", "claim_ttl = \"3s\"");
+            .replace("claim_ttl = \"10s\"", "claim_ttl = \"1s\"");
         let arrivals = format!(
             r#"
 [[sinks]]

@@ -160,9 +160,16 @@ impl Sink for ClaimedSink {
             "another instance holds this message's claim; waiting until it is done or expires",
         );
         let mut won: Vec<(usize, String)> = Vec::new();
+        // Later copies of an id in this batch (a replay next to the live message): this
+        // instance's claim covers them all, so only the first is written, and each copy
+        // settles as its first copy does.
+        let mut copies: Vec<(usize, usize)> = Vec::new();
         for (n, (i, id)) in pending.into_iter().enumerate() {
             match claims.get(n) {
-                Some(Claim::Won) => won.push((i, id)),
+                Some(Claim::Won) => match won.iter().find(|(_, w)| *w == id) {
+                    Some((first, _)) => copies.push((i, *first)),
+                    None => won.push((i, id)),
+                },
                 Some(Claim::Done) => {}
                 Some(Claim::Busy) | None => outcomes[i] = Outcome::Unavailable(waiting.clone()),
             }
@@ -179,6 +186,9 @@ impl Sink for ClaimedSink {
                 committed.push(id);
             }
             outcomes[i] = outcome;
+        }
+        for (i, first) in copies {
+            outcomes[i] = outcomes[first].clone();
         }
         if let Err(f) = self.mark(&committed).await {
             // Committed: retried, they are only marked, never written again.

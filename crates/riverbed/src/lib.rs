@@ -9,6 +9,10 @@
 #[allow(dead_code, unused_imports)]
 mod config;
 
+#[cfg(not(test))]
+#[allow(dead_code, unused_imports)]
+mod feed;
+
 /// The fuzzers' entry points.
 #[cfg(not(test))]
 #[doc(hidden)]

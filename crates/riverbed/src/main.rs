@@ -5,6 +5,7 @@
 //! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing and redriving dead letters.
+//! - `feed`: producer tracking for sports-style feeds (alives, recovery, snapshots).
 //! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
 //! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
 //! - `progress`: the live progress line.
@@ -22,6 +23,7 @@ mod config;
 mod declare;
 mod demo;
 mod dlq;
+mod feed;
 mod leader;
 mod logs;
 mod progress;

@@ -137,6 +137,18 @@ async fn two_instances_with_the_same_stream_write_each_message_once_in_order() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn copies_of_a_message_in_one_batch_are_written_once() {
+    let store = Arc::new(MemoryStore::default());
+    let table = Arc::new(Table::default());
+    let a = sink(&store, "a", &table);
+    // A replay overlapping live traffic: m1 and m2 twice in the same batch.
+    let batch = vec![message(1), message(2), message(1), message(3), message(2)];
+    let outcome = a.write(&batch).await;
+    assert!((0..5).all(|i| outcome.get(i) == Outcome::Ok), "{outcome:?}");
+    assert_eq!(*table.rows.lock().unwrap(), ["m1", "m2", "m3"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_claim_left_by_a_dead_instance_is_taken_over_after_it_expires() {
     let store = Arc::new(MemoryStore::default());
     let table = Arc::new(Table::default());

@@ -19,7 +19,9 @@ use sqlx::{Row, SqlitePool};
 
 use super::check::{Plan, ProcessorPlan, RESTORE_FIELDS, SinkPlanKind};
 use super::cluster::{ClusterPlan, DedupPlan, amqp_source};
+use super::feed::FeedPlan;
 use super::raw::{DeadLetterKind, GenerateSection, SourceKind, TaskEntry, TaskKind};
+use crate::feed::FeedSource;
 use futures::future::BoxFuture;
 
 /// Shared handles: one embedded log per file, one SQLite writer pool per file.
@@ -68,11 +70,10 @@ pub struct Built {
 /// The sinks come first: one with `create_table` creates the table a reconciliation queries.
 pub async fn build(mut plan: Plan) -> Result<Built> {
     let tasks = std::mem::take(&mut plan.tasks);
-    let pipeline = build_pipeline(plan).await?;
-    Ok(Built {
-        tasks: build_tasks(&tasks).await?,
-        pipeline,
-    })
+    let (pipeline, feed) = build_pipeline(plan).await?;
+    let mut tasks = build_tasks(&tasks).await?;
+    tasks.extend(feed);
+    Ok(Built { tasks, pipeline })
 }
 
 async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
@@ -101,8 +102,23 @@ async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
     Ok(tasks)
 }
 
-async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
+/// The AMQP source wrapped for feed tracking, and the tracking's driver to run beside the
+/// pipeline.
+async fn feed_source(
+    plan: &FeedPlan,
+    source: riverbed_amqp::AmqpSource,
+) -> Result<(FeedSource<riverbed_amqp::AmqpSource>, Task)> {
+    let status = source.status();
+    let (shared, driver) = crate::feed::prepare(plan, Box::new(move || status.sessions())).await?;
+    let producers = plan.producers.clone();
+    let task: Task = Box::new(move |stop| tokio::spawn(driver.run(producers, stop)));
+    let messages = Arc::new(plan.messages.clone());
+    Ok((FeedSource::new(source, shared, messages), task))
+}
+
+async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
     let mut handles = Handles::default();
+    let mut feed_task = None;
     let mut settled: Option<SettledPosition> = None;
     let mut builder = Pipeline::builder()
         .partitions(plan.partitions)
@@ -130,7 +146,14 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => builder.source(amqp_source(a, &plan)?),
+        SourceKind::Amqp(a) => match &plan.feed {
+            Some(f) => {
+                let (source, task) = feed_source(f, amqp_source(a, &plan)?).await?;
+                feed_task = Some(task);
+                builder.source(source)
+            }
+            None => builder.source(amqp_source(a, &plan)?),
+        },
         SourceKind::Nats(n) => {
             let mut source = nats_source(n, &plan)?;
             if plan.resume_from.is_empty() {
@@ -295,7 +318,7 @@ async fn build_pipeline(plan: Plan) -> Result<Pipeline> {
         };
         builder = builder.dead_letters(dest);
     }
-    Ok(builder.build()?)
+    Ok((builder.build()?, feed_task))
 }
 
 /// In mode `redundant` with a Redis dedup store, `sink` writes only the messages this

@@ -46,6 +46,8 @@ pub struct Plan {
     pub metrics: Option<std::net::SocketAddr>,
     /// How instances share the work, if they do.
     pub cluster: Option<super::cluster::ClusterPlan>,
+    /// Feed producer tracking, if configured.
+    pub feed: Option<super::feed::FeedPlan>,
     /// Set by the daemon once it leads with a fenced lease: every message carries it.
     pub fencing_token: Option<u64>,
 }
@@ -276,6 +278,13 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     {
         return c.err(dl.span(), format!("`dead_letter`: {e}"));
     }
+    let feed = super::feed::check_feed(&c, raw.feed.as_ref(), raw.source.get_ref())?;
+    if let (Some(_), Some(r)) = (&feed, &raw.pipeline.resume_from) {
+        return c.err(
+            r.span(),
+            "`pipeline.resume_from` (a stream) cannot be combined with `[feed]` (server-named queues)",
+        );
+    }
     super::resume::check_consumers(&c, &raw.sinks, &sinks)?;
     super::counters::check_counters(&c, &raw.sinks, &sinks, &raw.tasks)?;
     let resume_from = match &raw.pipeline.resume_from {
@@ -284,6 +293,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
     };
     Ok(Plan {
         cluster,
+        feed,
         fencing_token: None,
         metrics: raw.admin.metrics,
         resume_from,

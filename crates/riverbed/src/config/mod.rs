@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod cluster;
 mod counters;
+mod feed;
 mod load;
 mod outbox;
 pub mod raw;
@@ -16,6 +17,7 @@ use std::path::Path;
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
 pub use cluster::{ClusterPlan, LeasePlan, SingletonPlan, amqp_source};
+pub use feed::{FeedPlan, Messages};
 pub use load::ConfigError;
 
 /// Reads, parses and checks the pipeline file at `path`.

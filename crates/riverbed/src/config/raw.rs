@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub admin: AdminSection,
     /// How several instances share the work (absent: each instance consumes on its own).
     pub cluster: Option<Spanned<super::cluster::ClusterSection>>,
+    /// Producer tracking for a sports-style feed (alives, recovery, `snapshot_complete`).
+    pub feed: Option<Spanned<super::feed::FeedSection>>,
 }
 
 /// `[admin]`

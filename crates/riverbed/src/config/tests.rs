@@ -498,3 +498,101 @@ fn an_outbox_relays_to_nats_as_well() {
     ));
     assert!(matches!(plan.sinks[0].kind, super::SinkPlanKind::Nats(_)));
 }
+
+const FEED: &str = r##"[source]
+kind = "amqp"
+queue = ""
+exclusive = true
+bindings = [{ exchange = "sports-feed", routing_key = "#" }]
+
+[[sinks]]
+name = "out"
+kind = "noop"
+
+[feed]
+name = "sports"
+producers = [1, "live"]
+alive_timeout = "20s"
+
+[feed.recovery]
+url = "http://127.0.0.1:8088/v1/{producer}/recovery"
+min_interval = "30s"
+
+[feed.state]
+postgres = { url = "postgres://u:secret@127.0.0.1/test" }
+"##;
+
+#[test]
+fn feed_sections_load_with_their_defaults() {
+    let plan = load_str(FEED).unwrap();
+    let feed = plan.feed.expect("a feed plan");
+    assert_eq!(feed.producers, ["1", "live"]);
+    assert_eq!(feed.table.as_str(), "riverbed_feed_producers");
+    assert_eq!(feed.recovery_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(feed.messages.type_field, "/type");
+    assert_eq!(feed.messages.snapshot_complete, "snapshot_complete");
+    assert!(
+        !format!("{feed:?}").contains("secret"),
+        "the state URL is redacted"
+    );
+    let recipe = include_str!("../../../../recipes/sports-feed/singleton.toml");
+    assert!(load_str(recipe).unwrap().feed.is_some(), "the recipe loads");
+    let recipe = include_str!("../../../../recipes/sports-feed/redundant.toml");
+    let plan = load_str(recipe).unwrap();
+    assert!(matches!(
+        plan.cluster,
+        Some(super::ClusterPlan::Redundant(_))
+    ));
+}
+
+#[test]
+fn feed_sections_are_refused_naming_the_field_and_line() {
+    let e = err(&FEED.replace("producers = [1, \"live\"]", "producers = []"));
+    assert!(
+        e.starts_with("line 13, column 13: `feed.producers` needs at least one"),
+        "{e}"
+    );
+    let e = err(&FEED.replace("[1, \"live\"]", "[1, \"1\"]"));
+    assert!(
+        e.starts_with("line 13, column 13: `feed.producers` lists `1` twice"),
+        "{e}"
+    );
+    let e = err(&FEED.replace("http://127.0.0.1:8088", "ftp://h"));
+    assert!(
+        e.starts_with("line 17, column 7: `feed.recovery.url`: scheme `ftp`"),
+        "{e}"
+    );
+    let e = err(&FEED.replace(
+        "min_interval = \"30s\"",
+        "min_interval = \"30s\"\ntimeout = \"10s\"",
+    ));
+    assert!(
+        e.contains("line 16") && e.contains("`feed.recovery.timeout` must be at least"),
+        "{e}"
+    );
+    let e = err(&FEED.replace("alive_timeout", "alive_timout"));
+    assert!(
+        e.starts_with("line 14, column 1: unknown field `alive_timout`"),
+        "{e}"
+    );
+    let e = err(&format!("{FEED}table = \"odds-state\"\n"));
+    assert!(
+        e.starts_with("line 22, column 9: `feed.state.table`:"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{FEED}\n[feed.messages]\nproducer = \"producer\"\n"
+    ));
+    assert!(
+        e.starts_with("line 24, column 12: `feed.messages.producer` must be a JSON pointer"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BASE}\n{}",
+        &FEED[FEED.find("[feed]").unwrap()..]
+    ));
+    assert!(
+        e.contains("`[feed]` tracks producers on an `amqp` source"),
+        "{e}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod amqp;
 pub mod amqp_sqlite;
 pub mod embedded;
+pub mod handwritten;
 pub mod latency;
 pub mod naive;
 pub mod nats;
@@ -105,6 +106,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(naive::scenarios());
     v.extend(nats::scenarios());
     v.extend(amqp_sqlite::scenarios());
+    v.extend(handwritten::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());
     v

@@ -190,6 +190,21 @@ async fn pg_window(ctx: Ctx) -> Result<Sample> {
     finish(&ctx, sample).await
 }
 
+/// The deduplicated Redis counter alone (no PostgreSQL), to tell its share of the
+/// `amqp-pg-redis` latency from PostgreSQL's.
+async fn redis_only(ctx: Ctx) -> Result<Sample> {
+    let totals = counter(&ctx).await?;
+    let sample = through(ctx.clone(), vec![("totals", totals)]).await?;
+    let mut redis = redis::Client::open(REDIS)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(counter_key(&ctx))
+        .query_async(&mut redis)
+        .await?;
+    Ok(sample)
+}
+
 async fn pg_upsert(ctx: Ctx) -> Result<Sample> {
     let sink = upsert(&ctx).await?;
     let sample = through(ctx.clone(), vec![("latest", sink)]).await?;
@@ -316,6 +331,17 @@ pub fn scenarios() -> Vec<Scenario> {
             redis,
             true,
         ),
+        {
+            let mut s = into_pg(
+                "amqp-redis-hash-incr",
+                "RabbitMQ -> Riverbed (defaults) -> Redis counter (deduplicated) alone, no PostgreSQL: the counter's share of amqp-pg-redis",
+                Params::DEFAULT,
+                |ctx| Box::pin(redis_only(ctx)),
+                true,
+            );
+            s.baseline = None;
+            s
+        },
         into_pg(
             "amqp-pg-redis-tuned",
             "same, tuned: 1 partition (one transaction at a time leaves the two cores to RabbitMQ and PostgreSQL)",

@@ -74,9 +74,9 @@ pub fn render(run: &Run<'_>) -> String {
         run.load * 100.0
     ));
     out.push_str(
-        "| scenario | msg/s | x ceiling | x naive | p50 ms | p99 ms | peak RSS MiB | CPU s / M msgs | what |\n",
+        "| scenario | msg/s | x ceiling | x naive | x hand-written | p50 ms | p99 ms | peak RSS MiB | CPU s / M msgs | what |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     let ratio = |r: &Sample, other: Option<&str>| {
         other
             .and_then(|o| run.results.get(o))
@@ -89,11 +89,12 @@ pub fn render(run: &Run<'_>) -> String {
             continue;
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} | {:.1} | {:.2} | {} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {} |\n",
             s.name,
             r.rate(),
             ratio(r, s.ceiling),
             ratio(r, s.baseline),
+            ratio(r, hand_written(s.name)),
             ms(r.p50_ms),
             ms(r.p99_ms),
             r.peak_rss_kib as f64 / 1024.0,
@@ -102,6 +103,13 @@ pub fn render(run: &Run<'_>) -> String {
         ));
     }
     out
+}
+
+/// The hand-written consumer of the same job that a Riverbed PostgreSQL row is compared with
+/// (`amqp-pg-handwritten`: RabbitMQ -> PostgreSQL append, written as an expert would).
+fn hand_written(scenario: &str) -> Option<&'static str> {
+    let reference = "amqp-pg-handwritten";
+    (scenario.starts_with("amqp-pg-") && scenario != reference).then_some(reference)
 }
 
 /// Replaces the text between `<!-- riverbed-bench:SECTION:begin -->` and its `end` marker in

@@ -15,6 +15,9 @@
 //! - `builder`, `pipeline`, `intake`, `partition`, `lane`, `write`, `tracker`, `stop`: the
 //!   runtime itself; `availability`: the one rule for unreachable destinations (partitions
 //!   wait, the intake pauses, no attempt is used up).
+//! - [`secret_url`]: connection URLs whose passwords never reach logs.
+//! - [`totals`]: per-group totals as values and the [`TotalsSource`] trait (a database that
+//!   keeps totals hands them to a destination that publishes them).
 //! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
 //! - [`template`]: per-message routing keys and subjects (`orders.{key}`).
@@ -46,6 +49,7 @@ pub mod processor;
 pub mod processors;
 pub mod redact;
 pub mod retry;
+pub mod secret_url;
 pub mod sink;
 pub mod source;
 pub mod stats;
@@ -55,6 +59,7 @@ pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod totals;
 mod tracker;
 mod write;
 
@@ -69,8 +74,10 @@ pub use outcome::{DeadLetter, FIRST_FAILURE_HEADER, Failure, Outcome, Settlement
 pub use pipeline::{Pipeline, PipelineError, Report};
 pub use processor::{Emitter, FnProcessor, MAIN, Processor, ProcessorFactory};
 pub use retry::{Backoff, RetryMode, RetryPolicy};
+pub use secret_url::DatabaseUrl;
 pub use sink::{BatchOutcome, NoopSink, Sink};
 pub use source::{AckToken, Acker, Capabilities, Delivery, Settled, Source, SourceError};
 pub use stats::{Stats, StatsSnapshot};
 pub use storm::{StormGuard, StormTripped};
 pub use template::Template;
+pub use totals::{GroupTotals, TotalsError, TotalsSnapshot, TotalsSource};

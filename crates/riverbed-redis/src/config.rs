@@ -1,15 +1,14 @@
-//! TOML configuration of the Redis sinks, the window counter and reconciliation; each checks
-//! itself once into the typed settings the rest of the crate trusts.
+//! TOML configuration of the Redis sinks and of how to reach Redis; each checks itself once
+//! into the typed settings the rest of the crate trusts.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use riverbed_core::DatabaseUrl;
 use riverbed_core::tls::TlsConfig;
-use riverbed_sql::{DatabaseUrl, PostgresConnectionConfig};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::totals::TotalsLayout;
 
 /// How to reach Redis.
 #[derive(Debug, Clone, Deserialize)]
@@ -214,46 +213,6 @@ pub struct LatestConfig {
     pub delete: Option<DeleteConfig>,
 }
 
-/// Totals derived from committed data in PostgreSQL and written to Redis.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TotalsConfig {
-    /// Where the committed data is.
-    pub postgres: PostgresConnectionConfig,
-    /// Where the totals go.
-    pub redis: RedisConfig,
-    /// The query: first column the group (e.g. provider), each further column one total
-    /// named by its alias: `SELECT provider, count(*) AS count, sum(amount) AS sum FROM
-    /// historical_transactions GROUP BY provider`.
-    pub query: String,
-    /// How totals are laid out in Redis.
-    #[serde(default)]
-    pub layout: TotalsLayout,
-}
-
-/// The window counter: totals written at every wall-clock-aligned boundary.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowCounterConfig {
-    /// Where the committed data is.
-    pub postgres: PostgresConnectionConfig,
-    /// Where the totals go.
-    pub redis: RedisConfig,
-    /// The totals query (see [`TotalsConfig::query`]).
-    pub query: String,
-    /// How totals are laid out in Redis.
-    #[serde(default)]
-    pub layout: TotalsLayout,
-    /// Boundaries are the multiples of this since the Unix epoch (every full minute by
-    /// default).
-    #[serde(default = "default_every", with = "humantime_serde")]
-    pub every: Duration,
-}
-
-fn default_every() -> Duration {
-    Duration::from_secs(60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,16 +233,6 @@ mod tests {
         assert_eq!(c.dedup.ttl, Duration::from_secs(7200));
         assert_eq!(c.redis.response_timeout, Duration::from_millis(500));
         assert!(!format!("{c:?}").contains("hunter2"));
-        let w: WindowCounterConfig = toml::from_str(
-            r#"
-            query = "SELECT provider, sum(amount) AS sum FROM t GROUP BY provider"
-            every = "2s"
-            postgres = { url = "postgres://postgres@127.0.0.1/test" }
-            redis = { url = "redis://127.0.0.1" }
-            "#,
-        )
-        .unwrap();
-        assert_eq!(w.every, Duration::from_secs(2));
         assert!(
             toml::from_str::<LatestConfig>(
                 "key = \"a\"\nversion = \"/v\"\nvalu = \"/x\"\nredis = { url = \"redis://x\" }"

@@ -13,16 +13,10 @@ pub enum Error {
     /// Redis refused or could not be reached.
     #[error("redis error: {0}")]
     Redis(#[from] RedisError),
-    /// PostgreSQL (the committed data totals are derived from) failed. Shown as the SQL
-    /// error itself, which already says "database error".
+    /// The totals source (the committed data totals are taken from, such as PostgreSQL)
+    /// failed. Shown as the source's own error (PostgreSQL's says "database error").
     #[error(transparent)]
-    Database(#[from] riverbed_sql::Error),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Database(riverbed_sql::Error::Database(e))
-    }
+    Source(#[from] riverbed_core::TotalsError),
 }
 
 /// A result with this crate's [`Error`].

@@ -24,7 +24,7 @@
 //! the TTL must exceed the longest outage, crash loop included; a broker-delayed retry comes
 //! back after its delay. The default stays a day: an expired marker turns a redelivery into a
 //! silent double count, while marker memory is visible and bounded. That memory is about
-//! 110-140 bytes per marker on Redis 7 (measured by `examples/ledger_bench`), i.e. rate x TTL
+//! 110-140 bytes per marker on Redis 7 (measured by `riverbed-bench`'s `examples/ledger_bench`), i.e. rate x TTL
 //! x ~125 B: ~1 GB a day at 100 messages/s, ~11 GB at 1000/s. At high rates size Redis for
 //! it or lower `dedup.ttl` to the longest outage the deployment must survive (an hour at
 //! 1000/s is ~450 MB). A message redriven from the dead-letter queue after its marker expired

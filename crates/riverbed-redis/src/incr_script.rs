@@ -23,7 +23,7 @@
 //!
 //! Per batch that is `N` marker commands plus one increment per group, against `3N` commands
 //! before (`EXISTS`, increment, `SET` per message); each hash key is sent once. Measured by
-//! `examples/ledger_bench` (release, 20,000 messages in batches of 500 over 20 fields, Redis
+//! `riverbed-bench`'s `examples/ledger_bench` (release, 20,000 messages in batches of 500 over 20 fields, Redis
 //! 7.0): 520 commands and 828 µs of Redis time per batch, against 1500 and 1490 µs before.
 //!
 //! # Redis Cluster

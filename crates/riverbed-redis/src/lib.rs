@@ -3,13 +3,13 @@
 //! derived from committed data so that crashes and Redis restarts cannot skew them.
 //!
 //! # Layout
-//! - `config`: TOML configuration ([`RedisConfig`], [`HashIncrConfig`], [`LatestConfig`],
-//!   [`TotalsConfig`], [`WindowCounterConfig`]).
+//! - `config`: TOML configuration ([`RedisConfig`], [`HashIncrConfig`], [`LatestConfig`]).
 //! - `hash_incr`: [`HashIncrSink`], `HINCRBY`/`HINCRBYFLOAT` with a per-message-id dedup guard.
 //! - `incr_script`: its Lua script (grouped increments, `SET NX` markers, exact refusals).
 //! - `latest`: [`LatestSink`], versioned state per key with tombstones.
-//! - `totals`: [`Totals`], a PostgreSQL query's groups written with `HSET` in one
-//!   `MULTI`/`EXEC`; [`reconcile`] at startup.
+//! - `totals`: [`Totals`], the groups of a [`riverbed_core::TotalsSource`] (PostgreSQL, joined
+//!   in the daemon: this crate depends on no other connector) written with `HSET` in one
+//!   script that never lets an older snapshot replace a newer one; [`reconcile`] at startup.
 //! - `window`: [`WindowCounter`], totals flushed at every aligned boundary, lateness measured.
 //! - `field`: message fields and key templates.
 //! - `batch`: script calls over a batch, refused messages isolated by splitting.
@@ -38,14 +38,12 @@ mod totals;
 mod window;
 
 pub use claims::RedisClaims;
-pub use config::{
-    Amount, DedupConfig, DeleteConfig, HashIncrConfig, LatestConfig, RedisConfig, TotalsConfig,
-    WindowCounterConfig,
-};
+pub use config::{Amount, DedupConfig, DeleteConfig, HashIncrConfig, LatestConfig, RedisConfig};
 pub use error::{Error, ErrorClass, Result, classify};
 pub use field::{Field, KeyTemplate};
 pub use hash_incr::{HashIncrSink, default_marker_prefix};
 pub use latest::LatestSink;
 pub use lease::RedisLease;
-pub use totals::{GroupTotals, Snapshot, Totals, TotalsLayout, epoch_ms, reconcile};
-pub use window::{Flush, WindowCounter, next_boundary};
+pub use riverbed_core::{GroupTotals, TotalsSnapshot as Snapshot};
+pub use totals::{Totals, TotalsLayout, epoch_ms, reconcile};
+pub use window::{DEFAULT_EVERY, Flush, WindowCounter, next_boundary};

@@ -1,7 +1,15 @@
-//! Totals derived from committed data: a PostgreSQL query's groups written to Redis in one
-//! script with `HSET` (absolute values, never increments), so writing them again — after a
-//! crash, a restart of Redis, a retry — can never count anything twice. Startup
-//! reconciliation is one such write; the window counter repeats it at every boundary.
+//! Totals derived from committed data: the groups of a [`TotalsSource`] (in the daemon, a
+//! PostgreSQL totals table or query) written to Redis in one script with `HSET` (absolute
+//! values, never increments), so writing them again — after a crash, a restart of Redis, a
+//! retry — can never count anything twice. Startup reconciliation is one such write; the
+//! window counter repeats it at every boundary.
+//!
+//! # Newer snapshots only
+//! Every write carries the instant its totals are for (`as_of`), and the script refuses one
+//! older than what `<prefix>@as_of_ms` holds: two instances writing one prefix (redundant or
+//! partitioned modes), or a flush that was retried past the next boundary, never let an
+//! older snapshot overwrite a newer one. A refused write is counted in
+//! `riverbed_redis_totals_stale_writes_total` and logged at debug level.
 //!
 //! # The totals own their keys
 //! Each write replaces the whole result: the keys written last time are listed in the set
@@ -18,16 +26,15 @@
 //! query to keep it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
 use redis::aio::ConnectionManager;
+use riverbed_core::{GroupTotals, TotalsSnapshot, TotalsSource};
 use serde::Deserialize;
-use sqlx::postgres::PgPool;
-use sqlx::{Column, Row};
 
-use crate::config::TotalsConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How totals are laid out in Redis. Either way `<prefix>@as_of_ms` holds the instant (epoch
 /// milliseconds) the totals were taken for.
@@ -94,31 +101,15 @@ impl TotalsLayout {
     }
 }
 
-/// One group's totals, as the database printed them (exact decimals stay exact).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupTotals {
-    /// The group (first column).
-    pub group: String,
-    /// `(column alias, value)` for every further column; NULLs are left out.
-    pub values: Vec<(String, String)>,
-}
-
-/// A query's result: the groups, and how many rows had a NULL group (skipped).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The groups, in the query's order.
-    pub groups: Vec<GroupTotals>,
-    /// Rows skipped because their group was NULL.
-    pub null_groups: usize,
-}
-
 /// The write of a snapshot, atomic with the read of the keys the last write left: `KEYS[1]`
 /// the key index, `KEYS[2]` the `@as_of_ms` key, `KEYS[3..]` the hashes; `ARGV[1]` the instant,
 /// `ARGV[2]` the number of hashes, then per hash its number of fields and the field-value
-/// pairs. The keys of the last write are read inside the script (they are not declared), so
+/// pairs. Returns 0 without writing when Redis holds totals for a later instant, else 1. The keys of the last write are read inside the script (they are not declared), so
 /// two writers on one prefix (redundant instances) never leave a stale group behind. Long
 /// argument lists go in chunks (Lua's `unpack` is bounded).
 const WRITE_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[2])
+if held and tonumber(held) and tonumber(held) > tonumber(ARGV[1]) then return 0 end
 local nh = tonumber(ARGV[2])
 local fresh = {}
 for i = 1, nh do fresh[KEYS[2 + i]] = true end
@@ -142,39 +133,31 @@ for i = 1, nh do
 end
 chunked('SADD', KEYS[1], KEYS, 3, 2 + nh)
 redis.call('SET', KEYS[2], ARGV[1])
+return 1
 ";
 
-/// A totals query and where its result goes.
+/// Where totals come from and where they go.
 #[derive(Clone)]
 pub struct Totals {
-    pool: PgPool,
+    source: Arc<dyn TotalsSource>,
     conn: ConnectionManager,
-    query: String,
     layout: TotalsLayout,
     script: Script,
 }
 
 impl Totals {
-    /// Totals of `query` (first column the group, others the totals) on `pool`, written to
-    /// `conn` in `layout`.
-    pub fn new(pool: PgPool, conn: ConnectionManager, query: &str, layout: TotalsLayout) -> Self {
+    /// Totals of `source` written to `conn` in `layout`.
+    pub fn new(
+        source: Arc<dyn TotalsSource>,
+        conn: ConnectionManager,
+        layout: TotalsLayout,
+    ) -> Self {
         Totals {
-            pool,
+            source,
             conn,
-            query: query.to_owned(),
             layout,
             script: Script::new(WRITE_SCRIPT),
         }
-    }
-
-    /// Connects to both ends.
-    pub async fn from_config(c: &TotalsConfig) -> Result<Self> {
-        Ok(Totals::new(
-            c.postgres.connect().await?,
-            c.redis.connect().await?,
-            &c.query,
-            c.layout.clone(),
-        ))
     }
 
     /// The layout.
@@ -182,31 +165,9 @@ impl Totals {
         &self.layout
     }
 
-    /// Runs the query. Values are read in PostgreSQL's text form (simple query protocol), so
-    /// `numeric` sums keep every digit. Rows with a NULL group are counted and logged.
-    pub async fn fetch(&self) -> Result<Snapshot> {
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(self.query.clone()))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Snapshot::default();
-        for row in rows {
-            if row.columns().len() < 2 {
-                return Err(Error::Config(
-                    "the totals query needs a group column and at least one total".into(),
-                ));
-            }
-            let Some(group) = row.try_get_unchecked::<Option<String>, _>(0)? else {
-                out.null_groups += 1;
-                continue;
-            };
-            let mut values = Vec::with_capacity(row.columns().len() - 1);
-            for (i, c) in row.columns().iter().enumerate().skip(1) {
-                if let Some(v) = row.try_get_unchecked::<Option<String>, _>(i)? {
-                    values.push((c.name().to_owned(), v));
-                }
-            }
-            out.groups.push(GroupTotals { group, values });
-        }
+    /// The source's current totals. Groups without a name (NULL) are counted and logged.
+    pub async fn fetch(&self) -> Result<TotalsSnapshot> {
+        let out = self.source.fetch().await?;
         if out.null_groups > 0 {
             metrics::counter!("riverbed_redis_totals_null_groups_total", "prefix" => self.layout.prefix().to_owned())
                 .increment(out.null_groups as u64);
@@ -216,8 +177,9 @@ impl Totals {
     }
 
     /// Writes `totals` taken for `as_of` in one script, replacing what the last write left
-    /// (see the module docs).
-    pub async fn write(&self, totals: &[GroupTotals], as_of: SystemTime) -> Result<()> {
+    /// (see the module docs). Returns false, writing nothing, when Redis already holds totals
+    /// for a later instant.
+    pub async fn write(&self, totals: &[GroupTotals], as_of: SystemTime) -> Result<bool> {
         let hashes = self.layout.hashes(totals);
         let mut inv = self.script.prepare_invoke();
         inv.key(self.layout.index_key())
@@ -227,8 +189,13 @@ impl Totals {
             inv.key(key).arg(fields.len()).arg(fields);
         }
         let mut conn = self.conn.clone();
-        inv.invoke_async::<()>(&mut conn).await?;
-        Ok(())
+        let written = inv.invoke_async::<i64>(&mut conn).await? == 1;
+        if !written {
+            metrics::counter!("riverbed_redis_totals_stale_writes_total", "prefix" => self.layout.prefix().to_owned())
+                .increment(1);
+            tracing::debug!(prefix = %self.layout.prefix(), as_of_ms = epoch_ms(as_of), "Redis holds newer totals; this older snapshot is not written");
+        }
+        Ok(written)
     }
 
     /// Whether Redis still holds the last write's `as_of` marker (false after Redis lost its
@@ -242,20 +209,22 @@ impl Totals {
         Ok(n == 1)
     }
 
-    /// Fetches and writes; returns how many groups were written.
+    /// Fetches and writes; returns how many groups were written (0 when Redis held newer
+    /// totals).
     pub async fn sync(&self, as_of: SystemTime) -> Result<usize> {
         let snapshot = self.fetch().await?;
-        self.write(&snapshot.groups, as_of).await?;
-        Ok(snapshot.groups.len())
+        let written = self.write(&snapshot.groups, as_of).await?;
+        Ok(if written { snapshot.groups.len() } else { 0 })
     }
 }
 
 /// Startup reconciliation: writes the current totals of committed data to Redis before the
 /// pipeline consumes anything. Returns how many groups were written.
-pub async fn reconcile(c: &TotalsConfig) -> Result<usize> {
-    let totals = Totals::from_config(c).await?;
+pub async fn reconcile(totals: &Totals) -> Result<usize> {
+    let started = std::time::Instant::now();
     let groups = totals.sync(SystemTime::now()).await?;
-    tracing::info!(groups, "Counters reconciled from committed data");
+    let took_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(prefix = %totals.layout().prefix(), groups, took_ms, "Counters reconciled from committed data");
     Ok(groups)
 }
 

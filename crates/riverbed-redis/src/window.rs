@@ -17,12 +17,14 @@
 //! - a failed flush (Redis or PostgreSQL down): retried with backoff until the next boundary,
 //!   which then writes the newer totals.
 //!
-//! A boundary's totals hold everything committed when the query ran (a few milliseconds after
-//! the boundary); `<prefix>@as_of_ms` says which boundary they are for. The query is the
-//! user's: `SELECT provider, count(*) AS count, sum(amount) AS sum FROM historical_transactions
-//! GROUP BY provider` scans the table; when it grows past what a second allows, keep a summary
-//! table (`provider_totals`) maintained by the inbox sink (`INSERT ... ON CONFLICT DO UPDATE
-//! SET sum = sum + :amount`, once per message id, in the same transaction) and query that.
+//! A boundary's totals hold everything committed when the source answered (a few milliseconds
+//! after the boundary); `<prefix>@as_of_ms` says which boundary they are for. The source is a
+//! [`riverbed_core::TotalsSource`]: in the daemon, a PostgreSQL query. Reading a totals table
+//! kept by the append sink in the same transaction as its rows (`SELECT provider, count, sum
+//! FROM provider_totals`) costs the same at any history size; a `GROUP BY` over the whole
+//! history (`SELECT provider, count(*), sum(amount) FROM historical_transactions GROUP BY
+//! provider`) needs no maintenance, but grows with the table until flushes are late (see
+//! BENCHMARKS.md). An older snapshot never replaces a newer one (see the `totals` module).
 //!
 //! Flush lateness (time from the boundary to `EXEC` answered) is recorded in the histogram
 //! `riverbed_redis_window_flush_lateness_seconds` and the gauge
@@ -36,9 +38,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use riverbed_core::Backoff;
 use tokio::sync::watch;
 
-use crate::config::WindowCounterConfig;
+use riverbed_core::GroupTotals;
+
 use crate::error::{Error, Result};
-use crate::totals::{GroupTotals, Totals, epoch_ms};
+use crate::totals::{Totals, epoch_ms};
+
+/// The default distance between boundaries: every full minute.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 
 /// How often, between boundaries, the counter checks that Redis still holds its totals.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -91,17 +97,6 @@ impl WindowCounter {
         })
     }
 
-    /// Connects and builds the counter named `name`.
-    pub async fn from_config(name: &str, c: &WindowCounterConfig) -> Result<Self> {
-        let totals = Totals::new(
-            c.postgres.connect().await?,
-            c.redis.connect().await?,
-            &c.query,
-            c.layout.clone(),
-        );
-        WindowCounter::new(name, totals, c.every)
-    }
-
     /// Watches the last completed flush (for health checks and tests).
     pub fn watch(&self) -> watch::Receiver<Option<Flush>> {
         self.flushed.subscribe()
@@ -109,13 +104,20 @@ impl WindowCounter {
 
     /// Startup reconciliation: writes the current totals now, before consuming.
     pub async fn reconcile(&self) -> Result<usize> {
-        self.write_current(SystemTime::now()).await
+        let started = std::time::Instant::now();
+        let groups = self.write_current(SystemTime::now()).await?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(counter = %self.name, groups, took_ms, "Counters reconciled from committed data");
+        Ok(groups)
     }
 
     /// Queries and writes the totals for `as_of`, and keeps them for [`Self::restore`].
     async fn write_current(&self, as_of: SystemTime) -> Result<usize> {
         let snapshot = self.totals.fetch().await?;
-        self.totals.write(&snapshot.groups, as_of).await?;
+        if !self.totals.write(&snapshot.groups, as_of).await? {
+            // Another writer holds newer totals: they are the ones to restore, not these.
+            return Ok(0);
+        }
         let groups = snapshot.groups.len();
         *self.last.lock().expect("last totals lock") = Some((snapshot.groups, as_of));
         Ok(groups)
@@ -148,7 +150,9 @@ impl WindowCounter {
         if self.totals.present().await? {
             return Ok(false);
         }
-        self.totals.write(&groups, as_of).await?;
+        if !self.totals.write(&groups, as_of).await? {
+            return Ok(false);
+        }
         metrics::counter!("riverbed_redis_window_restores_total", "counter" => self.name.clone())
             .increment(1);
         tracing::warn!(counter = %self.name, as_of_ms = epoch_ms(as_of), groups = groups.len(), "Redis lost the totals; the last ones are written again");

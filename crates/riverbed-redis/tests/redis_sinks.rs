@@ -1,16 +1,14 @@
 //! The Redis sinks against the real Redis: redelivery never double counts, a refused message
-//! is isolated, the latest state wins under shuffled order, totals and the window counter
-//! equal the committed data in PostgreSQL.
+//! is isolated, the latest state wins under shuffled order. (Totals taken from PostgreSQL are
+//! tested in the daemon crate, which joins the two connectors.)
 
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
 
 use riverbed_core::{BatchOutcome, Message, Outcome, Sink};
 use riverbed_redis::{
     Amount, DedupConfig, DeleteConfig, HashIncrConfig, HashIncrSink, LatestConfig, LatestSink,
-    Totals, TotalsLayout, WindowCounter,
 };
 use support::*;
 
@@ -184,174 +182,4 @@ async fn the_latest_state_wins_under_shuffled_redelivery_and_tombstones_stay() {
         }
     }
     delete_prefix(&prefix).await;
-}
-
-async fn ledger_table(pool: &sqlx::PgPool, table: &str, rows: u64) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE \"{table}\" (id TEXT PRIMARY KEY, provider TEXT NOT NULL, amount NUMERIC NOT NULL)"
-    )))
-    .execute(pool)
-    .await
-    .unwrap();
-    insert_rows(pool, table, 0..rows).await;
-}
-
-async fn insert_rows(pool: &sqlx::PgPool, table: &str, ids: std::ops::Range<u64>) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO \"{table}\" SELECT 'tx-' || i, 'p' || (i % 3), (i * 7 % 1000) / 100.0 + 0.01
-         FROM generate_series($1::bigint, $2::bigint) i"
-    )))
-    .bind(ids.start as i64)
-    .bind(ids.end as i64 - 1)
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
-async fn pg_sums(pool: &sqlx::PgPool, table: &str) -> HashMap<String, (String, String)> {
-    use sqlx::Row;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT provider, count(*)::text, sum(amount)::text FROM \"{table}\" GROUP BY provider"
-    )))
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2))))
-    .collect()
-}
-
-async fn redis_sums(prefix: &str) -> HashMap<String, (String, String)> {
-    let mut c = redis().await;
-    let mut out = HashMap::new();
-    for p in ["p0", "p1", "p2"] {
-        let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{prefix}{p}"))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if !h.is_empty() {
-            out.insert(p.to_owned(), (h["count"].clone(), h["sum"].clone()));
-        }
-    }
-    out
-}
-
-#[tokio::test]
-async fn reconciliation_writes_the_committed_totals_in_either_layout() {
-    if !services_available() {
-        return;
-    }
-    let _shared = redis_lock(false).await;
-    let pool = pg("riverbed-redis-test").await;
-    let table = unique("historical");
-    let prefix = unique("reconciled") + ":";
-    ledger_table(&pool, &table, 1000).await;
-    let query = format!(
-        "SELECT provider, count(*) AS count, sum(amount) AS sum FROM \"{table}\" GROUP BY provider"
-    );
-    let per_group = Totals::new(
-        pool.clone(),
-        redis_config().connect().await.unwrap(),
-        &query,
-        TotalsLayout::HashPerGroup {
-            prefix: prefix.clone(),
-        },
-    );
-    assert_eq!(per_group.sync(SystemTime::now()).await.unwrap(), 3);
-    assert_eq!(redis_sums(&prefix).await, pg_sums(&pool, &table).await);
-    let per_total = Totals::new(
-        pool.clone(),
-        redis_config().connect().await.unwrap(),
-        &query,
-        TotalsLayout::HashPerTotal {
-            prefix: format!("{prefix}agg:"),
-        },
-    );
-    per_total.sync(SystemTime::now()).await.unwrap();
-    let sums: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{prefix}agg:sum"))
-        .query_async(&mut redis().await)
-        .await
-        .unwrap();
-    let want: HashMap<String, String> = pg_sums(&pool, &table)
-        .await
-        .into_iter()
-        .map(|(p, (_, s))| (p, s))
-        .collect();
-    assert_eq!(sums, want);
-    delete_prefix(&prefix).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
-        .execute(&pool)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn the_window_counter_flushes_committed_totals_right_after_each_boundary() {
-    if !services_available() {
-        return;
-    }
-    let _shared = redis_lock(false).await;
-    let pool = pg("riverbed-redis-test").await;
-    let table = unique("windowed");
-    let prefix = unique("window") + ":";
-    ledger_table(&pool, &table, 300).await;
-    let totals = Totals::new(
-        pool.clone(),
-        redis_config().connect().await.unwrap(),
-        &format!(
-            "SELECT provider, count(*) AS count, sum(amount) AS sum FROM \"{table}\" GROUP BY provider"
-        ),
-        TotalsLayout::HashPerGroup {
-            prefix: prefix.clone(),
-        },
-    );
-    let counter = WindowCounter::new("test", totals, Duration::from_millis(500)).unwrap();
-    let mut flushed = counter.watch();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(counter.run(async {
-        let _ = stopped.await;
-    }));
-    for wave in 1..=3u64 {
-        insert_rows(&pool, &table, wave * 300..wave * 300 + 300).await;
-        let committed_at = SystemTime::now();
-        // Wait for a flush of a boundary after the wave committed.
-        let flush = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                flushed.changed().await.unwrap();
-                let f = flushed.borrow_and_update().unwrap();
-                if f.boundary > committed_at {
-                    return f;
-                }
-            }
-        })
-        .await
-        .expect("a flush within 5s");
-        assert!(flush.lateness < Duration::from_secs(1), "{flush:?}");
-        assert_eq!(
-            flush
-                .boundary
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                % 500,
-            0
-        );
-        assert_eq!(
-            redis_sums(&prefix).await,
-            pg_sums(&pool, &table).await,
-            "wave {wave}"
-        );
-    }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
-    delete_prefix(&prefix).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
-        .execute(&pool)
-        .await
-        .unwrap();
 }

@@ -1,41 +1,16 @@
-//! Totals owned by their keys: groups that leave the query's result leave Redis, NULL groups
-//! are counted, and a window counter writes its totals again within seconds when Redis
-//! loses them (instead of at the next boundary).
+//! Totals owned by their keys: groups that leave the source's result leave Redis, NULL groups
+//! are counted, an older snapshot never replaces a newer one, and a window counter writes its
+//! totals again within seconds when Redis loses them (instead of at the next boundary). The
+//! source here is in memory: the PostgreSQL side is tested with the daemon, which joins them.
 
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use riverbed_redis::{Totals, TotalsLayout, WindowCounter};
+use riverbed_redis::{GroupTotals, TotalsLayout, WindowCounter};
 use support::*;
-
-async fn exec(pool: &sqlx::PgPool, sql: String) {
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(pool)
-        .await
-        .unwrap();
-}
-
-/// A table of 30 rows over providers p0, p1, p2 (10 each, amount 1.5).
-async fn table(pool: &sqlx::PgPool, name: &str) {
-    exec(
-        pool,
-        format!("CREATE TABLE \"{name}\" (provider TEXT, amount NUMERIC NOT NULL)"),
-    )
-    .await;
-    exec(
-        pool,
-        format!("INSERT INTO \"{name}\" SELECT 'p' || (i % 3), 1.5 FROM generate_series(0, 29) i"),
-    )
-    .await;
-}
-
-fn query(table: &str) -> String {
-    format!(
-        "SELECT provider, count(*) AS count, sum(amount) AS sum FROM \"{table}\" GROUP BY provider"
-    )
-}
 
 async fn hgetall(key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL")
@@ -45,36 +20,30 @@ async fn hgetall(key: &str) -> HashMap<String, String> {
         .unwrap()
 }
 
-async fn totals(pool: &sqlx::PgPool, table: &str, layout: TotalsLayout) -> Totals {
-    Totals::new(
-        pool.clone(),
-        redis_config().connect().await.unwrap(),
-        &query(table),
-        layout,
-    )
+/// Three providers p0, p1, p2 with 10 rows of 1.5 each.
+fn three(source: &MemoryTotals) {
+    let t: &[(&str, &str)] = &[("count", "10"), ("sum", "15.0")];
+    source.set(&[("p0", t), ("p1", t), ("p2", t)], 0);
 }
 
 #[tokio::test]
-async fn groups_that_leave_the_result_leave_redis_and_null_groups_are_counted() {
+async fn totals_groups_that_leave_the_result_leave_redis_and_null_groups_are_counted() {
     if !services_available() {
         return;
     }
     let _shared = redis_lock(false).await;
-    let pool = pg("riverbed-redis-test").await;
-    let name = unique("owned");
+    let source = Arc::new(MemoryTotals::default());
+    three(&source);
     let prefix = unique("owned") + ":";
-    table(&pool, &name).await;
-    let per_group = totals(
-        &pool,
-        &name,
+    let per_group = memory_totals(
+        source.clone(),
         TotalsLayout::HashPerGroup {
             prefix: prefix.clone(),
         },
     )
     .await;
-    let per_total = totals(
-        &pool,
-        &name,
+    let per_total = memory_totals(
+        source.clone(),
         TotalsLayout::HashPerTotal {
             prefix: format!("{prefix}agg:"),
         },
@@ -86,12 +55,8 @@ async fn groups_that_leave_the_result_leave_redis_and_null_groups_are_counted() 
     assert_eq!(hgetall(&format!("{prefix}p2")).await["count"], "10");
     assert_eq!(hgetall(&format!("{prefix}agg:sum")).await.len(), 3);
     // p2's rows go; a row without a provider comes.
-    exec(
-        &pool,
-        format!("DELETE FROM \"{name}\" WHERE provider = 'p2'"),
-    )
-    .await;
-    exec(&pool, format!("INSERT INTO \"{name}\" VALUES (NULL, 4)")).await;
+    let t: &[(&str, &str)] = &[("count", "10"), ("sum", "15.0")];
+    source.set(&[("p0", t), ("p1", t)], 1);
     let snapshot = per_group.fetch().await.unwrap();
     assert_eq!((snapshot.groups.len(), snapshot.null_groups), (2, 1));
     for t in [&per_group, &per_total] {
@@ -105,14 +70,10 @@ async fn groups_that_leave_the_result_leave_redis_and_null_groups_are_counted() 
     assert_eq!(sums.keys().count(), 2, "{sums:?}");
     assert!(!sums.contains_key("p2"));
     assert_eq!(hgetall(&format!("{prefix}p0")).await["sum"], "15.0");
-    let mut c = redis().await;
-    let under_prefix: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let mut under_prefix: Vec<&str> = under_prefix.iter().map(|k| &k[prefix.len()..]).collect();
-    under_prefix.sort_unstable();
+    let mut under_prefix = keys(&prefix).await;
+    for k in &mut under_prefix {
+        *k = k[prefix.len()..].to_owned();
+    }
     assert_eq!(
         under_prefix,
         [
@@ -126,7 +87,39 @@ async fn groups_that_leave_the_result_leave_redis_and_null_groups_are_counted() 
         "only totals under the prefix"
     );
     delete_prefix(&prefix).await;
-    exec(&pool, format!("DROP TABLE \"{name}\"")).await;
+}
+
+#[tokio::test]
+async fn totals_an_older_snapshot_never_replaces_a_newer_one() {
+    if !services_available() {
+        return;
+    }
+    let _shared = redis_lock(false).await;
+    let prefix = unique("ordered") + ":";
+    let source = Arc::new(MemoryTotals::default());
+    let totals = memory_totals(
+        source,
+        TotalsLayout::HashPerGroup {
+            prefix: prefix.clone(),
+        },
+    )
+    .await;
+    let group = |n: &str| GroupTotals {
+        group: "p".into(),
+        values: vec![("count".into(), n.into())],
+    };
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    assert!(totals.write(&[group("20")], at(2_000)).await.unwrap());
+    // A second instance, or a retried flush, with the totals of an earlier boundary.
+    assert!(!totals.write(&[group("10")], at(1_000)).await.unwrap());
+    assert_eq!(hgetall(&format!("{prefix}p")).await["count"], "20");
+    assert_eq!(as_of(&prefix).await, Some(2_000));
+    // The same instant again (a restore, two instances flushing one boundary) is written.
+    assert!(totals.write(&[group("21")], at(2_000)).await.unwrap());
+    assert!(totals.write(&[group("30")], at(3_000)).await.unwrap());
+    assert_eq!(hgetall(&format!("{prefix}p")).await["count"], "30");
+    assert_eq!(as_of(&prefix).await, Some(3_000));
+    delete_prefix(&prefix).await;
 }
 
 async fn as_of(prefix: &str) -> Option<u64> {
@@ -143,17 +136,16 @@ async fn totals_lost_by_a_redis_restart_are_written_again_within_seconds() {
         return;
     }
     let _exclusive = redis_lock(true).await;
-    let pool = pg("riverbed-redis-test").await;
-    let name = unique("restored");
+    let source = Arc::new(MemoryTotals::default());
+    three(&source);
     let prefix = unique("restored") + ":";
-    table(&pool, &name).await;
     let layout = TotalsLayout::HashPerGroup {
         prefix: prefix.clone(),
     };
     // Hourly boundaries: only the restore can bring the totals back during this test.
     let counter = WindowCounter::new(
         "restored",
-        totals(&pool, &name, layout).await,
+        memory_totals(source, layout).await,
         Duration::from_secs(3600),
     )
     .unwrap();
@@ -187,7 +179,6 @@ async fn totals_lost_by_a_redis_restart_are_written_again_within_seconds() {
         .unwrap()
         .unwrap();
     delete_prefix(&prefix).await;
-    exec(&pool, format!("DROP TABLE \"{name}\"")).await;
 }
 
 /// The keys under `prefix`, sorted.
@@ -202,21 +193,20 @@ async fn keys(prefix: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn two_writers_on_one_prefix_never_leave_a_stale_group_behind() {
-    use riverbed_redis::GroupTotals;
+async fn totals_of_two_writers_on_one_prefix_never_leave_a_stale_group_behind() {
     if !services_available() {
         return;
     }
     let _shared = redis_lock(false).await;
-    let pool = pg("riverbed-redis-test").await;
     let prefix = unique("racing") + ":";
     let layout = TotalsLayout::HashPerGroup {
         prefix: prefix.clone(),
     };
     // Redundant instances: each writes its own snapshot, each time with other groups.
+    let source = Arc::new(MemoryTotals::default());
     let writers = [
-        totals(&pool, "unused", layout.clone()).await,
-        totals(&pool, "unused", layout.clone()).await,
+        memory_totals(source.clone(), layout.clone()).await,
+        memory_totals(source, layout.clone()).await,
     ];
     let group = |name: String| GroupTotals {
         group: name,
@@ -236,10 +226,12 @@ async fn two_writers_on_one_prefix_never_leave_a_stale_group_behind() {
         .await
         .expect("the writes end");
     // The last write replaces everything any earlier write left.
-    writers[0]
-        .write(&[group("last".into())], SystemTime::now())
-        .await
-        .unwrap();
+    assert!(
+        writers[0]
+            .write(&[group("last".into())], SystemTime::now())
+            .await
+            .unwrap()
+    );
     let left = keys(&prefix).await;
     let want = [format!("{prefix}@as_of_ms"), format!("{prefix}last")];
     let stale: Vec<&String> = left.iter().filter(|k| !want.contains(k)).collect();
@@ -254,13 +246,11 @@ async fn two_writers_on_one_prefix_never_leave_a_stale_group_behind() {
 }
 
 #[tokio::test]
-async fn a_snapshot_of_many_groups_is_written_whole_in_either_layout() {
-    use riverbed_redis::GroupTotals;
+async fn totals_of_many_groups_are_written_whole_in_either_layout() {
     if !services_available() {
         return;
     }
     let _shared = redis_lock(false).await;
-    let pool = pg("riverbed-redis-test").await;
     let prefix = unique("many") + ":";
     // More than Lua's `unpack` takes at once: the script writes in chunks.
     let groups: Vec<GroupTotals> = (0..9000)
@@ -275,10 +265,12 @@ async fn a_snapshot_of_many_groups_is_written_whole_in_either_layout() {
     let per_total = TotalsLayout::HashPerTotal {
         prefix: format!("{prefix}t:"),
     };
+    let source = Arc::new(MemoryTotals::default());
     for layout in [per_group, per_total] {
-        let writer = totals(&pool, "unused", layout).await;
-        writer.write(&groups, SystemTime::now()).await.unwrap();
-        writer.write(&groups[1..], SystemTime::now()).await.unwrap();
+        let writer = memory_totals(source.clone(), layout).await;
+        let now = SystemTime::now();
+        assert!(writer.write(&groups, now).await.unwrap());
+        assert!(writer.write(&groups[1..], now).await.unwrap());
     }
     assert_eq!(keys(&format!("{prefix}g:")).await.len(), 8999 + 1);
     assert_eq!(hgetall(&format!("{prefix}g:g8999")).await["count"], "8999");

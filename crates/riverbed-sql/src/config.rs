@@ -12,6 +12,7 @@ use crate::postgres::{InsertStyle, PostgresWriter};
 use crate::settled::SettledPosition;
 use crate::spec::{Column, ColumnType, Ident, TableSpec, ValueSource, WriteMode};
 use crate::table::{RowWriter, TableSink};
+use crate::totals::{TotalsSpec, TotalsTableConfig};
 
 /// One column of the target table.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +158,11 @@ pub struct PostgresSinkConfig {
     /// Inbox: the consumer name its ids are recorded under (default: the sink's name).
     #[serde(default)]
     pub consumer: Option<String>,
+    /// Append: a totals table kept in the same transaction as the rows (per group: count,
+    /// sums, minimums, maximums of the rows really inserted), so totals cost O(batch)
+    /// whatever the table's size. See [`TotalsTableConfig`].
+    #[serde(default)]
+    pub totals: Option<TotalsTableConfig>,
 }
 
 fn default_message_id() -> String {
@@ -231,6 +237,19 @@ impl PostgresSinkConfig {
         Ok(spec)
     }
 
+    /// The checked totals table, if the sink keeps one (append mode only).
+    pub fn totals_spec(&self) -> Result<Option<TotalsSpec>> {
+        let Some(t) = &self.totals else {
+            return Ok(None);
+        };
+        if self.mode == SinkMode::Inbox {
+            return Err(Error::Config(
+                "totals: only mode = \"append\" keeps totals".into(),
+            ));
+        }
+        t.spec(&self.table_spec()?).map(Some).map_err(Error::Config)
+    }
+
     /// Connects and builds the sink named `name`.
     pub async fn build(&self, name: &str) -> Result<Arc<dyn Sink>> {
         self.build_with(name, None).await
@@ -245,6 +264,7 @@ impl PostgresSinkConfig {
     ) -> Result<Arc<dyn Sink>> {
         let settled = settled.filter(|_| self.offsets.is_some());
         if self.mode == SinkMode::Inbox {
+            self.totals_spec()?;
             let statement = self
                 .statement
                 .as_deref()
@@ -272,9 +292,13 @@ impl PostgresSinkConfig {
             return Ok(Arc::new(settle(writer.into_sink(name), settled)));
         }
         let spec = Arc::new(self.table_spec()?);
+        let totals = self.totals_spec()?;
         let pool = self.connection.connect().await?;
-        let writer =
+        let mut writer =
             PostgresWriter::new(pool, spec, self.offsets.as_deref(), self.insert_style).await?;
+        if let Some(t) = totals {
+            writer = writer.with_totals(t).await?;
+        }
         tracing::info!(sink = name, url = %self.connection.url, "PostgreSQL sink ready");
         Ok(Arc::new(settle(writer.into_sink(name), settled)))
     }

@@ -23,6 +23,9 @@
 //! - `batch_position`: the position a partial write of a batch may record.
 //! - `settled`: a source wrapper publishing how far deliveries are settled
 //!   ([`TrackSettled`], [`SettledPosition`]), so idle partitions do not hold resumes back.
+//! - `totals`: a totals table kept in the same transaction as the rows ([`TotalsTableConfig`]);
+//!   `totals_seed`: its one-time seed from history.
+//! - `query_totals`: [`QueryTotals`], a totals query as a [`riverbed_core::TotalsSource`].
 //! - `url`: database URLs whose passwords never reach logs.
 //! - `error`: the errors of building sinks.
 
@@ -42,11 +45,14 @@ mod lease;
 mod offsets;
 mod outbox;
 mod postgres;
+mod query_totals;
 mod settled;
 mod spec;
 mod sqlgen;
 mod sqlite;
 mod table;
+mod totals;
+mod totals_seed;
 mod url;
 
 pub use classify::{ErrorClass, classify};
@@ -61,9 +67,12 @@ pub use outbox::{
     PostgresOutboxConfig, VERSION_HEADER, remove_sent_once,
 };
 pub use postgres::{InsertStyle, PostgresTableSink, PostgresWriter, postgres_pool};
+pub use query_totals::QueryTotals;
 pub use settled::{SettledPosition, TrackSettled};
 pub use spec::{Column, ColumnType, Ident, SqlValue, TableSpec, ValueSource, WriteMode, row_of};
 pub use sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
 pub use sqlite::{SqliteTableSink, SqliteWriter, sqlite_pool};
 pub use table::{OffsetUpdate, RowWriter, SPLIT_BUDGET, TableSink};
+pub use totals::{Aggregate, AggregateKind, TotalsSpec, TotalsTableConfig};
+pub use totals_seed::{SEEDED_TABLE, Seeded, seed_once};
 pub use url::{DatabaseUrl, redact_url};

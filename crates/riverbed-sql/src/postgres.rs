@@ -1,5 +1,6 @@
 //! The PostgreSQL table sink: a connection pool, batches written as one `UNNEST` (or multi-row
-//! `VALUES`) statement per transaction, offsets committed in the same transaction.
+//! `VALUES`) statement per transaction, offsets (and a totals table, when asked) committed in
+//! the same transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use crate::offsets::OffsetStore;
 use crate::spec::{ColumnType, SqlValue, TableSpec};
 use crate::sqlgen::{Dialect, create_table, insert, insert_unnest, rows_per_statement};
 use crate::table::{OffsetUpdate, RowWriter, TableSink};
+use crate::totals::TotalsSpec;
+use crate::totals_seed::{Seeded, seed_once};
 
 /// A [`TableSink`] on PostgreSQL.
 pub type PostgresTableSink = TableSink<PostgresWriter>;
@@ -56,6 +59,7 @@ pub struct PostgresWriter {
     unnest_sql: String,
     values_sql: String,
     rows_per_statement: usize,
+    totals: Option<Arc<TotalsSpec>>,
 }
 
 impl PostgresWriter {
@@ -83,7 +87,52 @@ impl PostgresWriter {
             spec,
             offsets,
             style,
+            totals: None,
         })
+    }
+
+    /// Keeps `totals` in the same transaction as every batch (see the `totals` module):
+    /// creates the totals table if asked, and seeds it from the rows already in the sink's
+    /// table unless that was done before (logged with how long it took).
+    pub async fn with_totals(mut self, totals: TotalsSpec) -> Result<Self, sqlx::Error> {
+        if totals.create {
+            crate::ddl::create_serialized(&self.pool, &totals.create_table()).await?;
+        }
+        let name = totals.table_sql();
+        if totals.seed {
+            match seed_once(&self.pool, &totals, &self.spec.table_sql()).await? {
+                Seeded::Already => {
+                    tracing::debug!(totals = %name, "Totals table seeded before; kept as it is")
+                }
+                Seeded::Now {
+                    rows,
+                    groups,
+                    took_ms,
+                } => tracing::info!(
+                    totals = %name, rows, groups, took_ms,
+                    "Totals table seeded from the rows already in the table"
+                ),
+            }
+        }
+        self.unnest_sql = totals.wrap_insert(&self.unnest_sql);
+        self.values_sql = totals.wrap_insert(&self.values_sql);
+        self.totals = Some(Arc::new(totals));
+        Ok(self)
+    }
+
+    /// Runs one insert statement; returns the rows it inserted (with totals, the statement
+    /// itself returns that number: its own row count is the totals rows').
+    async fn run(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        q: PgQuery<'_>,
+    ) -> Result<u64, sqlx::Error> {
+        if self.totals.is_some() {
+            let row = q.fetch_one(&mut **tx).await?;
+            let n: i64 = sqlx::Row::try_get(&row, 0)?;
+            return Ok(n as u64);
+        }
+        Ok(q.execute(&mut **tx).await?.rows_affected())
     }
 
     /// Builds the sink named `name` on this writer.
@@ -100,10 +149,10 @@ impl PostgresWriter {
     ) -> Result<u64, sqlx::Error> {
         let mut affected = 0;
         for chunk in rows.chunks(self.rows_per_statement) {
-            let sql = if chunk.len() == self.rows_per_statement {
-                self.values_sql.clone()
-            } else {
-                insert(&self.spec, Dialect::Postgres, chunk.len())
+            let sql = match &self.totals {
+                _ if chunk.len() == self.rows_per_statement => self.values_sql.clone(),
+                Some(t) => t.wrap_insert(&insert(&self.spec, Dialect::Postgres, chunk.len())),
+                None => insert(&self.spec, Dialect::Postgres, chunk.len()),
             };
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
@@ -111,7 +160,7 @@ impl PostgresWriter {
                     q = bind_value(q, v, c.ty)?;
                 }
             }
-            affected += q.execute(&mut **tx).await?.rows_affected();
+            affected += self.run(tx, q).await?;
         }
         Ok(affected)
     }
@@ -125,7 +174,7 @@ impl PostgresWriter {
         for (i, c) in self.spec.columns.iter().enumerate() {
             q = bind_array(q, rows.iter().map(|r| &r[i]), c.ty)?;
         }
-        Ok(q.execute(&mut **tx).await?.rows_affected())
+        self.run(tx, q).await
     }
 }
 

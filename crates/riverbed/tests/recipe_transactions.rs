@@ -395,23 +395,44 @@ async fn totals_equal_the_table(pg: &PgPool, pipeline: &Daemon, names: &Names, e
     let (totals, _) = services::redis_totals(names).await;
     assert_eq!(&totals, expected, "Redis totals");
     assert_eq!(&sql_totals(pg, names).await, expected, "table totals");
+    assert_eq!(&kept_totals(pg, names).await, expected, "the totals table");
 }
 
 /// `SELECT provider, count(*), sum(amount) ... GROUP BY provider`.
 async fn sql_totals(pg: &PgPool, names: &Names) -> Totals {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT provider, count(*), sum(amount)::text FROM {} GROUP BY provider",
-        names.table
-    )))
-    .fetch_all(pg)
+    totals_of(
+        pg,
+        format!(
+            "SELECT provider, count(*), sum(amount)::text FROM {} GROUP BY provider",
+            names.table
+        ),
+    )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        let sum: String = r.get(2);
-        (r.get(0), (r.get::<i64, _>(1) as u64, cents(&sum)))
-    })
-    .collect()
+}
+
+/// The totals table the sink keeps (`<table>_totals`).
+async fn kept_totals(pg: &PgPool, names: &Names) -> Totals {
+    totals_of(
+        pg,
+        format!(
+            "SELECT provider, count, sum::text FROM {}_totals",
+            names.table
+        ),
+    )
+    .await
+}
+
+async fn totals_of(pg: &PgPool, sql: String) -> Totals {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pg)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let sum: String = r.get(2);
+            (r.get(0), (r.get::<i64, _>(1) as u64, cents(&sum)))
+        })
+        .collect()
 }
 
 /// Rows that came through the queue.

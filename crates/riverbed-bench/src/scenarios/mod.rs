@@ -3,6 +3,7 @@
 pub mod amqp;
 pub mod amqp_sqlite;
 pub mod embedded;
+pub mod handwritten;
 pub mod latency;
 pub mod naive;
 pub mod nats;
@@ -108,6 +109,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(nats::scenarios());
     v.extend(partitioned::scenarios());
     v.extend(amqp_sqlite::scenarios());
+    v.extend(handwritten::scenarios());
     v.extend(postgres::scenarios());
     v.extend(publish::scenarios());
     v.extend(outbox::scenarios());

@@ -48,6 +48,42 @@ pub async fn append(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
     .await
 }
 
+/// The append sink keeping a per-provider totals table (count, sum) in the same transaction.
+async fn append_with_totals(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
+    let table = ctx.unique("t");
+    let totals = ctx.unique("totals");
+    drop_table(&table).await?;
+    drop_totals(&totals).await?;
+    pg(
+        format!("connection = {{ url = \"{PG}\" }}\nmode = \"append\"\ntable = \"{table}\"\nkey = [\"id\"]\ncreate_table = true\n{COLUMNS}\ntotals = {{ table = \"{totals}\", group = [\"provider\"], sum = {{ sum = \"amount\" }}, create_table = true }}"),
+        "history",
+    )
+    .await
+}
+
+/// Drops a totals table and its seed record.
+async fn drop_totals(totals: &str) -> Result<()> {
+    drop_table(totals).await?;
+    let pool = sqlx::PgPool::connect(PG).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {} WHERE totals_table = $1",
+        riverbed_sql::SEEDED_TABLE
+    )))
+    .bind(format!("\"{totals}\""))
+    .execute(&pool)
+    .await
+    .ok();
+    pool.close().await;
+    Ok(())
+}
+
+async fn pg_append_totals(ctx: Ctx) -> Result<Sample> {
+    let sink = append_with_totals(&ctx).await?;
+    let sample = through(ctx.clone(), vec![("history", sink)]).await?;
+    drop_totals(&ctx.unique("totals")).await?;
+    finish(&ctx, sample).await
+}
+
 async fn upsert(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
     let table = ctx.unique("t");
     drop_table(&table).await?;
@@ -122,13 +158,16 @@ async fn pg_window(ctx: Ctx) -> Result<Sample> {
         prefix: format!("{}:", ctx.unique("window")),
     };
     let (as_of, index) = (layout.as_of_key(), layout.index_key());
-    let totals = Totals::new(
+    let source = riverbed_sql::QueryTotals::new(
         sqlx::PgPool::connect(PG).await?,
-        RedisConfig::new(REDIS).connect().await?,
         &format!(
             "SELECT provider, count(*) AS count, sum(amount) AS sum FROM {} GROUP BY provider",
             ctx.unique("t")
         ),
+    );
+    let totals = Totals::new(
+        std::sync::Arc::new(source),
+        RedisConfig::new(REDIS).connect().await?,
         layout,
     );
     let counter = WindowCounter::new("bench", totals, std::time::Duration::from_secs(1))?;
@@ -149,6 +188,21 @@ async fn pg_window(ctx: Ctx) -> Result<Sample> {
     keys.extend([as_of, index]);
     let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await?;
     finish(&ctx, sample).await
+}
+
+/// The deduplicated Redis counter alone (no PostgreSQL), to tell its share of the
+/// `amqp-pg-redis` latency from PostgreSQL's.
+async fn redis_only(ctx: Ctx) -> Result<Sample> {
+    let totals = counter(&ctx).await?;
+    let sample = through(ctx.clone(), vec![("totals", totals)]).await?;
+    let mut redis = redis::Client::open(REDIS)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(counter_key(&ctx))
+        .query_async(&mut redis)
+        .await?;
+    Ok(sample)
 }
 
 async fn pg_upsert(ctx: Ctx) -> Result<Sample> {
@@ -264,12 +318,30 @@ pub fn scenarios() -> Vec<Scenario> {
             false,
         ),
         into_pg(
+            "amqp-pg-append-totals",
+            "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append + per-provider totals table (count, sum) kept in the same transaction",
+            Params::DEFAULT,
+            |ctx| Box::pin(pg_append_totals(ctx)),
+            true,
+        ),
+        into_pg(
             "amqp-pg-redis",
             "RabbitMQ -> Riverbed (defaults) -> PostgreSQL append + Redis counter (deduplicated), at-least-once",
             Params::DEFAULT,
             redis,
             true,
         ),
+        {
+            let mut s = into_pg(
+                "amqp-redis-hash-incr",
+                "RabbitMQ -> Riverbed (defaults) -> Redis counter (deduplicated) alone, no PostgreSQL: the counter's share of amqp-pg-redis",
+                Params::DEFAULT,
+                |ctx| Box::pin(redis_only(ctx)),
+                true,
+            );
+            s.baseline = None;
+            s
+        },
         into_pg(
             "amqp-pg-redis-tuned",
             "same, tuned: 1 partition (one transaction at a time leaves the two cores to RabbitMQ and PostgreSQL)",

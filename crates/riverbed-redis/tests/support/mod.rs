@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use riverbed_redis::RedisConfig;
 
-/// The test database.
-pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The test Redis.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -19,10 +17,9 @@ pub async fn redis_lock(exclusive: bool) -> riverbed_core::testing::ServiceLock 
     riverbed_core::testing::lock_service("redis", exclusive).await
 }
 
-/// Whether Redis and PostgreSQL are there (or fails under `RIVERBED_REQUIRE_SERVICES=1`).
+/// Whether Redis is there (or fails under `RIVERBED_REQUIRE_SERVICES=1`).
 pub fn services_available() -> bool {
     riverbed_core::testing::require_service("Redis", "127.0.0.1:6379")
-        && riverbed_core::testing::require_service("PostgreSQL", "127.0.0.1:5432")
 }
 
 /// A name unique to this process and call: `prefix_<pid>_<n>`.
@@ -72,17 +69,43 @@ pub async fn delete_prefix(prefix: &str) {
     }
 }
 
-/// A pool on the test database named `app` in `pg_stat_activity`.
-pub async fn pg(app: &str) -> sqlx::PgPool {
-    let options: sqlx::postgres::PgConnectOptions = PG_URL.parse().unwrap();
-    riverbed_sql::postgres_pool(
-        options.application_name(app),
-        4,
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap()
+/// Totals held in memory, standing in for a database: what `set` stores, `fetch` returns.
+#[derive(Default)]
+pub struct MemoryTotals(std::sync::Mutex<riverbed_core::TotalsSnapshot>);
+
+impl MemoryTotals {
+    /// Replaces the totals: `(group, [(name, value)])`.
+    pub fn set(&self, groups: &[(&str, &[(&str, &str)])], null_groups: usize) {
+        let groups = groups
+            .iter()
+            .map(|(g, values)| riverbed_core::GroupTotals {
+                group: (*g).to_owned(),
+                values: values
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+            .collect();
+        *self.0.lock().unwrap() = riverbed_core::TotalsSnapshot {
+            groups,
+            null_groups,
+        };
+    }
+}
+
+#[async_trait::async_trait]
+impl riverbed_core::TotalsSource for MemoryTotals {
+    async fn fetch(&self) -> Result<riverbed_core::TotalsSnapshot, riverbed_core::TotalsError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+/// A [`riverbed_redis::Totals`] of `source` on the test Redis.
+pub async fn memory_totals(
+    source: std::sync::Arc<MemoryTotals>,
+    layout: riverbed_redis::TotalsLayout,
+) -> riverbed_redis::Totals {
+    riverbed_redis::Totals::new(source, redis_config().connect().await.unwrap(), layout)
 }
 
 fn ping() -> bool {

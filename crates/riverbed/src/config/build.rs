@@ -81,7 +81,8 @@ async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
     for t in entries {
         match &t.kind {
             TaskKind::WindowCounter(c) => {
-                let counter = riverbed_redis::WindowCounter::from_config(&t.name, c)
+                let counter = c
+                    .counter(&t.name)
                     .await
                     .with_context(|| format!("building task `{}`", t.name))?;
                 let groups = counter
@@ -92,7 +93,8 @@ async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
                 tasks.push(Box::new(move |stop| tokio::spawn(counter.run(stop))));
             }
             TaskKind::Reconcile(c) => {
-                let groups = riverbed_redis::reconcile(c)
+                let groups = c
+                    .run()
                     .await
                     .with_context(|| format!("reconciling `{}` at start", t.name))?;
                 tracing::info!(task = %t.name, groups, "Startup reconciliation written");

@@ -495,6 +495,7 @@ fn check_sink(c: &Checker<'_>, _i: usize, s: &SinkEntry) -> Result<SinkPlan, Con
                 riverbed_sql::SinkMode::Inbox => Ok(()),
                 _ => p.table_spec().map(|_| ()).map_err(|e| e.to_string()),
             }
+            .and_then(|()| p.totals_spec().map(drop).map_err(|e| e.to_string()))
             .and_then(|()| p.connection.options().map(drop).map_err(|e| e.to_string()));
             if let Err(e) = checked {
                 return c.err(s.name.span(), format!("sink `{}`: {e}", s.name.get_ref()));

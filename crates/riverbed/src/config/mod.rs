@@ -11,6 +11,7 @@ pub mod raw;
 mod resume;
 mod secrets;
 mod table;
+pub mod tasks;
 
 use std::path::Path;
 

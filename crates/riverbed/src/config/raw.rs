@@ -65,9 +65,9 @@ pub struct TaskEntry {
 pub enum TaskKind {
     /// Totals from a PostgreSQL query written to Redis at every aligned boundary (and once at
     /// start, before consuming: startup reconciliation).
-    WindowCounter(riverbed_redis::WindowCounterConfig),
+    WindowCounter(super::tasks::WindowCounterSection),
     /// Totals from a PostgreSQL query written to Redis once, before consuming.
-    Reconcile(riverbed_redis::TotalsConfig),
+    Reconcile(super::tasks::ReconcileSection),
 }
 
 /// `[pipeline]`

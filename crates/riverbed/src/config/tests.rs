@@ -197,6 +197,47 @@ query = "SELECT provider, count(*), sum(amount) FROM historical_transactions GRO
 }
 
 #[test]
+fn totals_of_a_postgres_sink_are_checked_naming_the_field_and_line() {
+    let text = |totals: &str| {
+        format!(
+            r#"
+[source]
+kind = "generate"
+data = "transactions"
+count = 10
+
+[[sinks]]
+name = "history"
+kind = "postgres"
+connection = {{ url = "postgres://postgres@127.0.0.1:5432/test" }}
+mode = "append"
+table = "historical_transactions"
+key = ["id"]
+columns = [
+  {{ name = "id", type = "text", from = "/id" }},
+  {{ name = "provider", type = "text", from = "/provider", required = true }},
+  {{ name = "amount", type = "numeric", from = "/amount" }},
+]
+totals = {totals}
+"#
+        )
+    };
+    let ok = r#"{ table = "t_totals", group = ["provider"], sum = { sum = "amount" } }"#;
+    assert!(load_str(&text(ok)).is_ok());
+    let e = load_str(&text(&ok.replace("\"provider\"]", "\"amount\"]")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("line 8, column 8: sink `history`: invalid configuration: totals.group: column `amount` must be `required`"),
+        "{e}"
+    );
+    let e = load_str(&text(&ok.replace("sum = {", "summ = {")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `summ`"), "{e}");
+}
+
+#[test]
 fn quoted_lines_never_show_passwords() {
     let line = r#"urls = ["amqp://app:s3cret@rabbit:5672/%2f", "amqp://rabbit-2"], x = "postgres://u:p@db/test""#;
     let r = super::load::redact_credentials(line);

@@ -220,7 +220,8 @@ impl Cleanup {
         let pg = pg().await;
         let table = &names.table;
         for sql in [
-            format!("DROP TABLE IF EXISTS {table}"),
+            format!("DROP TABLE IF EXISTS {table}, {table}_totals"),
+            format!("DELETE FROM riverbed_totals_seeded WHERE totals_table = '\"{table}_totals\"'"),
             format!("DROP FUNCTION IF EXISTS {table}_stuck()"),
             format!("DROP SEQUENCE IF EXISTS {table}_stuck_attempts"),
         ] {

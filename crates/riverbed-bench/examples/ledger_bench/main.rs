@@ -3,7 +3,7 @@
 //! multi-row `VALUES` for 500-row batches, the window counter's flush time, and the
 //! `hash_incr` script against its previous version (`counter.rs`).
 //!
-//! Run: `cargo run --release -p riverbed-redis --example ledger_bench -- [N]` (default 100000)
+//! Run: `cargo run --release -p riverbed-bench --example ledger_bench -- [N]` (default 100000)
 //! with PostgreSQL (`postgres://postgres@127.0.0.1:5432/test`) and Redis on 127.0.0.1.
 
 use std::num::NonZeroUsize;
@@ -229,9 +229,11 @@ async fn main() {
     let riverbed_rate = riverbed(&pool, n).await;
     let styles = insert_styles(&pool).await;
     let totals = Totals::new(
-        pool.clone(),
+        Arc::new(riverbed_sql::QueryTotals::new(
+            pool.clone(),
+            "SELECT provider, count(*) AS count, sum(amount) AS sum FROM bench_riverbed GROUP BY provider",
+        )),
         RedisConfig::new(REDIS_URL).connect().await.expect("redis"),
-        "SELECT provider, count(*) AS count, sum(amount) AS sum FROM bench_riverbed GROUP BY provider",
         TotalsLayout::HashPerGroup {
             prefix: "bench:rb:totals:".into(),
         },

@@ -55,7 +55,7 @@ async fn append_with_totals(ctx: &Ctx) -> Result<Arc<dyn Sink>> {
     drop_table(&table).await?;
     drop_totals(&totals).await?;
     pg(
-        format!("connection = {{ url = \"{PG}\" }}\nmode = \"append\"\ntable = \"{table}\"\nkey = [\"id\"]\ncreate_table = true\n{COLUMNS}\ntotals = {{ table = \"{totals}\", group = [\"provider\"], sum = {{ sum = \"amount\" }}, create_table = true }}"),
+        format!("connection = {{ url = \"{PG}\" }}\nmode = \"append\"\ntable = \"{table}\"\nkey = [\"id\"]\ncreate_table = true\n{}\ntotals = {{ table = \"{totals}\", group = [\"provider\"], sum = {{ sum = \"amount\" }}, create_table = true }}", COLUMNS.replace("from = \"/provider\" }", "from = \"/provider\", required = true }")),
         "history",
     )
     .await

@@ -10,6 +10,7 @@ mod outbox;
 pub mod raw;
 mod resume;
 mod secrets;
+mod steps;
 mod table;
 pub mod tasks;
 
@@ -45,6 +46,8 @@ pub fn load_with_env(
         .map_err(|e| secrets.scrub(e))
 }
 
+#[cfg(test)]
+mod connector_tests;
 #[cfg(test)]
 mod secrets_tests;
 #[cfg(test)]

@@ -93,25 +93,6 @@ impl RedisLease {
         Ok(self.fencing_token.is_some())
     }
 
-    /// Waits until this instance holds the lease, trying every `check_every`.
-    pub async fn acquire(&mut self) {
-        let mut logged = false;
-        loop {
-            match self.try_acquire().await {
-                Ok(true) => return,
-                Ok(false) if !logged => {
-                    tracing::info!(lease = %self.key, "Standing by: another instance holds the lease");
-                    logged = true;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(lease = %self.key, error = %e, "Cannot reach the lease; trying again");
-                }
-            }
-            tokio::time::sleep(self.check_every).await;
-        }
-    }
-
     /// Renews the lease every `check_every`; completes, saying why, when a renewal fails,
     /// is late or finds the key gone or taken.
     pub async fn lost(&mut self) -> String {

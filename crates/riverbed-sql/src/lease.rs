@@ -72,26 +72,6 @@ impl PgLease {
         Ok(got)
     }
 
-    /// Waits until this instance holds the lease, trying every `check_every` (errors, such as
-    /// PostgreSQL being down, are logged and tried again).
-    pub async fn acquire(&mut self) {
-        let mut logged = false;
-        loop {
-            match self.try_acquire().await {
-                Ok(true) => return,
-                Ok(false) if !logged => {
-                    tracing::info!(lease = %self.name, "Standing by: another instance holds the lease");
-                    logged = true;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(lease = %self.name, error = %e, "Cannot reach the lease; trying again");
-                }
-            }
-            tokio::time::sleep(self.check_every).await;
-        }
-    }
-
     /// Completes when the lease can no longer be trusted: its session failed a check or did
     /// not answer within `check_every`. Returns why.
     pub async fn lost(&mut self) -> String {

@@ -27,10 +27,30 @@ impl Lease {
         })
     }
 
-    async fn acquire(&mut self) {
-        match self {
-            Lease::Postgres(l) => l.acquire().await,
-            Lease::Redis(l) => l.acquire().await,
+    async fn try_acquire(&mut self) -> Result<bool> {
+        Ok(match self {
+            Lease::Postgres(l) => l.try_acquire().await?,
+            Lease::Redis(l) => l.try_acquire().await?,
+        })
+    }
+
+    /// Waits until this instance holds the lease, trying every `check_every` (errors, such as
+    /// the lease's database being down, are logged and tried again).
+    async fn acquire(&mut self, name: &str, check_every: std::time::Duration) {
+        let mut logged = false;
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) if !logged => {
+                    tracing::info!(lease = %name, "Standing by: another instance holds the lease");
+                    logged = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(lease = %name, error = %format!("{e:#}"), "Cannot reach the lease; trying again");
+                }
+            }
+            tokio::time::sleep(check_every).await;
         }
     }
 
@@ -70,7 +90,7 @@ pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Resul
         _ = &mut stop => return Ok(None),
     };
     tokio::select! {
-        _ = lease.acquire() => {}
+        _ = lease.acquire(&plan.name, plan.check_every) => {}
         _ = &mut stop => {
             tracing::info!(lease = %plan.name, "Stopped while standing by");
             return Ok(None);

@@ -281,6 +281,10 @@ impl AmqpSource {
                 next = session.feed.next().now_or_never();
             }
         }
+        // The consumers of several queues share the channel's sequence of delivery tags;
+        // registering a batch in tag order keeps cumulative acks possible (the acker stays
+        // correct in any order). Each queue's own deliveries keep their order.
+        received.sort_by_key(|r| r.tag);
         self.acker.register(
             session.generation,
             received.into_iter(),

@@ -2,7 +2,7 @@
 //!
 //! Pure bookkeeping, no I/O: [`crate::acker`] drives it and sends the frames.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use riverbed_core::ContiguousTracker;
 
@@ -32,24 +32,37 @@ struct Slot {
     nacked: bool,
 }
 
-/// What a flush should send: individual nacks first, then one cumulative ack.
+/// What a flush should send: individual nacks first, then one cumulative ack and the
+/// individual acks of deliveries settled ahead of an earlier one still in flight.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Flush {
     /// `(delivery tag, requeue)` to nack one by one, before the ack.
     pub nacks: Vec<(u64, bool)>,
     /// Acknowledge every delivery up to this tag (`multiple`), with how many that covers.
     pub ack: Option<(u64, u64)>,
+    /// Tags to acknowledge one by one (`multiple` unset): settled while a lower tag is not.
+    pub acks: Vec<u64>,
     /// The stream offset of the last delivery the contiguous prefix passed.
     pub settled_offset: Option<u64>,
 }
 
 /// The deliveries of one channel generation.
+///
+/// Deliveries are settled in registration order (the contiguous prefix), but registration
+/// order need not be tag order: consumers of several queues share the channel's one sequence
+/// of delivery tags and their deliveries interleave as the consumers are polled. A cumulative
+/// ack is sent only up to a tag below which every tag of the channel (they start at 1, without
+/// gaps) is settled; a delivery settled above an unsettled tag is acknowledged on its own.
 #[derive(Debug)]
 pub(crate) struct Window {
     tracker: ContiguousTracker<u64>,
     slots: VecDeque<Slot>,
     base: u64,
     pending_nacks: Vec<(u64, bool)>,
+    /// Every tag up to this one is settled and its frame sent.
+    settled_through: u64,
+    /// Settled tags above `settled_through` (sent already, or sent by this flush).
+    settled_above: BTreeSet<u64>,
     /// Completions since the last flush.
     pub completed: usize,
 }
@@ -62,6 +75,8 @@ impl Window {
             slots: VecDeque::new(),
             base: 0,
             pending_nacks: Vec::new(),
+            settled_through: 0,
+            settled_above: BTreeSet::new(),
             completed: 0,
         }
     }
@@ -119,7 +134,7 @@ impl Window {
         let Some(last) = self.tracker.advance() else {
             return flush;
         };
-        let mut covered = 0;
+        let mut passed = Vec::new();
         while self.base <= last {
             let slot = self
                 .slots
@@ -127,11 +142,25 @@ impl Window {
                 .expect("every registered seq has a slot");
             self.base += 1;
             flush.settled_offset = slot.offset.or(flush.settled_offset);
-            if !slot.nacked {
+            if slot.tag > self.settled_through {
+                self.settled_above.insert(slot.tag);
+            }
+            passed.push(slot);
+        }
+        while self.settled_above.remove(&(self.settled_through + 1)) {
+            self.settled_through += 1;
+        }
+        let mut covered = 0;
+        for slot in passed.into_iter().filter(|s| !s.nacked) {
+            if slot.tag <= self.settled_through {
                 // The broker rejects a cumulative ack naming a tag it no longer holds, so it
-                // names the last delivery acknowledged here, never a nacked one.
+                // names the highest delivery acknowledged here, never a nacked one nor one
+                // acknowledged on its own before; every tag below it is settled.
                 covered += 1;
-                flush.ack = Some((slot.tag, covered));
+                let highest = flush.ack.map_or(slot.tag, |(t, _)| t.max(slot.tag));
+                flush.ack = Some((highest, covered));
+            } else {
+                flush.acks.push(slot.tag);
             }
         }
         flush
@@ -174,6 +203,38 @@ mod tests {
         let f = w.take_flush();
         assert_eq!(f.ack, Some((5, 2)));
         assert_eq!(w.outstanding(), 0);
+    }
+
+    /// Several consumers share a channel (partition queues): their deliveries are numbered in
+    /// one sequence but can reach the source out of tag order. A cumulative ack naming tag 3
+    /// while tag 2 is still being processed would acknowledge tag 2 early (lost on a crash),
+    /// and the later ack of tag 2 would close the channel (`unknown delivery tag`).
+    #[test]
+    fn deliveries_registered_out_of_tag_order_are_never_acknowledged_early() {
+        let mut w = Window::new();
+        let one = w.register(1, None);
+        let three = w.register(3, None);
+        let two = w.register(2, None);
+        w.ack(one);
+        w.ack(three);
+        let f = w.take_flush();
+        assert_eq!(f.ack, Some((1, 1)), "tag 2 is in flight: no cumulative ack passes it");
+        assert_eq!(f.acks, vec![3], "tag 3 is acknowledged on its own");
+        w.ack(two);
+        let f = w.take_flush();
+        assert_eq!(f.ack, Some((2, 1)), "tag 3 is acknowledged already: the ack names 2");
+        assert!(f.acks.is_empty());
+        // Tag 5 overtakes tag 4 and both are settled in registration order: tag 5 goes alone.
+        let five = w.register(5, None);
+        let four = w.register(4, None);
+        w.ack(five);
+        let f = w.take_flush();
+        assert_eq!(f.ack, None, "a cumulative ack naming 5 would cover tag 4");
+        assert_eq!(f.acks, vec![5]);
+        w.ack(four);
+        let f = w.take_flush();
+        assert_eq!(f.ack, Some((4, 1)), "every tag up to 5 is settled again");
+        assert!(f.acks.is_empty());
     }
 
     #[test]

@@ -4,12 +4,10 @@
 //! node hosting a partition's leader stopped mid-run. Nothing is lost, per-key order holds, and
 //! consumption resumes on the new leader.
 //!
-//! Ignored for now: it found two bugs. The first (the default dead-letter queue of a quorum
-//! source was a classic queue on one node, so with that node down the source could not declare
-//! it and stopped consuming) is fixed; the second (acks refused as `unknown delivery tag` on
-//! every reconnected channel after the failover, for tags that channel delivered: most likely
-//! the broker dropping a failed-over queue's pending acks from the channel while the
-//! cumulative ack spans every partition on it) is open; see the README's "Several instances".
+//! It found two bugs, both fixed: the default dead-letter queue of a quorum source was a
+//! classic queue on one node (with that node down the source could not declare it), and
+//! cumulative acks assumed deliveries arrive in tag order, which consumers of several queues on
+//! one channel do not (an early ack, then `unknown delivery tag` closing the channel).
 
 #[path = "outages/arrivals.rs"]
 mod arrivals;
@@ -39,9 +37,6 @@ async fn count(pg: &PgPool, table: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: after the partition leader's node stops, the partitioned source's \
-            reconnected channel is closed again and again with PRECONDITION_FAILED (unknown \
-            delivery tag); run with --ignored"]
 async fn cluster_of_three_nodes_loses_a_partition_leader_without_loss_or_reordering() {
     // The lock first: a test that stops PostgreSQL holds it until PostgreSQL is back.
     let _pg = lock_service("postgres", false).await;

@@ -13,6 +13,9 @@ pub(crate) trait AckChannel: Send + Sync + 'static {
     /// Acknowledges every delivery up to `tag` (`basic.ack` with `multiple`).
     async fn ack_up_to(&self, tag: u64) -> lapin::Result<()>;
 
+    /// Acknowledges the delivery `tag` alone (`basic.ack` without `multiple`).
+    async fn ack_one(&self, tag: u64) -> lapin::Result<()>;
+
     /// Rejects the delivery `tag` alone (`basic.nack` without `multiple`).
     async fn nack(&self, tag: u64, requeue: bool) -> lapin::Result<()>;
 }
@@ -21,6 +24,11 @@ pub(crate) trait AckChannel: Send + Sync + 'static {
 impl AckChannel for Channel {
     async fn ack_up_to(&self, tag: u64) -> lapin::Result<()> {
         self.basic_ack(tag, BasicAckOptions { multiple: true })
+            .await
+    }
+
+    async fn ack_one(&self, tag: u64) -> lapin::Result<()> {
+        self.basic_ack(tag, BasicAckOptions { multiple: false })
             .await
     }
 

@@ -269,6 +269,12 @@ impl AckShared {
                 Err(e) => tracing::debug!(error = %e, tag, "Ack not sent; the broker redelivers"),
             }
         }
+        for tag in f.acks {
+            match channel.ack_one(tag).await {
+                Ok(()) => self.status.record_ack(1),
+                Err(e) => tracing::debug!(error = %e, tag, "Ack not sent; the broker redelivers"),
+            }
+        }
     }
 
     fn requeue(&self, g: &mut Generation, seq: u64, floor: &mut Option<u64>) {

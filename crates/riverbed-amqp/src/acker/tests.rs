@@ -16,6 +16,7 @@ use crate::status::SourceStatus;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Frame {
     AckUpTo(u64),
+    AckOne(u64),
     Nack(u64, bool),
 }
 
@@ -33,6 +34,11 @@ impl Recorded {
 impl AckChannel for Recorded {
     async fn ack_up_to(&self, tag: u64) -> lapin::Result<()> {
         self.0.lock().unwrap().push(Frame::AckUpTo(tag));
+        Ok(())
+    }
+
+    async fn ack_one(&self, tag: u64) -> lapin::Result<()> {
+        self.0.lock().unwrap().push(Frame::AckOne(tag));
         Ok(())
     }
 

@@ -30,7 +30,7 @@ async fn count(pg: &PgPool, sql: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn singleton_standby_takes_over_from_a_sigkilled_leader_losing_nothing() {
+async fn cluster_singleton_standby_takes_over_from_a_sigkilled_leader_losing_nothing() {
     if !(require_service("RabbitMQ", "127.0.0.1:5672")
         && require_service("PostgreSQL", "127.0.0.1:5432"))
     {
@@ -44,7 +44,7 @@ async fn singleton_standby_takes_over_from_a_sigkilled_leader_losing_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn singleton_with_a_redis_lease_takes_over_with_a_higher_fencing_token() {
+async fn cluster_singleton_with_a_redis_lease_takes_over_with_a_higher_fencing_token() {
     if !(require_service("RabbitMQ", "127.0.0.1:5672")
         && require_service("PostgreSQL", "127.0.0.1:5432")
         && require_service("Redis", "127.0.0.1:6379"))

@@ -218,11 +218,19 @@ mod tests {
         w.ack(one);
         w.ack(three);
         let f = w.take_flush();
-        assert_eq!(f.ack, Some((1, 1)), "tag 2 is in flight: no cumulative ack passes it");
+        assert_eq!(
+            f.ack,
+            Some((1, 1)),
+            "tag 2 is in flight: no cumulative ack passes it"
+        );
         assert_eq!(f.acks, vec![3], "tag 3 is acknowledged on its own");
         w.ack(two);
         let f = w.take_flush();
-        assert_eq!(f.ack, Some((2, 1)), "tag 3 is acknowledged already: the ack names 2");
+        assert_eq!(
+            f.ack,
+            Some((2, 1)),
+            "tag 3 is acknowledged already: the ack names 2"
+        );
         assert!(f.acks.is_empty());
         // Tag 5 overtakes tag 4 and both are settled in registration order: tag 5 goes alone.
         let five = w.register(5, None);

@@ -86,7 +86,11 @@ pub fn pipeline(names: &Names, every: &str) -> String {
         "\"riverbed-ledger-totals\"",
         &quoted(&names.totals_app),
     );
-    let text = replace(&text, "@127.0.0.1:5432/ledger}\"", "@127.0.0.1:5432/test}\"");
+    let text = replace(
+        &text,
+        "@127.0.0.1:5432/ledger}\"",
+        "@127.0.0.1:5432/test}\"",
+    );
     replace(&text, "every = \"1m\"", &format!("every = \"{every}\""))
 }
 

@@ -41,6 +41,7 @@ pub mod dead_letter;
 mod intake;
 pub mod key;
 mod lane;
+pub mod merge;
 pub mod message;
 pub mod outcome;
 mod partition;

@@ -20,6 +20,7 @@
 //!   keeps totals hands them to a destination that publishes them).
 //! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
+//! - [`metrics_catalog`]: every metric's help, unit and histogram buckets.
 //! - [`template`]: per-message routing keys and subjects (`orders.{key}`).
 //! - [`storm`]: the dead-letter storm guard (stop consuming when most messages fail).
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
@@ -42,6 +43,7 @@ mod intake;
 pub mod key;
 mod lane;
 pub mod message;
+pub mod metrics_catalog;
 pub mod outcome;
 mod partition;
 mod pipeline;

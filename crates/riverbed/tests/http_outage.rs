@@ -81,7 +81,7 @@ timeout = "5s"
 breaker = {{ open_for = "5s" }}
 
 [admin]
-metrics = "127.0.0.1:{metrics}"
+listen = "127.0.0.1:{metrics}"
 "#
     );
     let path = dir.join("pipeline.toml");

@@ -1,0 +1,48 @@
+//! What the admin server asks about a built pipeline: whether its connections are up, and the
+//! state of its sinks' circuit breakers.
+
+use std::sync::Arc;
+
+use riverbed_core::breaker::{BreakerState, CircuitBreaker};
+
+/// One connection check: `Ok` while usable, else why not (credentials never in it).
+pub type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The live checks of one pipeline.
+#[derive(Default)]
+pub struct Probes {
+    /// Connections the pipeline needs, by what they are (`source`, `sink pg`).
+    pub connections: Vec<(String, Check)>,
+    /// Circuit breakers, by sink name.
+    pub breakers: Vec<(String, Arc<CircuitBreaker>)>,
+}
+
+impl Probes {
+    /// Adds the AMQP source's connection state.
+    pub fn amqp_source(&mut self, status: Arc<riverbed_amqp::SourceStatus>) {
+        self.connections
+            .push(("source".to_owned(), Box::new(move || status.connection())));
+    }
+
+    /// Adds a sink's breaker: an open breaker means its destination cannot be reached.
+    pub fn breaker(&mut self, sink: &str, breaker: Arc<CircuitBreaker>) {
+        let b = breaker.clone();
+        self.connections.push((
+            format!("sink {sink}"),
+            Box::new(move || match b.state() {
+                BreakerState::Open => Err("circuit breaker open".to_owned()),
+                _ => Ok(()),
+            }),
+        ));
+        self.breakers.push((sink.to_owned(), breaker));
+    }
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.connections.iter().map(|(n, _)| n).collect();
+        f.debug_struct("Probes")
+            .field("connections", &names)
+            .finish()
+    }
+}

@@ -259,6 +259,78 @@ async fn admin_ready_follows_the_amqp_source_connection() {
         .await;
 }
 
+fn nats_pipeline(
+    dir: &std::path::Path,
+    server: &str,
+    stream: &str,
+    port: u16,
+) -> std::path::PathBuf {
+    let cfg = dir.join(format!("{port}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[source]
+kind = "nats"
+servers = ["{server}"]
+stream = "{stream}"
+stream_subjects = ["{stream}.>"]
+durable = "riverbed"
+connect_timeout = "1s"
+
+[[sinks]]
+name = "out"
+kind = "noop"
+
+[dead_letter]
+kind = "log"
+
+[admin]
+listen = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ready_follows_the_nats_source_pull() {
+    if !require_service("NATS", "127.0.0.1:4222") {
+        return;
+    }
+    let _lock = lock_service("nats", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("s");
+    let password = "nats-pa55-in-the-url";
+    let nowhere = format!("nats://riverbed:{password}@127.0.0.1:{}", free_port());
+    let port = free_port();
+    let mut daemon = Daemon::spawn(&nats_pipeline(dir.path(), &nowhere, &stream, port), &[]);
+    let not_ready = tokio::task::spawn_blocking(move || {
+        wait_for(port, "/ready", None, LIMIT, |a| {
+            a.status == 503 && a.body.contains("cannot pull")
+        })
+    })
+    .await
+    .unwrap();
+    assert!(!not_ready.body.contains(password), "{}", not_ready.body);
+    daemon.kill();
+
+    let port = free_port();
+    let cfg = nats_pipeline(dir.path(), "nats://127.0.0.1:4222", &stream, port);
+    let daemon = Daemon::spawn(&cfg, &[]);
+    let ready = tokio::task::spawn_blocking(move || {
+        wait_for(port, "/ready", None, LIMIT, |a| a.status == 200)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.json()["status"], "ready");
+    drop(daemon);
+    let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(&stream)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_serves_a_singleton_standby_as_ready() {
     if !require_service("PostgreSQL", "127.0.0.1:5432") {

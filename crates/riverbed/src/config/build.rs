@@ -150,7 +150,8 @@ async fn build_pipeline(
         SourceKind::Amqp(a) if !plan.resume_from.is_empty() => {
             let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?
                 .max_deliveries(plan.max_deliveries.get());
-            probes.amqp_source(source.status());
+            let status = source.status();
+            probes.source(move || status.connection());
             if let Some(position) = stored_position(&mut handles, &plan).await? {
                 tracing::info!(position, "Stream resumes after the stored offset");
                 source = source.resume_after(position);
@@ -161,7 +162,8 @@ async fn build_pipeline(
         }
         SourceKind::Amqp(a) => {
             let source = amqp_source(a, &plan)?;
-            probes.amqp_source(source.status());
+            let status = source.status();
+            probes.source(move || status.connection());
             match &plan.feed {
                 Some(f) => {
                     let (source, task) = feed_source(f, source).await?;
@@ -173,6 +175,8 @@ async fn build_pipeline(
         }
         SourceKind::Nats(n) => {
             let mut source = nats_source(n, &plan)?;
+            let status = source.status();
+            probes.source(move || status.connection());
             if plan.resume_from.is_empty() {
                 builder.source(source)
             } else {

@@ -18,10 +18,11 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Adds the AMQP source's connection state.
-    pub fn amqp_source(&mut self, status: Arc<riverbed_amqp::SourceStatus>) {
+    /// Adds the source's connection check (RabbitMQ: a consuming session is open; NATS: the
+    /// pull runs).
+    pub fn source(&mut self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
         self.connections
-            .push(("source".to_owned(), Box::new(move || status.connection())));
+            .push(("source".to_owned(), Box::new(check)));
     }
 
     /// Adds a sink's breaker: an open breaker means its destination cannot be reached.

@@ -65,6 +65,7 @@ pub mod totals;
 mod tracker;
 mod write;
 
+pub use availability::SinkHealth;
 pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
 pub use claims::{Claim, ClaimId, ClaimStore, ClaimedSink};
 pub use contiguous::ContiguousTracker;

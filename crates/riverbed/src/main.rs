@@ -182,7 +182,9 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let draining = admin.clone();
     tokio::spawn(async move {
         signals::shutdown().await;
-        draining.inspect(|a| a.draining());
+        if let Some(a) = &draining {
+            a.draining();
+        }
         signalled.cancel();
     });
     let lease = match &singleton {
@@ -200,7 +202,9 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     } = config::build(plan).await?;
     if let Some((lease, name)) = lease {
         leader::hold(lease, name);
-        admin.iter().for_each(|a| a.set_role(admin::Role::Leader));
+        if let Some(a) = &admin {
+            a.set_role(admin::Role::Leader);
+        }
     }
     if let Some(a) = &admin {
         a.running(pipeline.stats(), probes);

@@ -163,6 +163,49 @@ token_file = "{}"
     assert!(!logs.contains(TOKEN) && !logs.contains(secret), "{logs}");
 }
 
+#[test]
+fn admin_ready_says_which_sink_cannot_reach_its_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, refused) = (free_port(), free_port());
+    let cfg = dir.path().join("down.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[source]
+kind = "generate"
+data = "sensors"
+rate = 200
+
+[[sinks]]
+name = "api"
+kind = "http"
+url = "http://app:http-pa55@127.0.0.1:{refused}/events"
+
+[admin]
+listen = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::spawn(&cfg, &[]);
+    let down = wait_for(port, "/ready", None, LIMIT, |a| {
+        a.status == 503 && a.body.contains("sink api")
+    });
+    let v = down.json();
+    assert_eq!(v["status"], "not_ready");
+    assert!(v["reason"].as_str().unwrap().contains("sink api: "), "{v}");
+    let status = get(port, "/api/status", None).unwrap().json();
+    assert_eq!(status["counters"]["acked"], 0, "{status}");
+    assert_eq!(status["sinks"][0]["kind"], "http");
+    let config = get(port, "/api/config", None).unwrap();
+    assert!(!config.body.contains("http-pa55"), "{}", config.body);
+    assert!(
+        config.body.contains("http://***@127.0.0.1:"),
+        "{}",
+        config.body
+    );
+}
+
 fn amqp_pipeline(dir: &std::path::Path, url: &str, queue: &str, port: u16) -> std::path::PathBuf {
     let cfg = dir.join(format!("{port}.toml"));
     std::fs::write(

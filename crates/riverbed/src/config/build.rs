@@ -341,7 +341,10 @@ async fn build_pipeline(
         };
         builder = builder.dead_letters(dest);
     }
-    Ok((builder.build()?, feed_task))
+    let pipeline = builder.build()?;
+    let names = plan.sinks.iter().map(|s| s.name.as_str());
+    probes.sinks(names, pipeline.sink_health());
+    Ok((pipeline, feed_task))
 }
 
 /// In mode `redundant` with a Redis dedup store, `sink` writes only the messages this

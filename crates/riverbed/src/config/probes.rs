@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use riverbed_core::SinkHealth;
 use riverbed_core::breaker::{BreakerState, CircuitBreaker};
 
 /// One connection check: `Ok` while usable, else why not (credentials never in it).
@@ -23,6 +24,24 @@ impl Probes {
     pub fn source(&mut self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
         self.connections
             .push(("source".to_owned(), Box::new(check)));
+    }
+
+    /// Adds a check per sink: its destination can be reached (a sink that cannot makes its
+    /// partitions wait and the intake pause).
+    pub fn sinks<'a>(&mut self, names: impl IntoIterator<Item = &'a str>, health: SinkHealth) {
+        for name in names {
+            let (health, sink) = (health.clone(), name.to_owned());
+            self.connections.push((
+                format!("sink {name}"),
+                Box::new(move || match health.unreachable_for(&sink) {
+                    Some(d) => Err(format!(
+                        "destination unreachable for {} s (its partitions wait)",
+                        d.as_secs()
+                    )),
+                    None => Ok(()),
+                }),
+            ));
+        }
     }
 
     /// Adds a sink's breaker: an open breaker means its destination cannot be reached.

@@ -1,7 +1,7 @@
 //! Live counters of a source, for status pages, tests and benchmarks.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// What a source has done so far. Every counter is also exported through `metrics`.
 #[derive(Debug, Default)]
@@ -14,6 +14,10 @@ pub struct SourceStatus {
     retried: AtomicU64,
     retry_failures: AtomicU64,
     queue: Mutex<String>,
+    connected: AtomicBool,
+    /// Why the source is not consuming now (the last connect error or the lost session's
+    /// reason), URLs redacted.
+    problem: Mutex<Option<String>>,
 }
 
 impl SourceStatus {
@@ -63,8 +67,29 @@ impl SourceStatus {
         self.queue.lock().expect("status lock").clone()
     }
 
+    /// `Ok` while a consuming session is open; otherwise why not (the last connection error,
+    /// the reason the session was lost, or that none was opened yet). Credentials never show.
+    pub fn connection(&self) -> Result<(), String> {
+        if self.connected.load(Relaxed) {
+            return Ok(());
+        }
+        Err(self
+            .problem
+            .lock()
+            .expect("status lock")
+            .clone()
+            .unwrap_or_else(|| "not connected yet".to_owned()))
+    }
+
+    pub(crate) fn disconnected(&self, why: &str) {
+        self.connected.store(false, Relaxed);
+        *self.problem.lock().expect("status lock") = Some(riverbed_core::redact::urls_in(why));
+    }
+
     pub(crate) fn session_opened(&self, queue: &str) {
         *self.queue.lock().expect("status lock") = queue.to_owned();
+        *self.problem.lock().expect("status lock") = None;
+        self.connected.store(true, Relaxed);
         if self.sessions.fetch_add(1, Relaxed) > 0 {
             metrics::counter!("riverbed_amqp_reconnects_total", "role" => "source").increment(1);
         }

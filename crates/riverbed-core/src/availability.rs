@@ -96,9 +96,21 @@ impl Availability {
     }
 
     /// How long `sink` has been unreachable, if it is.
-    fn down_for(&self, sink: &Arc<str>) -> Option<Duration> {
+    fn down_for(&self, sink: &str) -> Option<Duration> {
         let sinks = self.sinks.lock().expect("availability lock");
         sinks.get(sink).filter(|e| e.0 > 0).map(|e| e.1.elapsed())
+    }
+}
+
+/// Which sinks of a running pipeline cannot reach their destination now: a read-only handle
+/// for health checks ([`crate::Pipeline::sink_health`]).
+#[derive(Debug, Clone)]
+pub struct SinkHealth(pub(crate) Arc<Availability>);
+
+impl SinkHealth {
+    /// How long sink `name` has been unable to reach its destination, if it cannot now.
+    pub fn unreachable_for(&self, name: &str) -> Option<Duration> {
+        self.0.down_for(name)
     }
 }
 

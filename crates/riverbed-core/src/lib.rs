@@ -20,6 +20,7 @@
 //!   keeps totals hands them to a destination that publishes them).
 //! - [`tls`]: the TLS options (CA file, client certificate) every connector shares.
 //! - [`stats`]: live counters, mirrored into `metrics`.
+//! - [`metrics_catalog`]: every metric's help, unit and histogram buckets.
 //! - [`template`]: per-message routing keys and subjects (`orders.{key}`).
 //! - [`storm`]: the dead-letter storm guard (stop consuming when most messages fail).
 //! - `testing` (feature `testing`): in-memory source and sinks that journal what happened.
@@ -43,6 +44,7 @@ pub mod key;
 mod lane;
 pub mod merge;
 pub mod message;
+pub mod metrics_catalog;
 pub mod outcome;
 mod partition;
 mod pipeline;
@@ -64,6 +66,7 @@ pub mod totals;
 mod tracker;
 mod write;
 
+pub use availability::SinkHealth;
 pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
 pub use claims::{Claim, ClaimId, ClaimStore, ClaimedSink};
 pub use contiguous::ContiguousTracker;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::availability::{Availability, SinkHealth};
 use crate::builder::PipelineBuilder;
 use crate::dead_letter::{DeadLetterRoute, DeadLetterSink, run_dead_letters};
 use crate::key::KeySpec;
@@ -81,6 +82,7 @@ pub struct Pipeline {
     source: Box<dyn Source>,
     plan: Plan,
     stats: Arc<Stats>,
+    availability: Arc<Availability>,
 }
 
 impl Pipeline {
@@ -94,6 +96,7 @@ impl Pipeline {
             source,
             plan,
             stats: Arc::new(Stats::default()),
+            availability: Arc::default(),
         }
     }
 
@@ -111,6 +114,11 @@ impl Pipeline {
         self.stats.clone()
     }
 
+    /// Which sinks cannot reach their destination while it runs, for health checks.
+    pub fn sink_health(&self) -> SinkHealth {
+        SinkHealth(self.availability.clone())
+    }
+
     /// Runs until the source is exhausted or `shutdown` completes, then stops intake, lets every
     /// partition flush and settle within the grace period, flushes acks and returns.
     pub async fn run(
@@ -121,6 +129,7 @@ impl Pipeline {
             mut source,
             plan,
             stats,
+            availability,
         } = self;
         let stop = Stop::new(plan.shutdown_grace);
         let watcher = {
@@ -144,7 +153,7 @@ impl Pipeline {
             dead_letters: dl_tx,
             stats: stats.clone(),
             policy: plan.retry,
-            availability: Default::default(),
+            availability,
             storm: storm.clone(),
         });
         let mut partitions = JoinSet::new();

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 
 use crate::outcome::DeadLetter;
 
@@ -49,6 +49,11 @@ impl StatsSnapshot {
     pub fn settled(&self) -> u64 {
         self.acked + self.dead_lettered + self.broker_retried
     }
+
+    /// Deliveries received and not settled yet.
+    pub fn in_flight(&self) -> u64 {
+        self.received.saturating_sub(self.settled())
+    }
 }
 
 impl Stats {
@@ -70,12 +75,14 @@ impl Stats {
     pub(crate) fn record_received(&self, n: usize) {
         self.received.fetch_add(n as u64, Relaxed);
         counter!("riverbed_messages_received_total").increment(n as u64);
+        gauge!("riverbed_messages_in_flight").increment(n as f64);
     }
 
     pub(crate) fn record_acked(&self, n: usize) {
         if n > 0 {
             self.acked.fetch_add(n as u64, Relaxed);
             counter!("riverbed_messages_acked_total").increment(n as u64);
+            gauge!("riverbed_messages_in_flight").decrement(n as f64);
         }
     }
 
@@ -101,6 +108,7 @@ impl Stats {
         if n > 0 {
             self.broker_retried.fetch_add(n as u64, Relaxed);
             counter!("riverbed_broker_retries_total").increment(n as u64);
+            gauge!("riverbed_messages_in_flight").decrement(n as f64);
         }
     }
 
@@ -114,6 +122,7 @@ impl Stats {
 
     pub(crate) fn record_dead_lettered(&self, letters: &[DeadLetter]) {
         self.dead_lettered.fetch_add(letters.len() as u64, Relaxed);
+        gauge!("riverbed_messages_in_flight").decrement(letters.len() as f64);
         for l in letters {
             counter!("riverbed_dead_letters_total", "reason" => l.reason.clone(), "stage" => l.stage.clone())
                 .increment(1);

@@ -144,6 +144,7 @@ impl NatsSource {
             "Pulling from JetStream"
         );
         self.messages = Some(messages);
+        self.status.set_pulling();
         Ok(())
     }
 
@@ -173,6 +174,8 @@ impl NatsSource {
     /// Drops the pull and schedules binding again after `delay`.
     fn renew(&mut self, why: &str, delay: Duration) {
         self.messages = None;
+        self.status
+            .set_stopped(&format!("renewing the pull: {why}"));
         self.status.add_renewal();
         self.retry_at = Some(Instant::now() + delay);
         tracing::warn!(
@@ -242,9 +245,11 @@ impl Source for NatsSource {
                 match self.establish().await {
                     Ok(()) => {}
                     Err(e @ Error::Config { .. }) => {
+                        self.status.set_stopped(&e.to_string());
                         return Err(SourceError::Config(e.to_string()));
                     }
                     Err(e) => {
+                        self.status.set_stopped(&format!("cannot pull: {e}"));
                         let delay = self.backoff.next_delay();
                         tracing::error!(
                             error = %e,

@@ -1,6 +1,7 @@
 //! Live counters of a source: acknowledgements sent, pull renewals, in-progress acks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What a [`crate::NatsSource`] has done so far; shared, cheap to read.
 #[derive(Debug, Default)]
@@ -10,6 +11,9 @@ pub struct SourceStatus {
     progress: AtomicU64,
     renewals: AtomicU64,
     skipped: AtomicU64,
+    pulling: AtomicBool,
+    /// Why the source is not pulling now, URLs redacted.
+    problem: Mutex<Option<String>>,
 }
 
 impl SourceStatus {
@@ -36,6 +40,30 @@ impl SourceStatus {
     /// Deliveries at or before the resume position, acknowledged without being handed over.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// `Ok` while the source pulls from JetStream; otherwise why not (the last error, the
+    /// reason the pull is being renewed, or that it has not started yet).
+    pub fn connection(&self) -> Result<(), String> {
+        if self.pulling.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(self
+            .problem
+            .lock()
+            .expect("status lock")
+            .clone()
+            .unwrap_or_else(|| "not pulling yet".to_owned()))
+    }
+
+    pub(crate) fn set_pulling(&self) {
+        *self.problem.lock().expect("status lock") = None;
+        self.pulling.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_stopped(&self, why: &str) {
+        self.pulling.store(false, Ordering::Relaxed);
+        *self.problem.lock().expect("status lock") = Some(riverbed_core::redact::urls_in(why));
     }
 
     pub(crate) fn add_acked(&self, n: u64) {

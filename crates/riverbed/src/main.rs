@@ -1,6 +1,7 @@
 //! `riverbed`: run declarative pipelines from brokers into databases, with end-to-end acks.
 //!
 //! # Layout
+//! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config).
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
 //! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
@@ -19,6 +20,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod admin;
 mod config;
 mod declare;
 mod demo;
@@ -173,17 +175,16 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         Some(config::ClusterPlan::Singleton(s)) => Some(s.clone()),
         _ => None,
     };
-    if let Some(addr) = plan.metrics {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
-        tracing::info!(%addr, "Prometheus metrics served");
-    }
+    let text = std::fs::read_to_string(&path)?;
+    let admin = admin::start(&plan, &path, &text).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let signalled = stop.clone();
+    let draining = admin.clone();
     tokio::spawn(async move {
         signals::shutdown().await;
+        if let Some(a) = &draining {
+            a.draining();
+        }
         signalled.cancel();
     });
     let lease = match &singleton {
@@ -194,9 +195,19 @@ async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         None => None,
     };
     plan.fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
-    let config::Built { pipeline, tasks } = config::build(plan).await?;
+    let config::Built {
+        pipeline,
+        tasks,
+        probes,
+    } = config::build(plan).await?;
     if let Some((lease, name)) = lease {
         leader::hold(lease, name);
+        if let Some(a) = &admin {
+            a.set_role(admin::Role::Leader);
+        }
+    }
+    if let Some(a) = &admin {
+        a.running(pipeline.stats(), probes);
     }
     let tasks_stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = tasks

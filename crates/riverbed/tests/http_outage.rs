@@ -52,6 +52,17 @@ fn sample(port: u16, metric: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The status code and body of `GET path` on the admin server.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
+}
+
 fn pipeline(
     dir: &std::path::Path,
     queue: &str,
@@ -81,7 +92,7 @@ timeout = "5s"
 breaker = {{ open_for = "5s" }}
 
 [admin]
-metrics = "127.0.0.1:{metrics}"
+listen = "127.0.0.1:{metrics}"
 "#
     );
     let path = dir.join("pipeline.toml");
@@ -145,6 +156,16 @@ async fn http_breaker_opens_on_a_minute_of_503_and_the_daemon_loses_nothing() {
         matches!(state, Some(s) if s > 0.0),
         "open or half-open: {state:?}"
     );
+    wait_for(
+        "/ready to say the breaker is open",
+        Duration::from_secs(15),
+        || {
+            get(metrics, "/ready").is_some_and(|(code, body)| {
+                code == 503 && body.contains("sink api: circuit breaker open")
+            })
+        },
+    )
+    .await;
     tokio::time::sleep(OUTAGE).await;
     assert!(
         broker.ready(&queue).await > 0,
@@ -180,6 +201,10 @@ async fn http_breaker_opens_on_a_minute_of_503_and_the_daemon_loses_nothing() {
         Some(0.0),
         "closed again"
     );
+    let (code, body) = get(metrics, "/ready").unwrap();
+    assert_eq!(code, 200, "ready once the breaker closed: {body}");
+    let (_, status) = get(metrics, "/api/status").unwrap();
+    assert!(status.contains(r#""breaker":"closed""#), "{status}");
     let transitions = sample(metrics, "riverbed_breaker_transitions_total").unwrap_or(0.0);
     assert!(transitions >= 1.0, "transitions counted: {transitions}");
     assert_eq!(

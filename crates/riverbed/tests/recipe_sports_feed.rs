@@ -242,7 +242,7 @@ async fn sports_feed_tracking_marks_silent_and_unsubscribed_producers_down_until
         .local_addr()
         .unwrap()
         .port();
-    let metrics = format!("[admin]\nmetrics = \"127.0.0.1:{port}\"\n");
+    let metrics = format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n");
     let config = w.config("singleton.toml", &sim, &metrics);
     let mut d = Daemon::spawn("tracker", &config, "info");
     wait_nth(&d, 1, "Producer up", MINUTE, producer("1")).await;

@@ -167,6 +167,7 @@ impl AmqpSource {
                     return Ok(());
                 }
                 Err(e) if e.is_fatal() && !self.ever_connected => {
+                    self.status.disconnected(&e.to_string());
                     tracing::error!(
                         queue = %self.settings.queue.name,
                         error = %e,
@@ -175,6 +176,8 @@ impl AmqpSource {
                     return Err(SourceError::Config(e.to_string()));
                 }
                 Err(e) => {
+                    self.status
+                        .disconnected(&format!("cannot connect or consume: {e}"));
                     let delay = self.reconnect.failed();
                     self.retry_at = Some(Instant::now() + delay);
                     metrics::counter!("riverbed_amqp_connect_failures_total", "role" => "source")
@@ -195,6 +198,8 @@ impl AmqpSource {
         let Some(reason) = self.session.as_ref().and_then(|s| s.lost.clone()) else {
             return;
         };
+        self.status
+            .disconnected(&format!("consumer lost: {reason}"));
         self.acker.retire().await;
         if let Some(s) = self.session.take() {
             let delay = self.reconnect.lost(Instant::now());

@@ -64,16 +64,23 @@ pub struct Built {
     pub pipeline: Pipeline,
     /// Its companion tasks (already reconciled: they run from the first boundary on).
     pub tasks: Vec<Task>,
+    /// Its connections' and breakers' live state, for `/ready` and `/api/status`.
+    pub probes: super::probes::Probes,
 }
 
 /// Builds the pipeline described by `plan`, and runs startup reconciliation before it runs.
 /// The sinks come first: one with `create_table` creates the table a reconciliation queries.
 pub async fn build(mut plan: Plan) -> Result<Built> {
     let tasks = std::mem::take(&mut plan.tasks);
-    let (pipeline, feed) = build_pipeline(plan).await?;
+    let mut probes = super::probes::Probes::default();
+    let (pipeline, feed) = build_pipeline(plan, &mut probes).await?;
     let mut tasks = build_tasks(&tasks).await?;
     tasks.extend(feed);
-    Ok(Built { tasks, pipeline })
+    Ok(Built {
+        tasks,
+        pipeline,
+        probes,
+    })
 }
 
 async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
@@ -118,7 +125,10 @@ async fn feed_source(
     Ok((FeedSource::new(source, shared, messages), task))
 }
 
-async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
+async fn build_pipeline(
+    plan: Plan,
+    probes: &mut super::probes::Probes,
+) -> Result<(Pipeline, Option<Task>)> {
     let mut handles = Handles::default();
     let mut feed_task = None;
     let mut settled: Option<SettledPosition> = None;
@@ -140,6 +150,8 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         SourceKind::Amqp(a) if !plan.resume_from.is_empty() => {
             let mut source = riverbed_amqp::AmqpSource::new((**a).clone())?
                 .max_deliveries(plan.max_deliveries.get());
+            let status = source.status();
+            probes.source(move || status.connection());
             if let Some(position) = stored_position(&mut handles, &plan).await? {
                 tracing::info!(position, "Stream resumes after the stored offset");
                 source = source.resume_after(position);
@@ -148,16 +160,23 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
             settled = Some(position);
             builder.source(source)
         }
-        SourceKind::Amqp(a) => match &plan.feed {
-            Some(f) => {
-                let (source, task) = feed_source(f, amqp_source(a, &plan)?).await?;
-                feed_task = Some(task);
-                builder.source(source)
+        SourceKind::Amqp(a) => {
+            let source = amqp_source(a, &plan)?;
+            let status = source.status();
+            probes.source(move || status.connection());
+            match &plan.feed {
+                Some(f) => {
+                    let (source, task) = feed_source(f, source).await?;
+                    feed_task = Some(task);
+                    builder.source(source)
+                }
+                None => builder.source(source),
             }
-            None => builder.source(amqp_source(a, &plan)?),
-        },
+        }
         SourceKind::Nats(n) => {
             let mut source = nats_source(n, &plan)?;
+            let status = source.status();
+            probes.source(move || status.connection());
             if plan.resume_from.is_empty() {
                 builder.source(source)
             } else {
@@ -229,7 +248,9 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
                 Arc::new(sink)
             }
             SinkPlanKind::Http(h) => {
-                Arc::new(riverbed_http::HttpSink::new(&s.name, (**h).clone())?)
+                let sink = riverbed_http::HttpSink::new(&s.name, (**h).clone())?;
+                probes.breaker(&s.name, sink.breaker().clone());
+                Arc::new(sink)
             }
             SinkPlanKind::RedisLatest(r) => Arc::new(
                 riverbed_redis::LatestSink::from_config(&s.name, r)
@@ -320,7 +341,10 @@ async fn build_pipeline(plan: Plan) -> Result<(Pipeline, Option<Task>)> {
         };
         builder = builder.dead_letters(dest);
     }
-    Ok((builder.build()?, feed_task))
+    let pipeline = builder.build()?;
+    let names = plan.sinks.iter().map(|s| s.name.as_str());
+    probes.sinks(names, pipeline.sink_health());
+    Ok((pipeline, feed_task))
 }
 
 /// In mode `redundant` with a Redis dedup store, `sink` writes only the messages this

@@ -44,8 +44,8 @@ pub struct Plan {
     /// offsets, the one `resume_from` names first; empty without `resume_from`): the lowest
     /// of their positions.
     pub resume_from: Vec<usize>,
-    /// Where Prometheus metrics are served, if anywhere.
-    pub metrics: Option<std::net::SocketAddr>,
+    /// The admin HTTP server, if configured.
+    pub admin: Option<super::admin::AdminPlan>,
     /// How instances share the work, if they do.
     pub cluster: Option<super::cluster::ClusterPlan>,
     /// Feed producer tracking, if configured.
@@ -301,7 +301,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         cluster,
         feed,
         fencing_token: None,
-        metrics: raw.admin.metrics,
+        admin: super::admin::check_admin(&c, raw.admin.as_ref())?,
         resume_from,
         partitions,
         max_in_flight,

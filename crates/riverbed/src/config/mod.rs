@@ -1,5 +1,6 @@
 //! Pipeline files: loading with line-precise errors, checking, and building the pipeline.
 
+mod admin;
 mod build;
 mod check;
 mod cluster;
@@ -7,7 +8,9 @@ mod counters;
 mod feed;
 mod load;
 mod outbox;
+pub mod probes;
 pub mod raw;
+mod redacted;
 mod resume;
 mod secrets;
 mod steps;
@@ -16,11 +19,13 @@ pub mod tasks;
 
 use std::path::Path;
 
+pub use admin::AdminPlan;
 pub use build::{Built, build};
 pub use check::{Plan, SinkPlanKind};
 pub use cluster::{ClusterPlan, LeasePlan, SingletonPlan, amqp_source};
 pub use feed::{FeedPlan, Messages};
 pub use load::ConfigError;
+pub use redacted::redacted;
 
 /// Reads, parses and checks the pipeline file at `path`.
 pub fn load(path: &Path) -> anyhow::Result<Plan> {

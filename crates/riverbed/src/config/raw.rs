@@ -30,23 +30,12 @@ pub struct RawConfig {
     /// Tasks that run beside the pipeline and stop with it (window counters, reconciliation).
     #[serde(default)]
     pub tasks: Vec<TaskEntry>,
-    /// The admin endpoint.
-    #[serde(default)]
-    pub admin: AdminSection,
+    /// The admin HTTP server (absent: none).
+    pub admin: Option<Spanned<super::admin::AdminSection>>,
     /// How several instances share the work (absent: each instance consumes on its own).
     pub cluster: Option<Spanned<super::cluster::ClusterSection>>,
     /// Producer tracking for a sports-style feed (alives, recovery, `snapshot_complete`).
     pub feed: Option<Spanned<super::feed::FeedSection>>,
-}
-
-/// `[admin]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSection {
-    /// Serve Prometheus metrics (every counter, histogram and gauge: messages, retries, dead
-    /// letters, reconnects, flush lateness...) on this address, e.g. "127.0.0.1:9464".
-    /// Keep it on loopback unless a proxy guards it.
-    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One `[[tasks]]` entry.

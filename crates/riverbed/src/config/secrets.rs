@@ -20,11 +20,18 @@ pub struct Secrets(Vec<String>);
 impl Secrets {
     /// `e` with every remembered value (three characters or more) replaced by `***`.
     pub fn scrub(&self, mut e: ConfigError) -> ConfigError {
-        for secret in self.0.iter().filter(|s| s.chars().count() >= 3) {
-            e.message = e.message.replace(secret.as_str(), "***");
-            e.snippet = e.snippet.map(|s| s.replace(secret.as_str(), "***"));
-        }
+        e.message = self.hide(&e.message);
+        e.snippet = e.snippet.map(|s| self.hide(&s));
         e
+    }
+
+    /// `text` with every remembered value (three characters or more) replaced by `***`.
+    pub fn hide(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.0.iter().filter(|s| s.chars().count() >= 3) {
+            out = out.replace(secret.as_str(), "***");
+        }
+        out
     }
 
     fn remember(&mut self, value: &str) {

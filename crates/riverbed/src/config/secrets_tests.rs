@@ -72,7 +72,7 @@ fn urls_come_from_files_and_never_show_in_errors() {
     let (password, _) = loaded(&text, &[]);
     assert_eq!(password, "fr0m-f1le");
     let e = load_with_env(
-        &format!("{text}\n[admin]\nmetrics = \"${{SECRET}}\"\n"),
+        &format!("{text}\n[admin]\nlisten = \"${{SECRET}}\"\n"),
         &env(&[("SECRET", "hunter2-from-env")]),
     )
     .unwrap_err()

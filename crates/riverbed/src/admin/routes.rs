@@ -1,0 +1,101 @@
+//! The admin router: the bearer-token check (every route but `/health`) and the handlers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::AdminState;
+
+type Shared = Arc<AdminState>;
+
+/// Every route; `/health` answers without the token.
+pub fn router(state: Shared) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .route("/api/status", get(status))
+        .route("/api/config", get(config))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Refuses a request without `Authorization: Bearer <token>` when a token is configured. The
+/// comparison takes the same time wherever the first difference is; nothing logs the header.
+async fn authorize(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.token() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g.as_bytes(), expected.as_bytes()) => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "a valid bearer token is required"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Constant-time equality (for equal lengths; a length mismatch says only that).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "alive"}))
+}
+
+async fn ready(State(state): State<Shared>) -> Response {
+    let (ready, body) = state.readiness();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics(),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(state.status())
+}
+
+async fn config(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(state.config().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(super::same(b"s3cret", b"s3cret"));
+        assert!(!super::same(b"s3cret", b"s3creT"));
+        assert!(!super::same(b"s3cret", b"s3cre"));
+        assert!(!super::same(b"", b"x"));
+    }
+}

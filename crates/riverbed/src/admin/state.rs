@@ -1,0 +1,266 @@
+//! What the admin routes report: the plan's outline (fixed at start), the live pipeline (set
+//! once it is built), the instance's role in singleton mode, and whether it is draining.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use riverbed_core::Stats;
+use serde_json::{Value, json};
+
+use crate::config::probes::Probes;
+use crate::config::raw::SourceKind;
+use crate::config::{ClusterPlan, Plan, SinkPlanKind};
+
+/// This instance's part in singleton mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No singleton lease: the instance consumes on its own.
+    Single,
+    /// Waiting for the lease.
+    Standby,
+    /// Holding the lease and consuming.
+    Leader,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Single => "single",
+            Role::Standby => "standby",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// The running pipeline's counters and probes.
+struct Live {
+    stats: Arc<Stats>,
+    probes: Probes,
+}
+
+/// Shared by every route; cheap to clone.
+#[derive(Clone)]
+pub struct AdminState(Arc<Shared>);
+
+struct Shared {
+    outline: Value,
+    lease: Option<String>,
+    config: Value,
+    token: Option<String>,
+    prometheus: PrometheusHandle,
+    role: Mutex<Role>,
+    live: OnceLock<Live>,
+    draining: AtomicBool,
+}
+
+impl AdminState {
+    /// The state for `plan`, loaded from `path`, whose redacted form is `config`.
+    pub fn new(
+        plan: &Plan,
+        path: &std::path::Path,
+        config: Value,
+        token: Option<String>,
+        prometheus: PrometheusHandle,
+    ) -> Self {
+        let lease = match &plan.cluster {
+            Some(ClusterPlan::Singleton(s)) => Some(s.name.clone()),
+            _ => None,
+        };
+        AdminState(Arc::new(Shared {
+            outline: outline(plan, path),
+            role: Mutex::new(if lease.is_some() {
+                Role::Standby
+            } else {
+                Role::Single
+            }),
+            lease,
+            config,
+            token,
+            prometheus,
+            live: OnceLock::new(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Records this instance's role.
+    pub fn set_role(&self, role: Role) {
+        *self.0.role.lock().expect("role lock") = role;
+    }
+
+    /// The pipeline is built and about to run.
+    pub fn running(&self, stats: Arc<Stats>, probes: Probes) {
+        let _ = self.0.live.set(Live { stats, probes });
+    }
+
+    /// Intake stopped: the pipeline drains, then the process ends.
+    pub fn draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn token(&self) -> Option<&str> {
+        self.0.token.as_deref()
+    }
+
+    pub(super) fn metrics(&self) -> String {
+        self.0.prometheus.render()
+    }
+
+    pub(super) fn config(&self) -> &Value {
+        &self.0.config
+    }
+
+    fn role(&self) -> Role {
+        *self.0.role.lock().expect("role lock")
+    }
+
+    fn leader(&self) -> Value {
+        match &self.0.lease {
+            Some(lease) => json!({"lease": lease, "state": self.role().as_str()}),
+            None => Value::Null,
+        }
+    }
+
+    /// Whether the instance is ready, and the JSON that says why (or why not).
+    pub(super) fn readiness(&self) -> (bool, Value) {
+        let role = self.role().as_str();
+        if self.0.draining.load(Ordering::Relaxed) {
+            return (
+                false,
+                json!({"status": "not_ready", "role": role, "reason": "draining"}),
+            );
+        }
+        let Some(live) = self.0.live.get() else {
+            if self.role() == Role::Standby {
+                return (true, json!({"status": "ready", "role": role}));
+            }
+            return (
+                false,
+                json!({"status": "not_ready", "role": role, "reason": "starting"}),
+            );
+        };
+        let problems: Vec<Value> = live
+            .probes
+            .connections
+            .iter()
+            .filter_map(|(what, check)| {
+                check()
+                    .err()
+                    .map(|why| json!({"what": what, "problem": why}))
+            })
+            .collect();
+        if problems.is_empty() {
+            (true, json!({"status": "ready", "role": role}))
+        } else {
+            let reason = problems
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}: {}",
+                        p["what"].as_str().unwrap_or(""),
+                        p["problem"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                false,
+                json!({"status": "not_ready", "role": role, "reason": reason, "problems": problems}),
+            )
+        }
+    }
+
+    /// `/api/status`.
+    pub(super) fn status(&self) -> Value {
+        let mut out = self.0.outline.clone();
+        let (ready, readiness) = self.readiness();
+        out["ready"] = json!(ready);
+        out["readiness"] = readiness;
+        out["leader"] = self.leader();
+        let Some(live) = self.0.live.get() else {
+            out["state"] = json!(if self.role() == Role::Standby {
+                "standby"
+            } else {
+                "starting"
+            });
+            out["counters"] = Value::Null;
+            return out;
+        };
+        out["state"] = json!(if self.0.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else {
+            "running"
+        });
+        let s = live.stats.snapshot();
+        out["counters"] = json!({
+            "received": s.received,
+            "acked": s.acked,
+            "filtered": s.filtered,
+            "dead_lettered": s.dead_lettered,
+            "retried": s.retried,
+            "unavailable_waits": s.unavailable_waits,
+            "broker_retried": s.broker_retried,
+            "dead_letter_write_failures": s.dead_letter_write_failures,
+            "batches": s.batches,
+            "in_flight": s.in_flight(),
+        });
+        if let Some(sinks) = out["sinks"].as_array_mut() {
+            for sink in sinks {
+                let name = sink["name"].as_str().unwrap_or_default().to_owned();
+                let breaker = live.probes.breakers.iter().find(|(n, _)| *n == name);
+                sink["breaker"] = breaker.map_or(Value::Null, |(_, b)| json!(b.state().as_str()));
+            }
+        }
+        out
+    }
+}
+
+/// What the plan says, once: pipeline name, source, partitions, sinks.
+fn outline(plan: &Plan, path: &std::path::Path) -> Value {
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let sinks: Vec<Value> = plan
+        .sinks
+        .iter()
+        .map(|s| json!({"name": s.name, "kind": sink_kind(&s.kind), "input": s.input, "breaker": null}))
+        .collect();
+    let cluster = match &plan.cluster {
+        None => Value::Null,
+        Some(ClusterPlan::Singleton(_)) => json!("singleton"),
+        Some(ClusterPlan::Redundant(_)) => json!("redundant"),
+        Some(ClusterPlan::Partitioned(_)) => json!("partitioned"),
+    };
+    json!({
+        "pipeline": name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "source": source_kind(&plan.source),
+        "partitions": plan.partitions.get(),
+        "max_in_flight": plan.max_in_flight.get(),
+        "cluster": cluster,
+        "sinks": sinks,
+    })
+}
+
+fn source_kind(s: &SourceKind) -> &'static str {
+    match s {
+        SourceKind::Embedded(_) => "embedded",
+        SourceKind::Generate(_) => "generate",
+        SourceKind::Amqp(_) => "amqp",
+        SourceKind::Nats(_) => "nats",
+        SourceKind::PostgresOutbox(_) => "postgres_outbox",
+    }
+}
+
+fn sink_kind(k: &SinkPlanKind) -> &'static str {
+    match k {
+        SinkPlanKind::Sqlite { .. } => "sqlite",
+        SinkPlanKind::Stdout { .. } => "stdout",
+        SinkPlanKind::File { .. } => "file",
+        SinkPlanKind::Noop => "noop",
+        SinkPlanKind::Postgres(_) => "postgres",
+        SinkPlanKind::RedisHashIncr(_) => "redis_hash_incr",
+        SinkPlanKind::RedisLatest(_) => "redis_latest",
+        SinkPlanKind::Amqp(_) => "amqp",
+        SinkPlanKind::Nats(_) => "nats",
+        SinkPlanKind::Http(_) => "http",
+    }
+}

@@ -128,3 +128,66 @@ pub fn hold(mut lease: Lease, name: String) {
         std::process::exit(3);
     });
 }
+
+/// Mode `partitioned` on a source without exclusive consumers (NATS): a lease per partition,
+/// named `<name>.<partition>`. Partitions are tried in an order of this instance's own, one
+/// new partition per `check_every` at most, so instances that start together share them; a
+/// partition whose lease is won is handed to `won` after the takeover delay, and held: when
+/// its lease is lost the process leaves at once, like a singleton leader (exit code 3), so no
+/// two instances ever consume one partition together. Runs until `stop`.
+pub async fn partition_leases(
+    plan: SingletonPlan,
+    partitions: u16,
+    won: impl Fn(u16) + Send + 'static,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut order: Vec<u16> = (0..partitions).collect();
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
+    let mut wanted: Vec<(u16, Option<Lease>)> = order.into_iter().map(|p| (p, None)).collect();
+    loop {
+        for (p, slot) in wanted.iter_mut() {
+            let name = format!("{}.{p}", plan.name);
+            let lease = match slot {
+                Some(lease) => lease,
+                None => {
+                    let one = SingletonPlan {
+                        name: name.clone(),
+                        ..plan.clone()
+                    };
+                    match Lease::open(&one).await {
+                        Ok(lease) => slot.insert(lease),
+                        Err(e) => {
+                            tracing::warn!(lease = %name, error = %format!("{e:#}"), "Cannot reach the lease; trying again");
+                            continue;
+                        }
+                    }
+                }
+            };
+            match lease.try_acquire().await {
+                Ok(true) => {
+                    let lease = slot.take().expect("just used");
+                    tracing::info!(lease = %name, partition = *p, "Partition lease acquired; consuming after the takeover delay");
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease.takeover_delay()) => {}
+                        _ = &mut stop => return,
+                    }
+                    metrics::gauge!("riverbed_leader", "lease" => name.clone()).set(1.0);
+                    hold(lease, name);
+                    won(*p);
+                    *p = u16::MAX;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(lease = %name, error = %format!("{e:#}"), "Cannot reach the lease; trying again");
+                }
+            }
+        }
+        wanted.retain(|(p, _)| *p != u16::MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(plan.check_every) => {}
+            _ = &mut stop => return,
+        }
+    }
+}

@@ -13,6 +13,10 @@ mod config;
 #[allow(dead_code, unused_imports)]
 mod feed;
 
+#[cfg(not(test))]
+#[allow(dead_code, unused_imports)]
+mod leader;
+
 /// The fuzzers' entry points.
 #[cfg(not(test))]
 #[doc(hidden)]

@@ -227,7 +227,9 @@ fn outline(plan: &Plan, path: &std::path::Path) -> Value {
         None => Value::Null,
         Some(ClusterPlan::Singleton(_)) => json!("singleton"),
         Some(ClusterPlan::Redundant(_)) => json!("redundant"),
-        Some(ClusterPlan::Partitioned(_)) => json!("partitioned"),
+        Some(ClusterPlan::Partitioned(_) | ClusterPlan::NatsPartitioned { .. }) => {
+            json!("partitioned")
+        }
     };
     json!({
         "pipeline": name,

@@ -174,19 +174,32 @@ async fn build_pipeline(
             }
         }
         SourceKind::Nats(n) => {
-            let mut source = nats_source(n, &plan)?;
-            let status = source.status();
-            probes.source(move || status.connection());
-            if plan.resume_from.is_empty() {
+            if let Some(ClusterPlan::NatsPartitioned { partitions, lease }) = &plan.cluster {
+                anyhow::ensure!(
+                    plan.resume_from.is_empty(),
+                    "`pipeline.resume_from` cannot be used with mode = \"partitioned\" on a NATS \
+                     source (each partition's durable keeps its own position)"
+                );
+                let (source, task, status) =
+                    super::nats_partitions::source(n, &plan, *partitions, lease)?;
+                probes.source(move || status.connection());
+                feed_task = Some(task);
                 builder.source(source)
             } else {
-                if let Some(position) = stored_position(&mut handles, &plan).await? {
-                    tracing::info!(position, "Stream resumes after the stored sequence");
-                    source = source.resume_after(position);
+                let mut source = nats_source(n, &plan)?;
+                let status = source.status();
+                probes.source(move || status.connection());
+                if plan.resume_from.is_empty() {
+                    builder.source(source)
+                } else {
+                    if let Some(position) = stored_position(&mut handles, &plan).await? {
+                        tracing::info!(position, "Stream resumes after the stored sequence");
+                        source = source.resume_after(position);
+                    }
+                    let (source, position) = TrackSettled::new(source);
+                    settled = Some(position);
+                    builder.source(source)
                 }
-                let (source, position) = TrackSettled::new(source);
-                settled = Some(position);
-                builder.source(source)
             }
         }
         SourceKind::PostgresOutbox(o) => builder.source(

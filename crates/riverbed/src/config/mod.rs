@@ -7,6 +7,7 @@ mod cluster;
 mod counters;
 mod feed;
 mod load;
+mod nats_partitions;
 mod outbox;
 pub mod probes;
 pub mod raw;

@@ -93,6 +93,14 @@ pub enum LeaseKind {
 pub enum ClusterPlan {
     /// Consume this many partition queues.
     Partitioned(NonZeroU16),
+    /// Consume the partitions of a NATS stream whose lease this instance wins: one durable
+    /// consumer per partition (`{partition}` in `durable` and `filter_subject`).
+    NatsPartitioned {
+        /// How many partitions.
+        partitions: NonZeroU16,
+        /// The leases, `<name>.<partition>`.
+        lease: SingletonPlan,
+    },
     /// Consume only while holding this lease.
     Singleton(SingletonPlan),
     /// Consume an own copy; write only what this instance claims.
@@ -139,10 +147,14 @@ pub(super) fn check_cluster(
         return redundant::check(c, span, cluster, source, sinks)
             .map(|r| Some(ClusterPlan::Redundant(r)));
     }
+    if let SourceKind::Nats(n) = source {
+        return nats_partitioned(c, span, cluster, n, retry);
+    }
     if cluster.name.is_some() || cluster.postgres.is_some() || cluster.redis.is_some() {
         return c.err(
             span,
-            "`cluster.name`, `cluster.postgres` and `cluster.redis` are for mode = \"singleton\"",
+            "`cluster.name`, `cluster.postgres` and `cluster.redis` are for mode = \"singleton\" \
+             (and mode = \"partitioned\" on a NATS source)",
         );
     }
     if cluster.dedup.is_some() {
@@ -173,6 +185,73 @@ pub(super) fn check_cluster(
     Ok(Some(ClusterPlan::Partitioned(partitions)))
 }
 
+/// The `{partition}` placeholder of a NATS source's `durable` and `filter_subject`.
+pub const PARTITION_PLACEHOLDER: &str = "{partition}";
+
+/// Mode `partitioned` on a NATS source: JetStream has no single active consumer, so each
+/// partition is a durable consumer of its own behind a lease (the singleton lease's kinds).
+fn nats_partitioned(
+    c: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    cluster: &ClusterSection,
+    source: &riverbed_nats::NatsSourceConfig,
+    retry: RetryMode,
+) -> Result<Option<ClusterPlan>, ConfigError> {
+    let Some(n) = &cluster.partitions else {
+        return c.err(
+            span,
+            "`cluster.partitions` is required with mode = \"partitioned\"",
+        );
+    };
+    let partitions = match NonZeroU16::new(*n.get_ref()) {
+        Some(p) if p.get() as usize <= riverbed_core::merge::MAX_JOINED => p,
+        _ => {
+            return c.err(
+                n.span(),
+                format!(
+                    "`cluster.partitions` must be between 1 and {} on a NATS source",
+                    riverbed_core::merge::MAX_JOINED
+                ),
+            );
+        }
+    };
+    if retry == RetryMode::Broker {
+        return c.err(
+            span,
+            "mode = \"partitioned\" keeps per-key order, which `retry.mode = \"broker\"` gives \
+             up (a delayed nak lets later messages overtake): use `in_process`",
+        );
+    }
+    let filter = source.filter_subject.as_deref().unwrap_or_default();
+    if !source.durable.contains(PARTITION_PLACEHOLDER) || !filter.contains(PARTITION_PLACEHOLDER) {
+        return c.err(
+            span,
+            "mode = \"partitioned\" on a NATS source needs `{partition}` in the source's \
+             `durable` and `filter_subject` (e.g. \"orders-{partition}\" and \
+             \"orders.*.{partition}\"): one durable consumer per partition",
+        );
+    }
+    let lease = singleton::lease(c, span.clone(), cluster, "partitioned")?;
+    let first = nats_partition(source, 0);
+    if let Err(e) = riverbed_nats::NatsSource::new(first) {
+        return c.err(span, format!("`source`: {e}"));
+    }
+    Ok(Some(ClusterPlan::NatsPartitioned { partitions, lease }))
+}
+
+/// The source configuration of NATS partition `p`: `{partition}` replaced by `p`.
+pub fn nats_partition(
+    config: &riverbed_nats::NatsSourceConfig,
+    p: u16,
+) -> riverbed_nats::NatsSourceConfig {
+    let mut one = config.clone();
+    one.durable = one.durable.replace(PARTITION_PLACEHOLDER, &p.to_string());
+    one.filter_subject = one
+        .filter_subject
+        .map(|f| f.replace(PARTITION_PLACEHOLDER, &p.to_string()));
+    one
+}
+
 /// The AMQP source of `plan` (whose source is `config`): consuming its partition queues in
 /// mode `partitioned`, with the plan's delivery limit.
 pub fn amqp_source(
@@ -183,9 +262,12 @@ pub fn amqp_source(
         Some(ClusterPlan::Partitioned(n)) => {
             riverbed_amqp::AmqpSource::partitioned(config.clone(), *n)?
         }
-        Some(ClusterPlan::Singleton(_) | ClusterPlan::Redundant(_)) | None => {
-            riverbed_amqp::AmqpSource::new(config.clone())?
-        }
+        Some(
+            ClusterPlan::Singleton(_)
+            | ClusterPlan::Redundant(_)
+            | ClusterPlan::NatsPartitioned { .. },
+        )
+        | None => riverbed_amqp::AmqpSource::new(config.clone())?,
     };
     Ok(source.max_deliveries(plan.max_deliveries.get()))
 }

@@ -13,10 +13,20 @@ pub(super) fn check(
     if cluster.partitions.is_some() {
         return c.err(span, "`cluster.partitions` is for mode = \"partitioned\"");
     }
+    lease(c, span, cluster, "singleton")
+}
+
+/// Checks the lease of mode `mode` (singleton, or partitioned on NATS): its name and store.
+pub(super) fn lease(
+    c: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    cluster: &ClusterSection,
+    mode: &str,
+) -> Result<SingletonPlan, ConfigError> {
     let Some(name) = &cluster.name else {
         return c.err(
             span,
-            "mode = \"singleton\" needs `cluster.name`, the lease its instances share",
+            format!("mode = \"{mode}\" needs `cluster.name`, the lease its instances share"),
         );
     };
     if name.get_ref().trim().is_empty() {

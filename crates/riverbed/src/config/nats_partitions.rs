@@ -1,0 +1,82 @@
+//! Mode `partitioned` on a NATS source: one durable consumer per partition, each consumed only
+//! by the instance holding its lease, merged into the pipeline's one source.
+
+use std::num::NonZeroU16;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use riverbed_core::Capabilities;
+use riverbed_core::merge::MergedSource;
+
+use super::build::Task;
+use super::check::Plan;
+use super::cluster::{SingletonPlan, nats_partition};
+
+/// The merged source (empty until leases are won), the task that wins the leases and joins
+/// each partition's consumer to it, and whether every joined consumer is pulling.
+pub fn source(
+    config: &riverbed_nats::NatsSourceConfig,
+    plan: &Plan,
+    partitions: NonZeroU16,
+    lease: &SingletonPlan,
+) -> Result<(MergedSource, Task, PartitionStatus)> {
+    let window = u32::try_from(plan.max_in_flight.get()).unwrap_or(u32::MAX);
+    let configs: Vec<_> = (0..partitions.get())
+        .map(|p| nats_partition(config, p))
+        .collect();
+    // Every partition dead-letters to the same subject: the first one's destination serves.
+    let dead_letters =
+        riverbed_nats::NatsSource::new(configs[0].clone())?.dead_letter_destination();
+    let capabilities = Capabilities {
+        delayed_retry: true,
+        window: Some(window as usize),
+    };
+    let describe = format!(
+        "nats stream `{}`, {} partitions `{}` (those whose lease `{}.<p>` this instance holds)",
+        config.stream, partitions, config.durable, lease.name
+    );
+    let (merged, joiner) = MergedSource::new(describe, capabilities, Some(dead_letters));
+    let status = PartitionStatus::default();
+    let joined = status.clone();
+    let lease = lease.clone();
+    let task: Task = Box::new(move |stop| {
+        tokio::spawn(crate::leader::partition_leases(
+            lease,
+            partitions.get(),
+            move |p| {
+                let source = match riverbed_nats::NatsSource::new(configs[p as usize].clone()) {
+                    Ok(s) => s.with_default_max_ack_pending(window),
+                    Err(e) => {
+                        // Checked at load time: cannot happen.
+                        tracing::error!(partition = p, error = %e, "Partition source refused");
+                        return;
+                    }
+                };
+                joined.add(p, source.status());
+                joiner.join(Box::new(source));
+            },
+            stop,
+        ))
+    });
+    Ok((merged, task, status))
+}
+
+/// The joined partitions and their consumers' state, for `/ready`.
+#[derive(Clone, Default)]
+pub struct PartitionStatus(Arc<Mutex<Vec<(u16, Arc<riverbed_nats::SourceStatus>)>>>);
+
+impl PartitionStatus {
+    fn add(&self, p: u16, status: Arc<riverbed_nats::SourceStatus>) {
+        self.0.lock().expect("status lock").push((p, status));
+    }
+
+    /// Ready when every joined partition is pulling. An instance holding no partition stands
+    /// by for one, which is ready as a standby is.
+    pub fn connection(&self) -> Result<(), String> {
+        let joined = self.0.lock().expect("status lock");
+        for (p, s) in joined.iter() {
+            s.connection().map_err(|e| format!("partition {p}: {e}"))?;
+        }
+        Ok(())
+    }
+}

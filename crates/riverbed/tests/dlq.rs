@@ -1,0 +1,463 @@
+//! `riverbed dlq` end to end with the real binary: letters dead-lettered by a real pipeline run
+//! on RabbitMQ are listed and shown without being consumed, redriven by filter and by id
+//! (only those reach the source queue, the others stay), purged; a redrive SIGKILLed mid-way
+//! loses no letter; the embedded dead-letter table takes the same commands.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use riverbed_core::testing::{lock_service, require_service};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn riverbed(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .args(args)
+        .env("RIVERBED_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Runs `riverbed dlq ARGS`, asserting success and that no credential was printed.
+fn dlq(args: &[&str]) -> String {
+    let out = riverbed(&[&["dlq"], args].concat());
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "dlq {args:?}: {stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("guest:guest"));
+    stdout
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+struct Broker {
+    _connection: Connection,
+    ch: Channel,
+}
+
+impl Broker {
+    async fn connect() -> Broker {
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = connection.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Broker {
+            _connection: connection,
+            ch,
+        }
+    }
+
+    /// Ready messages in `queue`.
+    async fn depth(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.ch
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    async fn wait_depth(&self, queue: &str, want: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.depth(queue).await != want {
+            assert!(Instant::now() < deadline, "`{queue}` never held {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes `(message id, body, headers)` to `queue`, all confirmed.
+    async fn publish(&self, queue: &str, messages: Vec<(String, Vec<u8>, FieldTable)>) {
+        let mut confirms = Vec::new();
+        for (id, body, headers) in messages {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.as_str().into())
+                .with_headers(headers);
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            confirms.push(
+                self.ch
+                    .basic_publish("".into(), queue.into(), options, &body, props)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+    }
+
+    /// Takes every message of `queue`: message id -> (count, headers of the last one).
+    async fn drain(&self, queue: &str) -> BTreeMap<String, (u32, FieldTable)> {
+        let mut seen: BTreeMap<String, (u32, FieldTable)> = BTreeMap::new();
+        while let Some(m) = self
+            .ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let p = &m.delivery.properties;
+            let id = p.message_id().as_ref().map(|i| i.to_string()).unwrap();
+            let e = seen.entry(id).or_insert((0, FieldTable::default()));
+            e.0 += 1;
+            e.1 = p.headers().clone().unwrap_or_default();
+        }
+        seen
+    }
+
+    async fn delete(&self, queues: &[&str]) {
+        for q in queues {
+            let _ = self
+                .ch
+                .queue_delete((*q).into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+fn pipeline(dir: &Path, queue: &str, url: &str) -> std::path::PathBuf {
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[pipeline]\nkey = \"/id\"\n[source]\nkind = \"amqp\"\nurls = [\"{url}\"]\n\
+             queue = \"{queue}\"\n[[sinks]]\nname = \"out\"\nkind = \"noop\"\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Runs the pipeline until its dead-letter queue holds `letters` and its queue is empty, then
+/// stops it with SIGTERM.
+async fn run_until_dead_lettered(broker: &Broker, file: &Path, queue: &str, letters: u32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .args(["run", "--quiet"])
+        .arg(file)
+        .env("RIVERBED_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    broker.wait_depth(&format!("{queue}.dlq"), letters).await;
+    broker.wait_depth(queue, 0).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_lists_shows_redrives_by_filter_and_id_and_purges_letters_of_a_pipeline_run() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _lock = lock_service("rabbitmq", false).await;
+    let queue = unique("dlq_run");
+    let dlq_name = format!("{queue}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &queue, AMQP_URL);
+    let f = file.to_str().unwrap();
+    let broker = Broker::connect().await;
+    broker.delete(&[&queue, &dlq_name]).await;
+    assert!(riverbed(&["declare", f]).status.success());
+
+    // m0..m4 are fine, m5..m7 are not JSON, m8 and m9 have no `/id`.
+    let mut user = FieldTable::default();
+    user.insert("tenant".into(), text("acme"));
+    let messages = (0..10)
+        .map(|i| {
+            let body = match i {
+                0..5 => format!("{{\"id\":\"k{i}\"}}"),
+                5..8 => format!("not json {i}"),
+                _ => format!("{{\"n\":{i}}}"),
+            };
+            (format!("m{i}"), body.into_bytes(), user.clone())
+        })
+        .collect();
+    broker.publish(&queue, messages).await;
+    run_until_dead_lettered(&broker, &file, &queue, 5).await;
+
+    let listed = json_lines(&dlq(&["list", f]));
+    let reasons: BTreeMap<String, String> = listed
+        .iter()
+        .map(|l| {
+            (
+                l["id"].as_str().unwrap().into(),
+                l["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 5, "{listed:?}");
+    assert_eq!(reasons["m5"], "malformed_payload");
+    assert_eq!(reasons["m8"], "missing_key");
+    assert_eq!(listed[0]["attempts"], 1);
+    assert!(listed[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(broker.depth(&dlq_name).await, 5, "listing consumes nothing");
+    assert_eq!(json_lines(&dlq(&["list", f, "--limit", "2"])).len(), 2);
+    assert_eq!(json_lines(&dlq(&["list", f, "--since", "1h"])).len(), 5);
+    let future = ["list", f, "--since", "2099-01-01T00:00:00Z"];
+    assert!(dlq(&future).is_empty());
+    let missing = json_lines(&dlq(&["list", f, "--filter", "reason=missing_key"]));
+    assert_eq!(missing.len(), 2);
+
+    let shown: serde_json::Value = serde_json::from_str(&dlq(&["show", f, "m6"])).unwrap();
+    assert_eq!(shown["payload"], "not json 6");
+    assert_eq!(shown["reason"], "malformed_payload");
+    assert_eq!(shown["headers"]["tenant"], "acme");
+    assert_eq!(shown["original_routing_key"], queue.as_str());
+    let absent = riverbed(&["dlq", "show", f, "m0"]);
+    assert!(!absent.status.success());
+    assert!(texts(&absent).1.contains("no dead letter `m0`"));
+    assert_eq!(broker.depth(&dlq_name).await, 5, "showing consumes nothing");
+
+    // Only the missing-key letters go back; the others stay.
+    let summary: serde_json::Value =
+        serde_json::from_str(&dlq(&["redrive", f, "--filter", "reason=missing_key"])).unwrap();
+    assert_eq!(summary["redriven"], 2, "{summary}");
+    assert_eq!(summary["left"], 3, "{summary}");
+    assert_eq!(broker.depth(&dlq_name).await, 3);
+    let back = broker.drain(&queue).await;
+    assert_eq!(back.keys().collect::<Vec<_>>(), ["m8", "m9"]);
+    let headers = &back["m8"].1;
+    assert_eq!(
+        headers.inner().get("tenant"),
+        Some(&text("acme")),
+        "headers kept"
+    );
+    assert!(!headers.contains_key("x-riverbed-reason"), "{headers:?}");
+    assert_eq!(
+        headers.inner().get("x-riverbed-redriven"),
+        Some(&AMQPValue::LongLongInt(1))
+    );
+
+    // By id.
+    let summary: serde_json::Value = serde_json::from_str(&dlq(&["redrive", f, "m7"])).unwrap();
+    assert_eq!(summary["redriven"], 1, "{summary}");
+    assert_eq!(
+        broker.drain(&queue).await.keys().collect::<Vec<_>>(),
+        ["m7"]
+    );
+    let left = json_lines(&dlq(&["list", f]));
+    let ids: Vec<&str> = left.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m5", "m6"], "in queue order");
+
+    let refused = riverbed(&["dlq", "purge", f]);
+    assert!(!refused.status.success());
+    assert!(texts(&refused).1.contains("--yes"));
+    assert_eq!(broker.depth(&dlq_name).await, 2);
+    let purged: serde_json::Value =
+        serde_json::from_str(&dlq(&["purge", f, "m5", "--yes"])).unwrap();
+    assert_eq!(purged["purged"], 1);
+    let purged: serde_json::Value = serde_json::from_str(&dlq(&["purge", f, "--yes"])).unwrap();
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(broker.depth(&dlq_name).await, 0);
+    assert_eq!(
+        broker.depth(&queue).await,
+        0,
+        "purging sends nothing anywhere"
+    );
+
+    // A refused login names the broker without the password.
+    let wrong = pipeline(
+        dir.path(),
+        &queue,
+        "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+    );
+    let out = riverbed(&["dlq", "list", wrong.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
+    broker.delete(&[&queue, &dlq_name]).await;
+}
+
+/// Letters as Riverbed's dead-letter queue stores them.
+fn letters(n: usize) -> Vec<(String, Vec<u8>, FieldTable)> {
+    (0..n)
+        .map(|i| {
+            let mut h = FieldTable::default();
+            h.insert("x-riverbed-reason".into(), text("rejected"));
+            h.insert("x-riverbed-error".into(), text("row refused"));
+            h.insert("x-riverbed-attempts".into(), AMQPValue::LongLongInt(5));
+            h.insert("x-riverbed-stage".into(), text("out"));
+            (
+                format!("L{i}"),
+                format!("{{\"id\":\"k{i}\"}}").into_bytes(),
+                h,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_killed_mid_way_loses_no_letter() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _lock = lock_service("rabbitmq", false).await;
+    const N: usize = 6000;
+    const BATCH: u32 = 20;
+    let queue = unique("dlq_kill");
+    let dlq_name = format!("{queue}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &queue, AMQP_URL);
+    let f = file.to_str().unwrap();
+    let broker = Broker::connect().await;
+    broker.delete(&[&queue, &dlq_name]).await;
+    assert!(riverbed(&["declare", f]).status.success());
+    broker.publish(&dlq_name, letters(N)).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .args(["dlq", "redrive", f, "--batch", &BATCH.to_string()])
+        .env("RIVERBED_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.depth(&queue).await < 500 {
+        assert!(Instant::now() < deadline, "the redrive never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let redriven = broker.depth(&queue).await;
+    assert!(
+        (redriven as usize) < N,
+        "killed mid-way: {redriven} of {N} redriven"
+    );
+    // The killed connection's unacknowledged letters go back to the dead-letter queue.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (q, d) = (broker.depth(&queue).await, broker.depth(&dlq_name).await);
+        let duplicates = (q + d) as usize - N.min((q + d) as usize);
+        if q as usize + d as usize >= N {
+            eprintln!("killed after {redriven} of {N}: {duplicates} in both queues");
+            assert!(duplicates <= BATCH as usize, "{duplicates} duplicates");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "letters missing: {q} + {d} < {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A second run redrives the rest; every letter arrived, at most one batch twice.
+    let summary: serde_json::Value = serde_json::from_str(&dlq(&["redrive", f])).unwrap();
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(broker.depth(&dlq_name).await, 0);
+    let arrived = broker.drain(&queue).await;
+    assert_eq!(arrived.len(), N, "every letter arrived");
+    let twice: Vec<_> = arrived.iter().filter(|(_, (n, _))| *n > 1).collect();
+    assert!(twice.len() <= BATCH as usize, "{} twice", twice.len());
+    assert!(arrived.values().all(|(n, _)| *n <= 2));
+    broker.delete(&[&queue, &dlq_name]).await;
+}
+
+#[test]
+fn dlq_commands_work_on_the_embedded_dead_letter_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    let d_str = d.to_str().unwrap();
+    let out = riverbed(&[
+        "demo",
+        "--count",
+        "2000",
+        "--malformed-every",
+        "200",
+        "--dir",
+        d_str,
+    ]);
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let log = d.join("log.db");
+    let log = log.to_str().unwrap();
+    let printed = riverbed(&["demo", "--print-config", "--dir", d_str]);
+    let file = dir.path().join("demo.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let f = file.to_str().unwrap();
+
+    let all = json_lines(&dlq(&["list", log]));
+    assert_eq!(all.len(), 10);
+    assert_eq!(
+        json_lines(&dlq(&["list", f])),
+        all,
+        "the pipeline file finds the same table"
+    );
+    let missing = json_lines(&dlq(&["list", log, "--filter", "reason=missing_key"]));
+    assert_eq!(missing.len(), 5);
+    assert!(dlq(&["list", log, "--since", "2099-01-01T00:00:00Z"]).is_empty());
+    let id = all[0]["id"].to_string();
+    let shown: serde_json::Value = serde_json::from_str(&dlq(&["show", log, &id])).unwrap();
+    assert_eq!(shown["id"], all[0]["id"]);
+    assert!(shown["payload"].is_string() && shown["headers"].is_object());
+    let bad = riverbed(&["dlq", "show", log, "m1"]);
+    assert!(
+        texts(&bad)
+            .1
+            .contains("not an id of an embedded log's dead letter")
+    );
+
+    let out = dlq(&["redrive", f, "--filter", "reason=missing_key"]);
+    assert!(
+        out.contains("redrove 5 dead letters into readings"),
+        "{out}"
+    );
+    let left = json_lines(&dlq(&["list", log]));
+    assert!(left.len() == 5 && left.iter().all(|l| l["reason"] == "malformed_payload"));
+
+    assert!(
+        !riverbed(&["dlq", "purge", log]).status.success(),
+        "needs --yes"
+    );
+    let one = left[0]["id"].to_string();
+    let purged: serde_json::Value =
+        serde_json::from_str(&dlq(&["purge", log, &one, "--yes"])).unwrap();
+    assert_eq!(purged["purged"], 1);
+    let purged: serde_json::Value = serde_json::from_str(&dlq(&["purge", log, "--yes"])).unwrap();
+    assert_eq!(purged["purged"], 4);
+    assert!(dlq(&["list", log]).is_empty());
+}

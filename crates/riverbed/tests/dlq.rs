@@ -8,15 +8,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use riverbed_core::testing::{lock_service, require_service};
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+#[path = "dlq/broker.rs"]
+mod broker;
+
+use broker::{AMQP_URL, Broker, letters, text, unique};
 
 fn riverbed(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_riverbed"))
@@ -46,107 +44,6 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-struct Broker {
-    _connection: Connection,
-    ch: Channel,
-}
-
-impl Broker {
-    async fn connect() -> Broker {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = connection.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        Broker {
-            _connection: connection,
-            ch,
-        }
-    }
-
-    /// Ready messages in `queue`.
-    async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.ch
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
-    }
-
-    async fn wait_depth(&self, queue: &str, want: u32) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.depth(queue).await != want {
-            assert!(Instant::now() < deadline, "`{queue}` never held {want}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Publishes `(message id, body, headers)` to `queue`, all confirmed.
-    async fn publish(&self, queue: &str, messages: Vec<(String, Vec<u8>, FieldTable)>) {
-        let mut confirms = Vec::new();
-        for (id, body, headers) in messages {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(id.as_str().into())
-                .with_headers(headers);
-            let options = BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            };
-            confirms.push(
-                self.ch
-                    .basic_publish("".into(), queue.into(), options, &body, props)
-                    .await
-                    .unwrap(),
-            );
-        }
-        for c in confirms {
-            assert!(c.await.unwrap().is_ack());
-        }
-    }
-
-    /// Takes every message of `queue`: message id -> (count, headers of the last one).
-    async fn drain(&self, queue: &str) -> BTreeMap<String, (u32, FieldTable)> {
-        let mut seen: BTreeMap<String, (u32, FieldTable)> = BTreeMap::new();
-        while let Some(m) = self
-            .ch
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            let p = &m.delivery.properties;
-            let id = p.message_id().as_ref().map(|i| i.to_string()).unwrap();
-            let e = seen.entry(id).or_insert((0, FieldTable::default()));
-            e.0 += 1;
-            e.1 = p.headers().clone().unwrap_or_default();
-        }
-        seen
-    }
-
-    async fn delete(&self, queues: &[&str]) {
-        for q in queues {
-            let _ = self
-                .ch
-                .queue_delete((*q).into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
 }
 
 fn pipeline(dir: &Path, queue: &str, url: &str) -> std::path::PathBuf {
@@ -180,10 +77,6 @@ async fn run_until_dead_lettered(broker: &Broker, file: &Path, queue: &str, lett
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,24 +202,6 @@ async fn dlq_lists_shows_redrives_by_filter_and_id_and_purges_letters_of_a_pipel
     assert!(stderr.contains("127.0.0.1"), "{stderr}");
     assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
     broker.delete(&[&queue, &dlq_name]).await;
-}
-
-/// Letters as Riverbed's dead-letter queue stores them.
-fn letters(n: usize) -> Vec<(String, Vec<u8>, FieldTable)> {
-    (0..n)
-        .map(|i| {
-            let mut h = FieldTable::default();
-            h.insert("x-riverbed-reason".into(), text("rejected"));
-            h.insert("x-riverbed-error".into(), text("row refused"));
-            h.insert("x-riverbed-attempts".into(), AMQPValue::LongLongInt(5));
-            h.insert("x-riverbed-stage".into(), text("out"));
-            (
-                format!("L{i}"),
-                format!("{{\"id\":\"k{i}\"}}").into_bytes(),
-                h,
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,4 +335,64 @@ fn dlq_commands_work_on_the_embedded_dead_letter_table() {
     let purged: serde_json::Value = serde_json::from_str(&dlq(&["purge", log, "--yes"])).unwrap();
     assert_eq!(purged["purged"], 4);
     assert!(dlq(&["list", log]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_that_cannot_deliver_keeps_every_letter() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _lock = lock_service("rabbitmq", false).await;
+    let queue = unique("dlq_unroutable");
+    let dlq_name = format!("{queue}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &queue, AMQP_URL);
+    let f = file.to_str().unwrap();
+    let broker = Broker::connect().await;
+    assert!(riverbed(&["declare", f]).status.success());
+    // The letters came through an exchange that routes nowhere now.
+    let exchange = unique("dlq_nowhere");
+    broker
+        .ch
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut sent = letters(30);
+    for (_, _, h) in &mut sent {
+        h.insert("x-riverbed-original-exchange".into(), text(&exchange));
+        h.insert("x-riverbed-original-subject".into(), text("gone"));
+    }
+    broker.publish(&dlq_name, sent).await;
+
+    let out = riverbed(&["dlq", "redrive", f, "--via-exchange", "--batch", "7"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("30 letters could not be redriven"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unroutable"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (summary["redriven"].as_u64(), summary["failed"].as_u64()),
+        (Some(0), Some(30))
+    );
+    assert_eq!(broker.depth(&dlq_name).await, 30, "every letter stays");
+    assert_eq!(json_lines(&dlq(&["list", f, "--limit", "1000"])).len(), 30);
+
+    // To the pipeline's queue they go, and leave the dead-letter queue.
+    let summary: serde_json::Value = serde_json::from_str(&dlq(&["redrive", f])).unwrap();
+    assert_eq!(summary["redriven"], 30);
+    assert_eq!(broker.depth(&queue).await, 30);
+    assert_eq!(broker.depth(&dlq_name).await, 0);
+    let _ = broker
+        .ch
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    broker.delete(&[&queue, &dlq_name]).await;
 }

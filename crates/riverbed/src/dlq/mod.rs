@@ -85,7 +85,7 @@ enum Store {
     /// A RabbitMQ queue, and where its letters are redriven to.
     Amqp {
         queue: DeadLetterQueue,
-        redriver: Redriver,
+        redriver: Box<Redriver>,
     },
 }
 
@@ -215,7 +215,10 @@ fn pipeline_store(plan: &Plan, via_exchange: bool) -> Result<Store> {
         }
         None => Redriver::on_broker_of(&queue, RedriveTarget::Original),
     };
-    Ok(Store::Amqp { queue, redriver })
+    Ok(Store::Amqp {
+        queue,
+        redriver: Box::new(redriver),
+    })
 }
 
 fn kind_name(k: &DeadLetterKind) -> &'static str {

@@ -396,3 +396,62 @@ async fn dlq_redrive_that_cannot_deliver_keeps_every_letter() {
         .await;
     broker.delete(&[&queue, &dlq_name]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_browsing_a_quorum_dead_letter_queue_keeps_its_order() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _lock = lock_service("rabbitmq", false).await;
+    let queue = unique("dlq_quorum");
+    let dlq_name = format!("{queue}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &queue, AMQP_URL);
+    let text_of = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text_of.replace("queue = ", "queue_type = \"quorum\"\nqueue = "),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let broker = Broker::connect().await;
+    assert!(riverbed(&["declare", f]).status.success());
+    let mut sent = letters(12);
+    for (i, (_, _, h)) in sent.iter_mut().enumerate() {
+        let reason = if i % 3 == 0 {
+            "unavailable"
+        } else {
+            "rejected"
+        };
+        h.insert("x-riverbed-reason".into(), text(reason));
+    }
+    broker.publish(&dlq_name, sent).await;
+    let ids = |lines: Vec<serde_json::Value>| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = ids(json_lines(&dlq(&["list", f])));
+    let expected: Vec<String> = (0..12).map(|i| format!("L{i}")).collect();
+    assert_eq!(first, expected);
+    assert_eq!(
+        ids(json_lines(&dlq(&["list", f]))),
+        expected,
+        "listed again, same order"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&dlq(&["redrive", f, "--filter", "reason=unavailable"])).unwrap();
+    assert_eq!(summary["redriven"], 4, "{summary}");
+    let left: Vec<String> = (0..12)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("L{i}"))
+        .collect();
+    assert_eq!(
+        ids(json_lines(&dlq(&["list", f]))),
+        left,
+        "the others, in order"
+    );
+    assert_eq!(broker.depth(&queue).await, 4);
+    broker.delete(&[&queue, &dlq_name]).await;
+}

@@ -1,9 +1,12 @@
 //! `Browser`: takes letters one by one with `basic.get` and keeps them unacknowledged, so that
 //! closing gives back every letter not removed, in its place in the queue.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
@@ -16,7 +19,8 @@ use crate::settings::{ConnectionSettings, short};
 ///
 /// Letters taken stay unacknowledged (the broker holds them for this channel, invisible to
 /// other consumers of the queue) until [`Browser::remove`] deletes one or [`Browser::close`]
-/// (or a lost connection, or the process's end) gives them all back. It takes at most
+/// gives them all back in order (a lost connection, or the process's end, gives them back
+/// too, maybe in another order on a quorum queue). It takes at most
 /// [`Browser::depth`] letters, the queue's length when it opened: letters that arrive later
 /// are left for the next session, so a browse always ends and sees each letter once.
 pub struct Browser {
@@ -25,6 +29,8 @@ pub struct Browser {
     queue: String,
     depth: u32,
     taken: u32,
+    /// Tags of the letters taken and not removed.
+    held: BTreeSet<u64>,
     answer_timeout: Duration,
 }
 
@@ -65,6 +71,7 @@ impl Browser {
             queue: queue.to_owned(),
             depth,
             taken: 0,
+            held: BTreeSet::new(),
             answer_timeout: c.connect_timeout,
         })
     }
@@ -95,18 +102,21 @@ impl Browser {
             return Ok(None);
         };
         self.taken += 1;
+        self.held.insert(m.delivery.delivery_tag);
         Ok(Some(QueuedLetter::from_delivery(m.delivery)))
     }
 
     /// Deletes a taken letter from the queue (`basic.ack`).
-    pub async fn remove(&self, letter: &QueuedLetter) -> Result<()> {
+    pub async fn remove(&mut self, letter: &QueuedLetter) -> Result<()> {
         self.bounded("removing a letter", async {
             Ok(self
                 .channel
                 .basic_ack(letter.tag, BasicAckOptions { multiple: false })
                 .await?)
         })
-        .await
+        .await?;
+        self.held.remove(&letter.tag);
+        Ok(())
     }
 
     /// Deletes every letter of the queue, taken or not (`queue.purge`); returns how many.
@@ -122,11 +132,24 @@ impl Browser {
         .await
     }
 
-    /// Gives back every letter taken and not removed, at its place, and disconnects. The
-    /// channel's close waits for the broker's answer, so every removal sent before it has
-    /// taken effect when this returns.
+    /// Gives back every letter taken and not removed, in the order it was taken, and
+    /// disconnects. The channel's close waits for the broker's answer, so every removal and
+    /// return sent before it has taken effect when this returns.
+    ///
+    /// The letters are returned one by one in order (`basic.nack` with `requeue`) rather than
+    /// by closing the channel: a quorum queue puts back what a closed channel held in no
+    /// particular order, and what is returned one by one in the order returned (a classic
+    /// queue puts each back in its place either way). Should this fail, the close (or the
+    /// connection's end) gives back the rest.
     pub async fn close(self) -> Result<()> {
         let closed = self.bounded("closing the browsing channel", async {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            for tag in &self.held {
+                self.channel.basic_nack(*tag, requeue).await?;
+            }
             Ok(self.channel.close(200, "OK".into()).await?)
         });
         let result = closed.await;

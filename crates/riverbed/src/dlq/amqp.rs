@@ -235,7 +235,7 @@ async fn redrive_all(
 
 /// Sends one group of copies; removes the letters whose copies were confirmed.
 async fn send(
-    b: &Browser,
+    b: &mut Browser,
     redriver: &Redriver,
     chunk: &[QueuedLetter],
     run: &str,

@@ -99,7 +99,7 @@ pub async fn run(cmd: DlqCommand) -> Result<()> {
             limit,
         } => {
             let s = Selection::parse(&select, &[], now)?;
-            match store(&file, false)? {
+            match store(&file, false, select.topic.as_deref())? {
                 Store::Embedded { log, topic } => {
                     embedded::list(&log, topic_of(&select.topic, topic), &s, limit).await
                 }
@@ -111,7 +111,7 @@ pub async fn run(cmd: DlqCommand) -> Result<()> {
                 ids: vec![id.clone()],
                 ..Selection::default()
             };
-            match store(&file, false)? {
+            match store(&file, false, topic.as_deref())? {
                 Store::Embedded { log, topic: t } => {
                     embedded::show(&log, topic_of(&topic, t), &id).await
                 }
@@ -126,7 +126,7 @@ pub async fn run(cmd: DlqCommand) -> Result<()> {
             batch,
         } => {
             let s = Selection::parse(&select, &ids, now)?;
-            match store(&file, via_exchange)? {
+            match store(&file, via_exchange, select.topic.as_deref())? {
                 Store::Embedded { log, topic } => {
                     embedded::redrive(&log, topic_of(&select.topic, topic), &s).await
                 }
@@ -145,7 +145,7 @@ pub async fn run(cmd: DlqCommand) -> Result<()> {
             if !yes {
                 bail!("purge deletes dead letters for good: add --yes to go ahead");
             }
-            match store(&file, false)? {
+            match store(&file, false, select.topic.as_deref())? {
                 Store::Embedded { log, topic } => {
                     embedded::purge(&log, topic_of(&select.topic, topic), &s).await
                 }
@@ -161,7 +161,8 @@ fn topic_of(arg: &Option<String>, pipeline: Option<String>) -> Option<String> {
 }
 
 /// Where the dead letters of `file` are: a pipeline file's (`*.toml`), or an embedded log.
-fn store(file: &Path, via_exchange: bool) -> Result<Store> {
+/// `--topic` only means something for an embedded log.
+fn store(file: &Path, via_exchange: bool, topic: Option<&str>) -> Result<Store> {
     if file.extension().is_none_or(|e| e != "toml") {
         return Ok(Store::Embedded {
             log: file.to_owned(),
@@ -169,8 +170,17 @@ fn store(file: &Path, via_exchange: bool) -> Result<Store> {
         });
     }
     let plan = config::load(file)?;
-    pipeline_store(&plan, via_exchange)
-        .with_context(|| format!("finding the dead letters of {}", file.display()))
+    let store = pipeline_store(&plan, via_exchange)
+        .with_context(|| format!("finding the dead letters of {}", file.display()))?;
+    if let (Store::Amqp { queue, .. }, Some(t)) = (&store, topic) {
+        bail!(
+            "--topic {t}: topics are for embedded logs; {} keeps its dead letters in RabbitMQ \
+             queue `{}`",
+            file.display(),
+            queue.queue()
+        );
+    }
+    Ok(store)
 }
 
 /// The dead-letter destination `riverbed run` gives `plan`, and where letters go back to.

@@ -455,3 +455,66 @@ async fn dlq_browsing_a_quorum_dead_letter_queue_keeps_its_order() {
     assert_eq!(broker.depth(&queue).await, 4);
     broker.delete(&[&queue, &dlq_name]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_of_a_partitioned_pipeline_routes_by_key_again() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let _lock = lock_service("rabbitmq", false).await;
+    let queue = unique("dlq_parts");
+    let dlq_name = format!("{queue}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partitioned.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[pipeline]\nkey = \"routing_key\"\n[cluster]\nmode = \"partitioned\"\npartitions = 3\n\
+             [source]\nkind = \"amqp\"\nurls = [\"{AMQP_URL}\"]\nqueue = \"{queue}\"\n\
+             [[sinks]]\nname = \"out\"\nkind = \"noop\"\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let broker = Broker::connect().await;
+    assert!(riverbed(&["declare", f]).status.success());
+    let mut sent = letters(60);
+    for (i, (_, _, h)) in sent.iter_mut().enumerate() {
+        h.insert("x-riverbed-original-exchange".into(), text(&queue));
+        h.insert(
+            "x-riverbed-original-subject".into(),
+            text(&format!("e{}", i % 6)),
+        );
+    }
+    broker.publish(&dlq_name, sent).await;
+
+    let summary: serde_json::Value = serde_json::from_str(&dlq(&["redrive", f])).unwrap();
+    assert_eq!(summary["redriven"], 60, "{summary}");
+    assert_eq!(summary["to"], format!("exchange `{queue}`"));
+    // Every key lands in one partition queue, as when it was first published.
+    let mut home: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut total = 0;
+    for p in 0..3 {
+        for (id, (n, h)) in broker.drain(&format!("{queue}.{p}")).await {
+            total += n;
+            assert!(h.contains_key("x-riverbed-redriven"), "{h:?}");
+            let key = format!("e{}", id[1..].parse::<usize>().unwrap() % 6);
+            home.entry(key).or_default().push(p);
+        }
+    }
+    assert_eq!(total, 60);
+    assert_eq!(home.len(), 6);
+    assert!(
+        home.values().all(|ps| ps.iter().all(|p| *p == ps[0])),
+        "{home:?}"
+    );
+    assert_eq!(broker.depth(&dlq_name).await, 0);
+    let parts: Vec<String> = (0..3).map(|p| format!("{queue}.{p}")).collect();
+    let mut names: Vec<&str> = parts.iter().map(String::as_str).collect();
+    names.push(&dlq_name);
+    broker.delete(&names).await;
+    let _ = broker
+        .ch
+        .exchange_delete(queue.as_str().into(), Default::default())
+        .await;
+}

@@ -20,6 +20,10 @@ pub(crate) struct Death {
     pub reason: String,
     pub exchange: String,
     pub count: u64,
+    /// The first routing key it had in that queue, when recorded.
+    pub routing_key: Option<String>,
+    /// When it was last dead-lettered from that queue (seconds since the Unix epoch).
+    pub time: Option<u64>,
 }
 
 /// The entries of an `x-death` value; anything that is not an entry is left out.
@@ -49,6 +53,23 @@ pub(crate) fn parse(value: &AMQPValue) -> Vec<Death> {
                     .and_then(int_value)
                     .and_then(|c| u64::try_from(c).ok())
                     .unwrap_or(1),
+                routing_key: match t.inner().get("routing-keys") {
+                    Some(AMQPValue::FieldArray(keys)) => {
+                        keys.as_slice().first().and_then(|k| match k {
+                            AMQPValue::LongString(s) => {
+                                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                            }
+                            AMQPValue::ShortString(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                },
+                time: t
+                    .inner()
+                    .get("time")
+                    .and_then(int_value)
+                    .and_then(|c| u64::try_from(c).ok()),
             })
         })
         .collect()
@@ -116,6 +137,8 @@ pub(crate) mod tests {
         let deaths = parse(&value);
         assert_eq!(deaths.len(), 4);
         assert_eq!(deaths[0].count, 2);
+        assert_eq!(deaths[0].routing_key.as_deref(), Some("orders"));
+        assert_eq!(deaths[0].time, Some(1_700_000_000));
         assert_eq!(deliveries_from(&deaths, "orders"), 2);
         assert_eq!(deliveries_from(&deaths, "nowhere"), 0);
         assert!(parse(&AMQPValue::LongString("junk".into())).is_empty());

@@ -23,7 +23,9 @@
 //!   with other arguments); add them with a policy (`delivery-limit`, `dead-letter-*`).
 //! - [`AmqpSink`] publishes with confirms, persistent messages and `mandatory`: an unroutable
 //!   message is a permanent failure (it goes to the dead-letter queue), never a silent drop.
-//! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers.
+//! - [`AmqpDeadLetters`] stores dead letters in a durable queue, with their reason as headers;
+//!   [`dlq`] browses such a queue without consuming it, removes letters, and redrives copies
+//!   with confirms (what `riverbed dlq` runs).
 //!
 //! Configuration comes from [`AmqpSourceConfig`], [`AmqpSinkConfig`] and
 //! [`AmqpDeadLetterConfig`] (serde, unknown fields refused); constructors check it once and
@@ -52,7 +54,8 @@
 //! - [`source`]: the consumer and its reconnect loop; `delivery`: delivery → message.
 //! - `acker` and `window`: coalesced acknowledgements per channel generation.
 //! - `retry`: the broker-retry worker; `publisher`: confirms, returns and channel pooling.
-//! - [`sink`] and [`dead_letter`]: publishing destinations.
+//! - [`sink`] and [`dead_letter`]: publishing destinations; [`dlq`]: browsing and redriving
+//!   a dead-letter queue.
 //! - `headers`: AMQP field tables ↔ Riverbed headers; `death`: the `x-death` history;
 //!   `routing`: routing-key templates.
 //! - [`status`]: live counters of a source; [`error`]: the error type.
@@ -65,6 +68,7 @@ mod connect;
 pub mod dead_letter;
 mod death;
 mod delivery;
+pub mod dlq;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -85,6 +89,7 @@ pub use config::{
     ExchangeConfig, ExchangeType, QueueType, RetryQueueConfig, StreamOffsetConfig,
 };
 pub use dead_letter::AmqpDeadLetters;
+pub use dlq::{Browser, DeadLetterQueue, QueuedLetter, RedriveTarget, Redriver};
 pub use error::{Error, Result};
 pub use headers::ATTEMPT_HEADER;
 pub use sink::AmqpSink;

@@ -5,7 +5,7 @@
 //! - `log`: [`EmbeddedLog`], the handle: open, append, positions.
 //! - `writer`: the single writer task and its group commit.
 //! - `source`: [`LogSource`], a consumer that resumes at its committed position.
-//! - `dead_letter`: the dead-letter table, listing and redrive.
+//! - `dead_letter`: the dead-letter table, listing, redrive and purge.
 //! - `generate`: seeded synthetic sensors, orders and transactions.
 //! - `file`: JSON-lines sinks and a log-only dead-letter destination.
 //! - `deliveries`: delivery counts recorded before a read is handed out.
@@ -23,7 +23,10 @@ mod schema;
 mod source;
 mod writer;
 
-pub use dead_letter::{LogDeadLetters, StoredDeadLetter, list_dead_letters, redrive};
+pub use dead_letter::{
+    LogDeadLetters, Selection, StoredDeadLetter, list_dead_letters, list_selected,
+    purge_dead_letters, redrive, redrive_selected,
+};
 pub use error::{Error, Result};
 pub use file::{FileDeadLetters, JsonLinesSink, LineTarget, LogOnlyDeadLetters};
 pub use generate::{CountingAcker, DataKind, GenerateSource, Generator};

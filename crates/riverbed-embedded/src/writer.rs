@@ -12,6 +12,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{Connection, QueryBuilder, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::dead_letter::{self, Selection};
 use crate::deliveries;
 use crate::error::{Error, Result};
 use crate::schema::{encode_headers, epoch_ms};
@@ -81,8 +82,11 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     Redrive {
-        topic: Arc<str>,
-        ids: Option<Vec<i64>>,
+        selection: Selection,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Purge {
+        selection: Selection,
         reply: oneshot::Sender<Result<u64>>,
     },
 }
@@ -216,8 +220,8 @@ async fn write_group(
                 insert_dead_letters(&mut tx, &topic, &letters, now).await?;
                 replies.push(Reply::Done(reply));
             }
-            Command::Redrive { topic, ids, reply } => {
-                let moved = redrive(&mut tx, &topic, ids.as_deref(), now).await?;
+            Command::Redrive { selection, reply } => {
+                let moved = dead_letter::move_back(&mut tx, &selection, now).await?;
                 if moved > 0 {
                     let last: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
                         .fetch_one(&mut *tx)
@@ -225,6 +229,10 @@ async fn write_group(
                     last_append = Some(last as u64);
                 }
                 replies.push(Reply::Append(reply, moved));
+            }
+            Command::Purge { selection, reply } => {
+                let deleted = dead_letter::delete(&mut tx, &selection).await?;
+                replies.push(Reply::Append(reply, deleted));
             }
         }
     }
@@ -281,32 +289,4 @@ async fn insert_dead_letters(
         .await?;
     }
     Ok(())
-}
-
-async fn redrive(
-    conn: &mut SqliteConnection,
-    topic: &str,
-    ids: Option<&[i64]>,
-    now: i64,
-) -> Result<u64> {
-    let ids_json = ids.map(|v| serde_json::to_string(v).expect("ids serialise"));
-    let filter = "topic = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
-    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO log (topic, key, payload, headers, appended_at_ms, message_id)
-         SELECT topic, key, payload, headers, ?3, message_id FROM dead_letters WHERE {filter} ORDER BY id"
-    )))
-    .bind(topic)
-    .bind(ids_json.as_deref())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM dead_letters WHERE {filter}"
-    )))
-    .bind(topic)
-    .bind(ids_json.as_deref())
-    .execute(&mut *conn)
-    .await?;
-    Ok(moved)
 }

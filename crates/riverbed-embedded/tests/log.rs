@@ -9,8 +9,8 @@ use std::num::{NonZeroU32, NonZeroUsize};
 
 use riverbed_core::{BatchSettings, Failure, KeySpec, Outcome, Pipeline, RetryPolicy};
 use riverbed_embedded::{
-    DataKind, Durability, EmbeddedLog, Generator, LogDeadLetters, LogSource, Record,
-    list_dead_letters, redrive,
+    DataKind, Durability, EmbeddedLog, Generator, LogDeadLetters, LogSource, Record, Selection,
+    list_dead_letters, list_selected, purge_dead_letters, redrive, redrive_selected,
 };
 
 async fn filled_log(dir: &tempfile::TempDir, n: u64) -> EmbeddedLog {
@@ -243,6 +243,33 @@ async fn dead_letters_are_stored_listed_and_redriven() {
     assert_eq!(list_dead_letters(&log, None, 100).await.unwrap().len(), 3);
     assert_eq!(log.topic_stats("readings").await.unwrap(), (21, 21));
     let _ = LogDeadLetters::new(&log, "readings");
+
+    // Selections: every condition given must hold; a purge deletes only what it selects.
+    let select = |reason: Option<&str>, stage: Option<&str>, since_ms: Option<i64>| Selection {
+        reason: reason.map(str::to_owned),
+        stage: stage.map(str::to_owned),
+        since_ms,
+        ..Selection::default()
+    };
+    let count = async |s: Selection| list_selected(&log, &s, 100).await.unwrap().len();
+    assert_eq!(
+        count(select(Some("malformed_payload"), None, None)).await,
+        2
+    );
+    assert_eq!(count(select(None, Some("key"), None)).await, 3);
+    assert_eq!(count(select(None, Some("other"), None)).await, 0);
+    assert_eq!(count(select(None, None, Some(0))).await, 3);
+    assert_eq!(count(select(None, None, Some(i64::MAX))).await, 0);
+    let purged = purge_dead_letters(&log, select(Some("missing_key"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let moved = redrive_selected(&log, select(Some("malformed_payload"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(count(Selection::default()).await, 0);
+    assert_eq!(log.topic_stats("readings").await.unwrap(), (23, 23));
 }
 
 #[tokio::test]

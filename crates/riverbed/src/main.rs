@@ -5,7 +5,7 @@
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
 //! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
-//! - `dlq`: listing and redriving dead letters.
+//! - `dlq`: listing, showing, redriving and purging dead letters (RabbitMQ and embedded).
 //! - `feed`: producer tracking for sports-style feeds (alives, recovery, snapshots).
 //! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
 //! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
@@ -86,7 +86,8 @@ enum Command {
     },
     /// Run a demo on the embedded default: no broker, no database server.
     Demo(demo::DemoArgs),
-    /// Inspect and redrive dead letters of an embedded log.
+    /// List, show, redrive and purge dead letters: a pipeline's RabbitMQ dead-letter queue or
+    /// embedded dead-letter table (give the pipeline file), or an embedded log's (give the log).
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,

@@ -53,6 +53,10 @@ pub struct NatsSource {
     dead_letters: Arc<NatsDeadLetters>,
     tasks: Vec<JoinHandle<()>>,
     closed: bool,
+    /// Recreate the durable from its ack floor at the first bind (see [`Self::take_over`]).
+    take_over: bool,
+    /// Where a taken-over durable starts again, until it is created.
+    take_over_start: Option<u64>,
 }
 
 impl NatsSource {
@@ -74,6 +78,8 @@ impl NatsSource {
             retry_at: None,
             tasks: Vec::new(),
             closed: false,
+            take_over: false,
+            take_over_start: None,
             settings,
         })
     }
@@ -95,6 +101,16 @@ impl NatsSource {
             start_sequence: seq + 1,
         };
         self.acker.skip_through(seq);
+        self
+    }
+
+    /// Takes the durable over at the first bind: when deliveries of it are pending (another
+    /// instance consumed it and stopped without settling them), it is created again right
+    /// after its ack floor, so they come again first, in order, instead of after `ack_wait`
+    /// behind newer messages. Only for a durable this instance alone may consume (a lease per
+    /// partition).
+    pub fn take_over(mut self) -> Self {
+        self.take_over = true;
         self
     }
 
@@ -128,7 +144,15 @@ impl NatsSource {
         } else {
             ensure_stream(&js, &s.stream, &s.stream_subjects).await?
         };
-        let consumer = consumer::bind(&stream, s, self.acker.resume_point()).await?;
+        if self.take_over {
+            // Kept until the durable exists again: a bind that fails after the delete must not
+            // create it from `deliver` (the whole history).
+            self.take_over_start = consumer::take_over_from_ack_floor(&stream, s).await?;
+            self.take_over = false;
+        }
+        let start = self.take_over_start.or(self.acker.resume_point());
+        let consumer = consumer::bind(&stream, s, start).await?;
+        self.take_over_start = None;
         let messages = consumer
             .stream()
             .max_messages_per_batch(s.batch.min(s.max_ack_pending as usize))

@@ -13,43 +13,21 @@ mod broker;
 mod daemon;
 #[path = "recipe_replication/events.rs"]
 mod events;
+#[path = "recipe_replication/replica.rs"]
+mod replica;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use riverbed_core::testing::{lock_service, require_service};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use broker::Broker;
 use daemon::Daemon;
-use events::Final;
+use replica::{Names, PG_URL, reorderings, replica, wait_rows};
 
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ENTITIES: u32 = 1000;
 const INSTANCES: usize = 3;
-
-/// Names only this run uses.
-struct Names {
-    queue: String,
-    table: String,
-    arrivals: String,
-}
-
-impl Names {
-    fn new(mode: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let s = format!("{mode}{}_{nanos}", std::process::id());
-        Names {
-            queue: format!("replication_{s}"),
-            table: format!("replicated_entities_{s}"),
-            arrivals: format!("arrivals_{s}"),
-        }
-    }
-}
 
 /// The recipe's consumer file pointed at this run's names and the test database, with an
 /// append-only arrival log as a second sink; `partitioned` false drops the `[cluster]` section
@@ -83,25 +61,7 @@ fn consumer_file(dir: &Path, names: &Names, partitioned: bool) -> PathBuf {
         // Plain instances consume the queue itself; the key travels in the body.
         text = text.replace("key = \"routing_key\"", "key = \"/key\"");
     }
-    text.push_str(&format!(
-        r#"
-# The test's arrival log: every event as this pipeline commits it, in commit order.
-[[sinks]]
-name = "arrivals"
-kind = "postgres"
-mode = "append"
-table = "{}"
-key = ["entity", "id", "version"]
-create_table = false
-connection = {{ url = "{PG_URL}" }}
-columns = [
-  {{ name = "entity", type = "text", from = "/entity", required = true }},
-  {{ name = "id", type = "text", from = "/id", required = true }},
-  {{ name = "version", type = "integer", from = "/version", required = true }},
-]
-"#,
-        names.arrivals
-    ));
+    text.push_str(&replica::arrival_sink(&names.arrivals));
     let path = dir.join(if partitioned {
         "partitioned.toml"
     } else {
@@ -111,84 +71,13 @@ columns = [
     path
 }
 
-async fn count(pg: &PgPool, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-        .fetch_one(pg)
-        .await
-        .unwrap_or(0)
-}
-
-/// Polls until `table` holds `n` rows.
-async fn wait_rows(pg: &PgPool, table: &str, n: i64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let c = count(pg, table).await;
-        if c >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{table}: {c} of {n} rows after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Events of an entity committed after a newer one, by the arrival log.
-async fn reorderings(pg: &PgPool, names: &Names) -> usize {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity || ':' || id, version FROM {} ORDER BY arrival",
-        names.arrivals
-    )))
-    .fetch_all(pg)
-    .await
-    .unwrap();
-    let mut newest = BTreeMap::<String, i64>::new();
-    let mut late = 0;
-    for r in rows {
-        let (key, version): (String, i64) = (r.get(0), r.get(1));
-        let top = newest.entry(key).or_insert(version);
-        if version < *top {
-            late += 1;
-        }
-        *top = (*top).max(version);
-    }
-    late
-}
-
-/// The replica: `<entity>:<id>` -> its version and tombstone.
-async fn replica(pg: &PgPool, names: &Names) -> BTreeMap<String, Final> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity || ':' || id, version, deleted FROM {}",
-        names.table
-    )))
-    .fetch_all(pg)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|r| {
-            let f = Final {
-                version: r.get(1),
-                deleted: r.get(2),
-            };
-            (r.get(0), f)
-        })
-        .collect()
-}
-
 /// Runs `INSTANCES` consumers of one file while the events are published; with `kill`, one
 /// instance is SIGKILLed when a third has arrived and started again. Returns the arrival log's
 /// reorderings once the replica holds every event, after checking it against the truth.
 async fn run(pg: &PgPool, names: &Names, partitioned: bool, kill: bool) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let config = consumer_file(dir.path(), names, partitioned);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {} (entity text, id text, version bigint, arrival bigserial, PRIMARY KEY (entity, id, version))",
-        names.arrivals
-    )))
-    .execute(pg)
-    .await
-    .unwrap();
+    replica::create_arrivals(pg, &names.arrivals).await;
     arrivals::declare(&config);
     let mut instances: Vec<Daemon> = (0..INSTANCES)
         .map(|_| Daemon::spawn("instance", &config, "info"))

@@ -218,3 +218,41 @@ pub(super) fn spawn(
     );
     Some(server)
 }
+
+/// A nats-server of its own on `port` with JetStream (data in a scratch dir) and `config`
+/// added to its configuration file, e.g. subject `mappings` (which belong to the server's
+/// configuration, so the shared server's cannot be used for them).
+pub fn nats_server(port: u16, config: &str) -> Option<TestServer> {
+    let program = require_program(
+        "nats-server",
+        vec![
+            "/usr/sbin/nats-server".into(),
+            "/usr/bin/nats-server".into(),
+            "/usr/local/bin/nats-server".into(),
+        ],
+    )?;
+    let dir = ScratchDir::new("nats-server");
+    let file = dir.path().join("nats.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{config}\n",
+            dir.path().join("js").display()
+        ),
+    )
+    .expect("write nats.conf");
+    let mut command = Command::new(program);
+    command
+        .arg("-c")
+        .arg(&file)
+        .arg("-l")
+        .arg(dir.path().join("nats.log"));
+    spawn(
+        "nats-server",
+        command,
+        dir,
+        port,
+        "nats.log",
+        Duration::from_secs(20),
+    )
+}

@@ -85,3 +85,35 @@ pub(super) async fn bind(
     }
     Ok(consumer)
 }
+
+/// Taking a durable over from an instance that stopped holding it (its partition lease went to
+/// this one): what that instance left delivered and unacknowledged would only come back after
+/// `ack_wait`, behind newer messages, reordering its keys. So a durable with deliveries
+/// pending is deleted and created again right after its ack floor: everything not
+/// acknowledged is delivered again first, in stream order (what was acknowledged above the
+/// floor comes again too, and the sinks absorb it as any redelivery). Returns where the new
+/// durable starts, or `None` when nothing is pending (or the durable does not exist).
+pub(super) async fn take_over_from_ack_floor(
+    stream: &Stream,
+    s: &SourceSettings,
+) -> Result<Option<u64>> {
+    let Ok(info) = stream.consumer_info(&s.durable).await else {
+        return Ok(None);
+    };
+    if info.num_ack_pending == 0 {
+        return Ok(None);
+    }
+    let start = info.ack_floor.stream_sequence + 1;
+    stream
+        .delete_consumer(&s.durable)
+        .await
+        .map_err(|e| jetstream(format!("take over consumer `{}`", s.durable), e))?;
+    tracing::info!(
+        durable = %s.durable,
+        pending = info.num_ack_pending,
+        start_sequence = start,
+        "Durable taken over: created again after its ack floor, so what its last holder left \
+         unacknowledged comes first"
+    );
+    Ok(Some(start))
+}

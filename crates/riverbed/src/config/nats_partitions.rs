@@ -45,7 +45,7 @@ pub fn source(
             partitions.get(),
             move |p| {
                 let source = match riverbed_nats::NatsSource::new(configs[p as usize].clone()) {
-                    Ok(s) => s.with_default_max_ack_pending(window),
+                    Ok(s) => s.with_default_max_ack_pending(window).take_over(),
                     Err(e) => {
                         // Checked at load time: cannot happen.
                         tracing::error!(partition = p, error = %e, "Partition source refused");
@@ -63,7 +63,10 @@ pub fn source(
 
 /// The joined partitions and their consumers' state, for `/ready`.
 #[derive(Clone, Default)]
-pub struct PartitionStatus(Arc<Mutex<Vec<(u16, Arc<riverbed_nats::SourceStatus>)>>>);
+pub struct PartitionStatus(Arc<Mutex<Vec<Joined>>>);
+
+/// A joined partition and its consumer's state.
+type Joined = (u16, Arc<riverbed_nats::SourceStatus>);
 
 impl PartitionStatus {
     fn add(&self, p: u16, status: Arc<riverbed_nats::SourceStatus>) {

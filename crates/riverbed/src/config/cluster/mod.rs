@@ -34,7 +34,11 @@ pub struct ClusterSection {
     /// `<queue>.<n-1>` behind the consistent-hash exchange `<queue>` (producers publish to it
     /// with the key as routing key), each with a single active consumer: RabbitMQ gives each
     /// partition to one instance at a time and moves it when that instance goes away, so
-    /// per-key order holds while instances join, leave and die.
+    /// per-key order holds while instances join, leave and die. On a NATS source, which has
+    /// no single active consumer, each partition is a durable consumer of its own (`durable`
+    /// and `filter_subject` hold `{partition}`) behind a lease `<name>.<partition>`: an
+    /// instance consumes the partitions whose lease it wins, and takes over those of an
+    /// instance that dies.
     ///
     /// `redundant`: every instance consumes its own copy of the stream (an exclusive,
     /// server-named queue bound to the exchange) and a shared dedup store (`dedup`) lets
@@ -43,16 +47,17 @@ pub struct ClusterSection {
     /// Partition queues (mode `partitioned`): more than the instances you plan to run, so
     /// that a new instance has partitions to take.
     pub partitions: Option<Spanned<u16>>,
-    /// Where the singleton lease lives (mode `singleton`): `postgres` (the default: an
+    /// Where the lease lives (mode `singleton`, and `partitioned` on NATS): `postgres` (the default: an
     /// advisory lock on a dedicated connection) or `redis` (`SET NX PX`, renewed, with a
     /// fencing token in the header `riverbed-fencing-token` of every message).
     #[serde(default)]
     pub lease: LeaseKind,
-    /// The lease's name (mode `singleton`): instances of one pipeline share it.
+    /// The lease's name (mode `singleton`; the prefix of the partition leases on NATS):
+    /// instances of one pipeline share it.
     pub name: Option<Spanned<String>>,
-    /// The PostgreSQL database holding the lease (mode `singleton`).
+    /// The PostgreSQL database holding the lease (mode `singleton`, and `partitioned` on NATS).
     pub postgres: Option<riverbed_sql::PostgresConnectionConfig>,
-    /// The Redis holding the lease (mode `singleton`, `lease = "redis"`).
+    /// The Redis holding the lease (`lease = "redis"`).
     pub redis: Option<riverbed_redis::RedisConfig>,
     /// How redundant instances agree on who writes each message (mode `redundant`).
     pub dedup: Option<Spanned<redundant::DedupSection>>,

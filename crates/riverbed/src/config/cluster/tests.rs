@@ -155,3 +155,67 @@ fn a_redis_lease_needs_its_redis_and_nothing_else() {
         "{e}"
     );
 }
+
+const NATS: &str = r#"
+[source]
+kind = "nats"
+stream = "ORDERS"
+durable = "orders-{partition}"
+filter_subject = "orders.{partition}.*"
+
+[[sinks]]
+name = "out"
+kind = "noop"
+
+[cluster]
+mode = "partitioned"
+partitions = 4
+"#;
+
+#[test]
+fn nats_partitions_need_a_lease_and_a_durable_per_partition() {
+    let lease = "name = \"orders\"\npostgres = { url = \"postgres://127.0.0.1/test\" }\n";
+    let plan = load_str(&format!("{NATS}{lease}")).unwrap();
+    let Some(ClusterPlan::NatsPartitioned {
+        partitions,
+        lease: l,
+    }) = &plan.cluster
+    else {
+        panic!("{:?}", plan.cluster);
+    };
+    assert_eq!((partitions.get(), l.name.as_str()), (4, "orders"));
+    let super::super::raw::SourceKind::Nats(source) = &plan.source else {
+        panic!("a NATS source");
+    };
+    let one = nats_partition(source, 3);
+    assert_eq!(one.durable, "orders-3");
+    assert_eq!(one.filter_subject.as_deref(), Some("orders.3.*"));
+
+    let e = load_str(NATS).unwrap_err().to_string();
+    assert!(e.contains("needs `cluster.name`"), "{e}");
+    let e = load_str(&format!("{NATS}name = \"orders\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs `cluster.postgres"), "{e}");
+    let e = load_str(&format!(
+        "{}{lease}",
+        NATS.replace("orders-{partition}", "orders")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("needs `{partition}`") && e.contains("line 12"),
+        "{e}"
+    );
+    let e = load_str(&format!("[retry]\nmode = \"broker\"\n{NATS}{lease}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("use `in_process`"), "{e}");
+    let e = load_str(&format!(
+        "{}{lease}",
+        NATS.replace("partitions = 4", "partitions = 300")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("between 1 and 256"), "{e}");
+}

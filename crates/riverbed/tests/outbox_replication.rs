@@ -8,6 +8,8 @@
 //! RabbitMQ is a node of its own with the consistent-hash exchange plugin the recipe needs
 //! (the shared broker may not have it enabled, and tests never reconfigure it).
 
+#[path = "recipe_replication/arrival_log.rs"]
+mod arrival_log;
 #[path = "outages/arrivals.rs"]
 mod arrivals;
 #[path = "outbox_replication/check.rs"]
@@ -28,7 +30,8 @@ use lapin::types::FieldTable;
 use riverbed_core::testing::{lock_service, rabbitmq_cluster_named, require_service};
 use sqlx::PgPool;
 
-use check::{reorderings, replica, truth};
+use arrival_log::reorderings;
+use check::{replica, truth};
 use files::{KINDS, Names, consumer_file, relay_file};
 
 use daemon::Daemon;
@@ -76,13 +79,7 @@ async fn create_tables(pg: &PgPool, names: &Names) {
         .await
         .unwrap();
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {} (entity text, id text, version bigint, arrival bigserial, PRIMARY KEY (entity, id, version))",
-        names.arrivals
-    )))
-    .execute(pg)
-    .await
-    .unwrap();
+    arrival_log::create_arrivals(pg, &names.arrivals).await;
     riverbed_sql::OutboxTable::new(&names.outbox)
         .unwrap()
         .create(pg)
@@ -237,7 +234,7 @@ async fn run(pg: &PgPool, names: &Names, amqp: &str) {
         "nothing dead-lettered"
     );
     assert_eq!(
-        reorderings(pg, names).await,
+        reorderings(pg, &names.arrivals).await,
         0,
         "no version applied after a newer one"
     );

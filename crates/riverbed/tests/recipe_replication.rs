@@ -5,6 +5,8 @@
 //! by the same pipeline, never shows a version of an entity after a newer one. The same events
 //! through 3 plain instances show the reorderings the mode exists to prevent.
 
+#[path = "recipe_replication/arrival_log.rs"]
+mod arrival_log;
 #[path = "outages/arrivals.rs"]
 mod arrivals;
 #[path = "outages/broker.rs"]
@@ -133,7 +135,7 @@ async fn run(pg: &PgPool, names: &Names, partitioned: bool, kill: bool) -> usize
         let (status, summary) = d.exit(Duration::from_secs(30)).await;
         assert!(status.success(), "{summary}");
     }
-    let late = reorderings(pg, names).await;
+    let late = reorderings(pg, &names.arrivals).await;
     let mut queues = vec![names.queue.clone(), format!("{}.dlq", names.queue)];
     queues.extend((0..8).map(|i| format!("{}.{i}", names.queue)));
     broker.delete(&queues).await;

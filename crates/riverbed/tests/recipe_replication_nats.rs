@@ -6,6 +6,8 @@
 //! instance is SIGKILLed mid-run and started again. The replica equals the source of truth
 //! and the arrival log never shows a version of an entity committed after a newer one.
 
+#[path = "recipe_replication/arrival_log.rs"]
+mod arrival_log;
 #[path = "recipe_transactions/daemon.rs"]
 mod daemon;
 #[path = "recipe_replication/events.rs"]
@@ -163,7 +165,7 @@ async fn replication_on_nats_with_three_partitioned_instances_keeps_entity_order
             assert!(status.success(), "{summary}");
             assert_eq!(summary["dead_lettered"], 0, "{summary}");
         }
-        reorderings(&pg, &names).await
+        reorderings(&pg, &names.arrivals).await
     };
     let late = tokio::time::timeout(Duration::from_secs(300), run)
         .await

@@ -45,25 +45,3 @@ pub async fn replica(pg: &PgPool, names: &Names) -> BTreeMap<String, State> {
     )
     .await
 }
-
-/// Versions of an entity applied after a newer one, by the arrival log.
-pub async fn reorderings(pg: &PgPool, names: &Names) -> usize {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity || ':' || id, version FROM {} ORDER BY arrival",
-        names.arrivals
-    )))
-    .fetch_all(pg)
-    .await
-    .unwrap();
-    let mut newest = BTreeMap::<String, i64>::new();
-    let mut late = 0;
-    for r in rows {
-        let (key, version): (String, i64) = (r.get(0), r.get(1));
-        let top = newest.entry(key).or_insert(version);
-        if version < *top {
-            late += 1;
-        }
-        *top = (*top).max(version);
-    }
-    late
-}

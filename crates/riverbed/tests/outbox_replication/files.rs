@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{PG_URL, RECIPE_AMQP};
+use crate::RECIPE_AMQP;
 
 /// The entity kinds, one source table each.
 pub const KINDS: [&str; 3] = ["customer", "order", "invoice"];
@@ -82,24 +82,7 @@ pub fn consumer_file(dir: &Path, names: &Names, amqp: &str) -> PathBuf {
             (RECIPE_AMQP, amqp.to_owned()),
         ],
     );
-    text.push_str(&format!(
-        r#"
-[[sinks]]
-name = "arrivals"
-kind = "postgres"
-mode = "append"
-table = "{}"
-key = ["entity", "id", "version"]
-create_table = false
-connection = {{ url = "{PG_URL}" }}
-columns = [
-  {{ name = "entity", type = "text", from = "/entity", required = true }},
-  {{ name = "id", type = "text", from = "/id", required = true }},
-  {{ name = "version", type = "integer", from = "/version", required = true }},
-]
-"#,
-        names.arrivals
-    ));
+    text.push_str(&crate::arrival_log::arrival_sink(&names.arrivals));
     let path = dir.join("consumer.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Row};
 
+pub use super::arrival_log::{arrival_sink, create_arrivals, reorderings};
 use super::events::Final;
 
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -32,39 +33,6 @@ impl Names {
     }
 }
 
-/// The arrival log sink appended to a consumer file: every event as the pipeline commits it.
-pub fn arrival_sink(arrivals: &str) -> String {
-    format!(
-        r#"
-# The test's arrival log: every event as this pipeline commits it, in commit order.
-[[sinks]]
-name = "arrivals"
-kind = "postgres"
-mode = "append"
-table = "{}"
-key = ["entity", "id", "version"]
-create_table = false
-connection = {{ url = "{PG_URL}" }}
-columns = [
-  {{ name = "entity", type = "text", from = "/entity", required = true }},
-  {{ name = "id", type = "text", from = "/id", required = true }},
-  {{ name = "version", type = "integer", from = "/version", required = true }},
-]
-"#,
-        arrivals
-    )
-}
-
-/// Creates the arrival log table (its `arrival` column numbers commits).
-pub async fn create_arrivals(pg: &PgPool, arrivals: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {arrivals} (entity text, id text, version bigint, arrival bigserial, PRIMARY KEY (entity, id, version))"
-    )))
-    .execute(pg)
-    .await
-    .unwrap();
-}
-
 pub async fn count(pg: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(pg)
@@ -86,28 +54,6 @@ pub async fn wait_rows(pg: &PgPool, table: &str, n: i64, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Events of an entity committed after a newer one, by the arrival log.
-pub async fn reorderings(pg: &PgPool, names: &Names) -> usize {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT entity || ':' || id, version FROM {} ORDER BY arrival",
-        names.arrivals
-    )))
-    .fetch_all(pg)
-    .await
-    .unwrap();
-    let mut newest = BTreeMap::<String, i64>::new();
-    let mut late = 0;
-    for r in rows {
-        let (key, version): (String, i64) = (r.get(0), r.get(1));
-        let top = newest.entry(key).or_insert(version);
-        if version < *top {
-            late += 1;
-        }
-        *top = (*top).max(version);
-    }
-    late
 }
 
 /// The replica: `<entity>:<id>` -> its version and tombstone.

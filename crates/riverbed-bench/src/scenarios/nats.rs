@@ -1,5 +1,5 @@
 //! NATS JetStream: a raw async-nats pull consumer as the ceiling, and Riverbed's source into a
-//! no-op sink, with the same pull batch, `max_ack_pending` and explicit per-message acks.
+//! no-op sink and into PostgreSQL, with the same pull batch, `max_ack_pending` and explicit per-message acks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use riverbed_core::{KeySpec, NoopSink, Pipeline};
+use riverbed_core::{KeySpec, NoopSink, Pipeline, Sink};
 use riverbed_nats::{NatsSource, NatsSourceConfig};
 
 use super::amqp::transaction;
@@ -113,10 +113,10 @@ async fn raw_consume(ctx: Ctx) -> Result<Sample> {
     Ok(sample)
 }
 
-/// Riverbed: the NATS source, keyed by `/provider`, into a no-op sink.
-async fn noop(ctx: Ctx) -> Result<Sample> {
+/// Riverbed: the NATS source, keyed by `/provider`, into `sink`.
+async fn through(ctx: &Ctx, sink: Arc<dyn Sink>) -> Result<Sample> {
     let n = ctx.messages();
-    let w = window(&ctx);
+    let w = window(ctx);
     let config: NatsSourceConfig = toml::from_str(&format!(
         "servers = [\"{URL}\"]\nstream = \"{}\"\ndurable = \"riverbed\"\nbatch = {}\n\
          max_ack_pending = {w}\n",
@@ -127,7 +127,7 @@ async fn noop(ctx: Ctx) -> Result<Sample> {
         .source(NatsSource::new(config)?)
         .key(KeySpec::JsonPointer("/provider".into()))
         .max_in_flight(w.try_into()?)
-        .sink_with("noop", "main", Arc::new(NoopSink), None);
+        .sink_with("out", "main", sink, None);
     if let Some(p) = ctx.params.partitions {
         builder = builder.partitions(p.try_into()?);
     }
@@ -143,8 +143,20 @@ async fn noop(ctx: Ctx) -> Result<Sample> {
         Ok(report.stats.acked)
     })
     .await?;
-    cleanup(&ctx).await?;
+    cleanup(ctx).await?;
     Ok(sample)
+}
+
+/// Riverbed: the NATS source into a no-op sink.
+async fn noop(ctx: Ctx) -> Result<Sample> {
+    through(&ctx, Arc::new(NoopSink)).await
+}
+
+/// Riverbed: the NATS source into the PostgreSQL append sink of the RabbitMQ rows.
+async fn pg_append(ctx: Ctx) -> Result<Sample> {
+    let sink = super::postgres::append(&ctx).await?;
+    let sample = through(&ctx, sink).await?;
+    super::postgres::finish(&ctx, sample).await
 }
 
 /// The NATS scenarios.
@@ -168,6 +180,16 @@ pub fn scenarios() -> Vec<Scenario> {
             params: Params::DEFAULT,
             prepare: |ctx| Box::pin(fill(ctx)),
             run: |ctx| Box::pin(noop(ctx)),
+            latency: false,
+        },
+        Scenario {
+            name: "nats-pg-append",
+            what: "NATS JetStream -> Riverbed (defaults) -> PostgreSQL append (idempotent on id), the rows of amqp-pg-append",
+            ceiling: Some("nats-raw-consume"),
+            baseline: None,
+            params: Params::DEFAULT,
+            prepare: |ctx| Box::pin(fill(ctx)),
+            run: |ctx| Box::pin(pg_append(ctx)),
             latency: false,
         },
     ]

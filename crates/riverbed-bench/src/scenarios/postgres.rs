@@ -124,7 +124,7 @@ fn counter_key(ctx: &Ctx) -> String {
     format!("{}_{}", ctx.unique("totals"), std::process::id())
 }
 
-async fn finish(ctx: &Ctx, sample: Sample) -> Result<Sample> {
+pub(super) async fn finish(ctx: &Ctx, sample: Sample) -> Result<Sample> {
     drop_table(&ctx.unique("t")).await?;
     Ok(sample)
 }

@@ -16,32 +16,57 @@ use config_reference::{index::Index, render};
 fn the_configuration_reference_matches_the_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let index = Index::of_workspace(&root);
-    let text = render::reference(&index, "RawConfig", "riverbed");
+    let files = render::reference(&index, "RawConfig", "riverbed");
+    let all: String = files.iter().map(|(_, t)| t.as_str()).collect();
     for must in [
         "`[pipeline]`",
         "`[source]` with `kind = \"amqp\"`",
         "`[[sinks]]` with `kind = \"postgres\"`",
         "`prefetch`",
     ] {
-        assert!(text.contains(must), "the reference lacks {must}");
+        assert!(all.contains(must), "the reference lacks {must}");
     }
-    let path = root.join("docs/configuration.md");
-    if std::env::var_os("RIVERBED_BLESS").is_some() {
-        std::fs::write(&path, &text).unwrap();
-        return;
+    let docs = root.join("docs");
+    let bless = std::env::var_os("RIVERBED_BLESS").is_some();
+    if bless {
+        let _ = std::fs::remove_dir_all(docs.join("configuration"));
+        std::fs::create_dir_all(docs.join("configuration")).unwrap();
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != text {
-        let line = committed
-            .lines()
-            .zip(text.lines())
-            .position(|(a, b)| a != b)
-            .map_or(committed.lines().count().min(text.lines().count()), |i| i);
-        panic!(
-            "docs/configuration.md is out of date from line {} on (the code says: {:?}); \
-             run `RIVERBED_BLESS=1 cargo test -p riverbed --test config_reference`",
-            line + 1,
-            text.lines().nth(line).unwrap_or("<end>")
+    for (name, text) in &files {
+        assert!(
+            text.lines().count() <= 500,
+            "{name} is over 500 lines: split the reference further"
         );
+        let path = docs.join(name);
+        if bless {
+            std::fs::write(&path, text).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != *text {
+            let line = committed
+                .lines()
+                .zip(text.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(committed.lines().count().min(text.lines().count()));
+            panic!(
+                "docs/{name} is out of date from line {} on (the code says: {:?}); run \
+                 `RIVERBED_BLESS=1 cargo test -p riverbed --test config_reference`",
+                line + 1,
+                text.lines().nth(line).unwrap_or("<end>")
+            );
+        }
+    }
+    let listed: Vec<String> = std::fs::read_dir(docs.join("configuration"))
+        .map(|d| {
+            d.map(|e| format!("configuration/{}", e.unwrap().file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for stale in listed
+        .iter()
+        .filter(|l| !files.iter().any(|(n, _)| n == *l))
+    {
+        panic!("docs/{stale} documents nothing any more: remove it (or bless)");
     }
 }

@@ -17,16 +17,21 @@ struct Pending<'a> {
     extra: Vec<Field>,
 }
 
-pub fn reference(index: &Index, root: &str, krate: &str) -> String {
-    let mut out = String::from(
-        "# Pipeline file reference\n\n\
-         Generated from the doc comments of the configuration structs by\n\
-         `RIVERBED_BLESS=1 cargo test -p riverbed --test config_reference`; the test fails\n\
-         when this file and the code disagree. Every section refuses unknown fields, naming the\n\
-         field and its line. Any string value may use `${VAR}` or `${VAR:-default}`.\n\n\
-         Types: a *duration* is written like `\"250ms\"`, `\"30s\"` or `\"5m\"`; a *table* is a\n\
-         TOML table (`{ a = 1 }` inline or a `[section]`).\n",
-    );
+/// The reference as files: `configuration.md` (the top level, with links) and one file per
+/// top-level table, `configuration/<key>.md`, each holding the tables below it.
+pub fn reference(index: &Index, root: &str, krate: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = vec![(
+        "configuration.md".into(),
+        String::from(
+            "# Pipeline file reference\n\n\
+             Generated from the doc comments of the configuration structs by\n\
+             `RIVERBED_BLESS=1 cargo test -p riverbed --test config_reference`; the test fails\n\
+             when these files and the code disagree. Every section refuses unknown fields, naming\n\
+             the field and its line. Any string value may use `${VAR}` or `${VAR:-default}`.\n\n\
+             Types: a *duration* is written like `\"250ms\"`, `\"30s\"` or `\"5m\"`; a *table* is a\n\
+             TOML table (`{ a = 1 }` inline or a `[section]`).\n",
+        ),
+    )];
     let root = index
         .resolve(&syn::parse_str(root).unwrap(), krate)
         .expect("the root type");
@@ -43,11 +48,44 @@ pub fn reference(index: &Index, root: &str, krate: &str) -> String {
         if !seen.insert((next.header.clone(), next.note.clone(), what)) {
             continue;
         }
+        let key = next
+            .header
+            .trim_matches(['[', ']'])
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let name = if key.is_empty() {
+            "configuration.md".to_owned()
+        } else {
+            format!("configuration/{key}.md")
+        };
+        if !files.iter().any(|(n, _)| *n == name) {
+            let header = if next.header.starts_with("[[") {
+                format!("[[{key}]]")
+            } else {
+                format!("[{key}]")
+            };
+            files[0].1.push_str(&format!(
+                "\n`{header}`: see [{key}](configuration/{key}.md).\n"
+            ));
+            files.push((
+                name.clone(),
+                format!(
+                    "# `{header}`\n\nPart of the [pipeline file reference](../configuration.md), generated from the code.\n"
+                ),
+            ));
+        }
+        let out = &mut files
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .expect("just added")
+            .1;
         let mut found = Vec::new();
-        write_table(&mut out, index, &next, &mut found);
+        write_table(out, index, &next, &mut found);
         queue.splice(0..0, found);
     }
-    out
+    files
 }
 
 fn write_table<'a>(

@@ -63,10 +63,7 @@ fn the_configuration_reference_matches_the_code() {
                 .collect()
         })
         .unwrap_or_default();
-    for stale in listed
-        .iter()
-        .filter(|l| !files.iter().any(|(n, _)| n == *l))
-    {
+    if let Some(stale) = listed.iter().find(|l| !files.iter().any(|(n, _)| n == *l)) {
         panic!("docs/{stale} documents nothing any more: remove it (or bless)");
     }
 }

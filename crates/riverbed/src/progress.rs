@@ -68,3 +68,21 @@ pub fn line(s: &StatsSnapshot, rate: f64, elapsed: Duration) -> String {
         elapsed.as_secs_f64()
     )
 }
+
+/// A bar towards `total` items counted as `unit` ("letters", "confirmed") on stderr, hidden when
+/// stderr is not a terminal: for the one-shot commands (`publish`, `dlq redrive`).
+pub fn bar(total: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:30.cyan/blue}} {{pos:>9}}/{{len}} {unit}  {{per_sec}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_draw_target(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressDrawTarget::stderr_with_hz(10)
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    bar
+}

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use riverbed_amqp::{AmqpSink, AmqpSinkConfig};
 use riverbed_core::{KeySpec, Message, Outcome, Sink};
 
@@ -52,7 +51,7 @@ pub async fn run(args: PublishArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to publish to {}", route.target))?;
     let lines = read_lines(&args.file)?;
-    let bar = progress(lines.len() as u64);
+    let bar = crate::progress::bar(lines.len() as u64, "confirmed");
     let mut published = 0usize;
     for chunk in lines.chunks(args.batch.max(1)) {
         let batch = chunk
@@ -207,20 +206,6 @@ async fn send(sink: &AmqpSink, batch: &[Message], before: usize) -> Result<()> {
         "line {}: not confirmed after 30 attempts; everything before it was",
         before + pending[0] + 1
     )
-}
-
-fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>9}/{len} confirmed  {per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_draw_target(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressDrawTarget::stderr_with_hz(10)
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    bar
 }
 
 #[cfg(test)]

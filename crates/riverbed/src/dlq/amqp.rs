@@ -9,7 +9,7 @@
 //! it started, and leaves alone the copies it redrove itself if they come back meanwhile.
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use riverbed_amqp::{Browser, DeadLetterQueue, QueuedLetter, Redriver};
 
 use super::payload_fields;
@@ -174,7 +174,7 @@ pub async fn redrive(
         .with_context(|| format!("connecting to redrive to {to}"))?;
     let mut b = browse(queue).await?;
     let run = format!("{:016x}", rand::random::<u64>());
-    let bar = progress(u64::from(b.depth()));
+    let bar = crate::progress::bar(u64::from(b.depth()), "letters");
     let mut tally = Tally::default();
     let result = redrive_all(&mut b, redriver, s, batch, &run, &bar, &mut tally).await;
     bar.finish_and_clear();
@@ -259,18 +259,4 @@ async fn send(
         }
     }
     Ok(())
-}
-
-fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>9}/{len} letters  {per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_draw_target(if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressDrawTarget::stderr_with_hz(10)
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    bar
 }

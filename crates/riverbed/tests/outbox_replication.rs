@@ -141,16 +141,7 @@ fn outbox_producer_process() {
 fn the_outbox_relay_recipe_validates() {
     let file =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/replication/producer.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("validate")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    arrivals::validate(&file);
 }
 
 /// Ready messages in `queue` of the broker at `amqp`.

@@ -151,16 +151,7 @@ async fn run(pg: &PgPool, names: &Names, partitioned: bool, kill: bool) -> usize
 fn the_replication_recipe_validates() {
     let file =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/replication/consumer.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("validate")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    arrivals::validate(&file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,14 +38,25 @@ pub async fn assert_entity_order(pg: &PgPool, table: &str) {
 
 /// Runs `riverbed declare config`; fails with its error output.
 pub fn declare(config: &Path) {
+    succeeds("declare", config);
+}
+
+/// Runs `riverbed validate config`; fails with its error output.
+#[allow(dead_code)] // not every test binary that includes this module validates
+pub fn validate(config: &Path) {
+    succeeds("validate", config);
+}
+
+/// Runs `riverbed <command> config`; fails with its error output.
+fn succeeds(command: &str, config: &Path) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
+        .arg(command)
         .arg(config)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "riverbed {command}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -48,6 +48,8 @@ pub struct MergedSource {
     joins: mpsc::UnboundedReceiver<Box<dyn Source>>,
     batches: mpsc::Receiver<Batch>,
     sender: mpsc::Sender<Batch>,
+    /// Deliveries of a pumped batch beyond what the last `recv` could take.
+    pending: std::collections::VecDeque<Delivery>,
     acker: Arc<MergedAcker>,
     stop: CancellationToken,
     pumps: Vec<JoinHandle<()>>,
@@ -72,6 +74,7 @@ impl MergedSource {
             joins,
             batches,
             sender,
+            pending: std::collections::VecDeque::new(),
             acker: Arc::new(MergedAcker::default()),
             stop: CancellationToken::new(),
             pumps: Vec::new(),
@@ -140,19 +143,18 @@ impl Source for MergedSource {
     }
 
     async fn recv(&mut self, out: &mut Vec<Delivery>, max: usize) -> Result<bool, SourceError> {
-        loop {
+        while self.pending.is_empty() {
             tokio::select! {
                 Some(source) = self.joins.recv() => self.start(source)?,
-                Some(batch) = self.batches.recv() => {
-                    let batch = batch?;
-                    let _ = max; // a pump's batch is bounded by PUMP_BATCH
-                    out.extend(batch);
-                    return Ok(true);
-                }
+                // Moved into `pending` before any other await: cancel-safe.
+                Some(batch) = self.batches.recv() => self.pending.extend(batch?),
                 // Nothing can join any more and nothing is pumped: nothing will come.
                 else => std::future::pending::<()>().await,
             }
         }
+        let n = self.pending.len().min(max.max(1));
+        out.extend(self.pending.drain(..n));
+        Ok(true)
     }
 
     fn acker(&self) -> Arc<dyn Acker> {
@@ -216,7 +218,8 @@ mod tests {
     use super::*;
     use crate::{Message, Settlement};
 
-    /// Delivers `count` messages named `<name>-<i>` with tokens 1.., then ends.
+    /// Delivers `count` messages named `<name>-<i>` with tokens 1.., as many as asked at once,
+    /// then ends.
     struct Counted {
         name: &'static str,
         next: u64,
@@ -240,19 +243,15 @@ mod tests {
         fn describe(&self) -> String {
             self.name.into()
         }
-        async fn recv(
-            &mut self,
-            out: &mut Vec<Delivery>,
-            _max: usize,
-        ) -> Result<bool, SourceError> {
-            if self.next >= self.count {
-                return Ok(false);
+        async fn recv(&mut self, out: &mut Vec<Delivery>, max: usize) -> Result<bool, SourceError> {
+            // Everything left at once (up to `max`): a pumped batch holds several deliveries.
+            while self.next < self.count && out.len() < max {
+                self.next += 1;
+                out.push(Delivery {
+                    message: Message::new(format!("{}-{}", self.name, self.next)),
+                    token: self.next,
+                });
             }
-            self.next += 1;
-            out.push(Delivery {
-                message: Message::new(format!("{}-{}", self.name, self.next)),
-                token: self.next,
-            });
             Ok(self.next < self.count)
         }
         fn acker(&self) -> Arc<dyn Acker> {
@@ -276,7 +275,9 @@ mod tests {
         })));
         let mut out = Vec::new();
         while out.len() < 3 {
-            merged.recv(&mut out, 10).await.unwrap();
+            let before = out.len();
+            merged.recv(&mut out, 1).await.unwrap();
+            assert_eq!(out.len(), before + 1, "recv takes at most `max`");
         }
         assert!(joiner.join(Box::new(Counted {
             name: "b",

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::url::BrokerUrl;
 use riverbed_core::tls::TlsConfig;
 
-fn default_urls() -> Vec<BrokerUrl> {
+pub(crate) fn default_urls() -> Vec<BrokerUrl> {
     vec![
         "amqp://guest:guest@127.0.0.1:5672/%2f"
             .parse()
@@ -32,10 +32,10 @@ fn default_ack_interval() -> Duration {
 fn default_linger() -> Duration {
     Duration::from_millis(1)
 }
-fn default_connect_timeout() -> Duration {
+pub(crate) fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_confirm_timeout() -> Duration {
+pub(crate) fn default_confirm_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_routing_key() -> String {

@@ -65,6 +65,7 @@
 mod acker;
 pub mod config;
 mod connect;
+pub mod control;
 pub mod dead_letter;
 mod death;
 mod delivery;
@@ -88,6 +89,7 @@ pub use config::{
     AmqpDeadLetterConfig, AmqpSinkConfig, AmqpSourceConfig, ArgValue, BindingConfig,
     ExchangeConfig, ExchangeType, QueueType, RetryQueueConfig, StreamOffsetConfig,
 };
+pub use control::{AmqpControlConfig, ControlQueue};
 pub use dead_letter::AmqpDeadLetters;
 pub use dlq::{Browser, DeadLetterQueue, QueuedLetter, RedriveTarget, Redriver};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 //! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
 //! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
 //! - `progress`: the live progress line.
+//! - `run`: `riverbed run`, and swapping in a changed configuration while it runs.
 //! - `signals`: SIGINT / SIGTERM handling.
 
 #![forbid(unsafe_code)]
@@ -30,9 +31,9 @@ mod leader;
 mod logs;
 mod progress;
 mod publish;
+mod run;
 mod signals;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,6 +66,10 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the pipeline described by a TOML file until stopped (SIGINT/SIGTERM) or its source ends.
+    /// A changed configuration is swapped in without losing or repeating a message: on SIGHUP
+    /// (the file read again), `PUT /api/config` on the admin server, or a command on the
+    /// `[control]` queue. The running pipeline drains first; a change that fails to validate
+    /// or to connect is refused and the running pipeline goes on.
     Run {
         /// The pipeline file.
         config: PathBuf,
@@ -151,7 +156,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run { config, quiet } => run(config, quiet).await,
+        Command::Run { config, quiet } => run::run(config, quiet).await,
         Command::Validate { config } => {
             let plan = config::load(&config)?;
             println!(
@@ -168,80 +173,6 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Dlq { command } => dlq::run(command).await.map(|_| ExitCode::SUCCESS),
         Command::Publish(args) => publish::run(args).await.map(|_| ExitCode::SUCCESS),
     }
-}
-
-async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
-    let mut plan = config::load(&path)?;
-    let singleton = match &plan.cluster {
-        Some(config::ClusterPlan::Singleton(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let text = std::fs::read_to_string(&path)?;
-    let admin = admin::start(&plan, &path, &text).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let signalled = stop.clone();
-    let draining = admin.clone();
-    tokio::spawn(async move {
-        signals::shutdown().await;
-        if let Some(a) = &draining {
-            a.draining();
-        }
-        signalled.cancel();
-    });
-    let lease = match &singleton {
-        Some(s) => match leader::lead(s, stop.clone().cancelled_owned()).await? {
-            Some(lease) => Some((lease, s.name.clone())),
-            None => return Ok(ExitCode::SUCCESS),
-        },
-        None => None,
-    };
-    plan.fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
-    let config::Built {
-        pipeline,
-        tasks,
-        probes,
-    } = config::build(plan).await?;
-    if let Some((lease, name)) = lease {
-        leader::hold(lease, name);
-        if let Some(a) = &admin {
-            a.set_role(admin::Role::Leader);
-        }
-    }
-    if let Some(a) = &admin {
-        a.running(pipeline.stats(), probes);
-    }
-    let tasks_stop = tokio_util::sync::CancellationToken::new();
-    let tasks: Vec<_> = tasks
-        .into_iter()
-        .map(|t| t(Box::pin(tasks_stop.clone().cancelled_owned())))
-        .collect();
-    let progress = (!quiet && std::io::stderr().is_terminal())
-        .then(|| progress::Progress::start(pipeline.stats(), None));
-    let report = pipeline.run(stop.cancelled_owned()).await;
-    tasks_stop.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(p) = progress {
-        p.finish();
-    }
-    let report = report?;
-    let s = report.stats;
-    println!(
-        "{}",
-        serde_json::json!({
-            "received": s.received,
-            "acked": s.acked,
-            "dead_lettered": s.dead_lettered,
-            "filtered": s.filtered,
-            "retried": s.retried,
-            "unavailable_waits": s.unavailable_waits,
-            "broker_retried": s.broker_retried,
-            "drained": report.drained,
-            "exhausted": report.exhausted,
-        })
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/metrics`, `/health`, `/ready`, `/api/status`, `/api/config`,
+//! The admin HTTP server: `/metrics`, `/health`, `/ready`, `/api/status`, `/api/config`
+//! (`GET` redacted, `PUT` a change swapped in),
 //! bound to loopback by default and guarded by an optional bearer token.
 //!
 //! # Layout
@@ -21,14 +22,19 @@ use crate::config::{AdminPlan, Plan};
 /// Starts the admin server for `plan` (whose file's text is `text`) if `[admin]` asks for one:
 /// installs the metrics recorder, binds the listener (an address in use is an error at start)
 /// and serves until the process ends. `None` without `[admin]`.
-pub async fn start(plan: &Plan, path: &std::path::Path, text: &str) -> Result<Option<AdminState>> {
+pub async fn start(
+    plan: &Plan,
+    path: &std::path::Path,
+    text: &str,
+    controller: crate::run::control::Controller,
+) -> Result<Option<AdminState>> {
     let Some(admin) = &plan.admin else {
         return Ok(None);
     };
     let token = admin.token.as_ref().map(|t| t.read()).transpose()?;
     let config = crate::config::redacted(text, &|name| std::env::var(name).ok())?;
     let prometheus = recorder::install()?;
-    let state = AdminState::new(plan, path, config, token, prometheus);
+    let state = AdminState::new(plan, path, config, token, prometheus, controller);
     serve(admin, state.clone()).await?;
     Ok(Some(state))
 }

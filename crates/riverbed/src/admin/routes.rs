@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -21,7 +22,7 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/api/status", get(status))
-        .route("/api/config", get(config))
+        .route("/api/config", get(config).put(change))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
@@ -86,7 +87,35 @@ async fn status(State(state): State<Shared>) -> Json<serde_json::Value> {
 }
 
 async fn config(State(state): State<Shared>) -> Json<serde_json::Value> {
-    Json(state.config().clone())
+    Json(state.config())
+}
+
+/// `PUT /api/config`: a whole pipeline file (TOML, any content type but JSON), or key-value
+/// pairs (`Content-Type: application/json`). Answers once the change is applied (200) or
+/// refused: 422 invalid, 409 needs a restart, 503 cannot connect or stopping.
+async fn change(
+    State(state): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::run::change::Change;
+    use crate::run::control::{Answer, Origin, Verdict};
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let controller = state.controller();
+    let answer = if json {
+        controller.submit_json(&body, Origin::Api).await
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => controller.submit(Change::Replace(text), Origin::Api).await,
+            Err(_) => Answer::refused(Verdict::Invalid, "the pipeline file is not UTF-8"),
+        }
+    };
+    let code = StatusCode::from_u16(answer.verdict.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(answer.body)).into_response()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! What the admin routes report: the plan's outline (fixed at start), the live pipeline (set
 //! once it is built), the instance's role in singleton mode, and whether it is draining.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use riverbed_core::Stats;
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::config::probes::Probes;
 use crate::config::raw::SourceKind;
 use crate::config::{ClusterPlan, Plan, SinkPlanKind};
+use crate::run::control::Controller;
 
 /// This instance's part in singleton mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +45,19 @@ struct Live {
 pub struct AdminState(Arc<Shared>);
 
 struct Shared {
-    outline: Value,
+    path: std::path::PathBuf,
+    outline: RwLock<Value>,
     lease: Option<String>,
-    config: Value,
+    config: RwLock<Value>,
     token: Option<String>,
     prometheus: PrometheusHandle,
     role: Mutex<Role>,
-    live: OnceLock<Live>,
+    /// The running pipeline generation's counters and probes (a swap replaces them).
+    live: RwLock<Option<Arc<Live>>>,
+    /// Pipelines built so far: 1 for the first, one more per configuration swapped in.
+    generation: AtomicU64,
     draining: AtomicBool,
+    controller: Controller,
 }
 
 impl AdminState {
@@ -62,24 +68,28 @@ impl AdminState {
         config: Value,
         token: Option<String>,
         prometheus: PrometheusHandle,
+        controller: Controller,
     ) -> Self {
         let lease = match &plan.cluster {
             Some(ClusterPlan::Singleton(s)) => Some(s.name.clone()),
             _ => None,
         };
         AdminState(Arc::new(Shared {
-            outline: outline(plan, path),
+            path: path.to_owned(),
+            outline: RwLock::new(outline(plan, path)),
             role: Mutex::new(if lease.is_some() {
                 Role::Standby
             } else {
                 Role::Single
             }),
             lease,
-            config,
+            config: RwLock::new(config),
             token,
             prometheus,
-            live: OnceLock::new(),
+            live: RwLock::new(None),
+            generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            controller,
         }))
     }
 
@@ -88,9 +98,27 @@ impl AdminState {
         *self.0.role.lock().expect("role lock") = role;
     }
 
-    /// The pipeline is built and about to run.
+    /// A pipeline is built and about to run (the first, or one swapped in).
     pub fn running(&self, stats: Arc<Stats>, probes: Probes) {
-        let _ = self.0.live.set(Live { stats, probes });
+        *self.0.live.write().expect("live lock") = Some(Arc::new(Live { stats, probes }));
+        self.0.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A changed configuration, `plan` from `text`, has been swapped in.
+    pub fn reconfigured(&self, plan: &Plan, text: &str) {
+        *self.0.outline.write().expect("outline lock") = outline(plan, &self.0.path);
+        match crate::config::redacted(text, &|name| std::env::var(name).ok()) {
+            Ok(c) => *self.0.config.write().expect("config lock") = c,
+            Err(e) => tracing::warn!(error = %e, "The new configuration cannot be shown redacted"),
+        }
+    }
+
+    pub(super) fn controller(&self) -> &Controller {
+        &self.0.controller
+    }
+
+    fn live(&self) -> Option<Arc<Live>> {
+        self.0.live.read().expect("live lock").clone()
     }
 
     /// Intake stopped: the pipeline drains, then the process ends.
@@ -106,8 +134,8 @@ impl AdminState {
         self.0.prometheus.render()
     }
 
-    pub(super) fn config(&self) -> &Value {
-        &self.0.config
+    pub(super) fn config(&self) -> Value {
+        self.0.config.read().expect("config lock").clone()
     }
 
     fn role(&self) -> Role {
@@ -130,7 +158,7 @@ impl AdminState {
                 json!({"status": "not_ready", "role": role, "reason": "draining"}),
             );
         }
-        let Some(live) = self.0.live.get() else {
+        let Some(live) = self.live() else {
             if self.role() == Role::Standby {
                 return (true, json!({"status": "ready", "role": role}));
             }
@@ -172,12 +200,13 @@ impl AdminState {
 
     /// `/api/status`.
     pub(super) fn status(&self) -> Value {
-        let mut out = self.0.outline.clone();
+        let mut out = self.0.outline.read().expect("outline lock").clone();
+        out["generation"] = json!(self.0.generation.load(Ordering::Relaxed));
         let (ready, readiness) = self.readiness();
         out["ready"] = json!(ready);
         out["readiness"] = readiness;
         out["leader"] = self.leader();
-        let Some(live) = self.0.live.get() else {
+        let Some(live) = self.live() else {
             out["state"] = json!(if self.role() == Role::Standby {
                 "standby"
             } else {

@@ -52,6 +52,8 @@ pub struct Plan {
     pub feed: Option<super::feed::FeedPlan>,
     /// Set by the daemon once it leads with a fenced lease: every message carries it.
     pub fencing_token: Option<u64>,
+    /// The control queue taking reconfiguration commands, if configured.
+    pub control: Option<riverbed_amqp::ControlQueue>,
 }
 
 /// A checked processor.
@@ -297,9 +299,17 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         None => Vec::new(),
         Some(name) => super::resume::check_resume(&c, name, &sinks, raw.source.get_ref())?,
     };
+    let control = match &raw.control {
+        None => None,
+        Some(ctl) => match riverbed_amqp::ControlQueue::new(ctl.get_ref().clone()) {
+            Ok(q) => Some(q),
+            Err(e) => return c.err(ctl.span(), format!("`control`: {e}")),
+        },
+    };
     Ok(Plan {
         cluster,
         feed,
+        control,
         fencing_token: None,
         admin: super::admin::check_admin(&c, raw.admin.as_ref())?,
         resume_from,

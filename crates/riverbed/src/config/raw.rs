@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub cluster: Option<Spanned<super::cluster::ClusterSection>>,
     /// Producer tracking for a sports-style feed (alives, recovery, `snapshot_complete`).
     pub feed: Option<Spanned<super::feed::FeedSection>>,
+    /// A RabbitMQ queue taking reconfiguration commands (absent: none; see `riverbed run`).
+    pub control: Option<Spanned<riverbed_amqp::AmqpControlConfig>>,
 }
 
 /// One `[[tasks]]` entry.

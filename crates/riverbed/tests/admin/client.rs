@@ -1,6 +1,9 @@
 //! A minimal HTTP/1.0 client for the admin server, and the daemon as a child process with its
 //! own environment (the admin token comes from a variable only the child has).
 
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
+
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -26,10 +29,41 @@ impl Answer {
 /// `GET path` on 127.0.0.1:`port`, with `Authorization: Bearer token` when given; `None` while
 /// nothing listens.
 pub fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
+    request(port, "GET", path, token, None, Duration::from_secs(10))
+}
+
+/// `PUT path` with `body` of `content_type`; waits up to `limit` for the answer.
+pub fn put(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+    limit: Duration,
+) -> Option<Answer> {
+    request(port, "PUT", path, token, Some((content_type, body)), limit)
+}
+
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+    limit: Duration,
+) -> Option<Answer> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").ok()?;
+    let content = body.map_or(String::new(), |(ty, b)| {
+        format!("Content-Type: {ty}\r\nContent-Length: {}\r\n", b.len())
+    });
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}{content}\r\n{}",
+        body.map_or("", |(_, b)| b)
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
@@ -103,6 +137,11 @@ impl Daemon {
             }
         });
         Daemon { child, logs }
+    }
+
+    /// Its process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything it logged so far.

@@ -1,0 +1,368 @@
+//! Hot reconfiguration through the real binary (`cargo test reconfig`): while messages flow
+//! from RabbitMQ, changes arrive through `PUT /api/config`, SIGHUP and the control queue. A
+//! change that does not validate, touches `[admin]`, or cannot connect is refused with its
+//! answer and the running pipeline goes on; an accepted one drains the running pipeline and
+//! starts the new one. Every message is written exactly once (the sink is a JSON-lines file:
+//! a message processed twice would be there twice) and each key's messages in order.
+
+#[path = "outages/broker.rs"]
+mod broker;
+#[path = "admin/client.rs"]
+mod client;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use riverbed_core::testing::require_service;
+use serde_json::{Value, json};
+
+use broker::{AMQP_URL, Broker, events};
+use client::{Daemon, free_port, get, put, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("riverbed_reconfig_{what}_{}_{nanos}", std::process::id())
+}
+
+/// The pipeline file: `queue` into the JSON-lines file `out`, 2 partitions, batches of 10
+/// (written at the latest 100 ms after their first message, so that at the rates here they
+/// would grow past 10 without the limit).
+fn pipeline(queue: &str, out: &Path, port: u16, control: Option<&str>) -> String {
+    let control = control.map_or(String::new(), |q| {
+        format!("\n[control]\nurls = [\"{AMQP_URL}\"]\nqueue = \"{q}\"\n")
+    });
+    format!(
+        r#"# Reconfigured while it runs.
+[pipeline]
+partitions = 2            # two batchers
+key = "/entity"
+shutdown_grace = "10s"
+
+[source]
+kind = "amqp"
+urls = ["{AMQP_URL}"]
+queue = "{queue}"
+prefetch = 200
+
+[[sinks]]
+name = "out"
+kind = "file"
+path = "{}"
+batch = {{ max_size = 10, max_wait = "100ms" }}
+
+[admin]
+listen = "127.0.0.1:{port}"
+{control}"#,
+        out.display()
+    )
+}
+
+/// The lines of the sink's file: each message's id and its entity's sequence number.
+fn written(out: &Path) -> Vec<(String, String, u64)> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["entity"].as_str().unwrap().to_owned(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the file holds `n` lines; panics after `LIMIT`.
+fn wait_written(out: &Path, n: usize, daemon: &Daemon) {
+    let deadline = Instant::now() + LIMIT;
+    while written(out).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} written; logs:\n{}",
+            written(out).len(),
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every event once, and each entity's events in the order published.
+fn assert_exact(out: &Path, expected: usize) {
+    let lines = written(out);
+    let mut seen = HashMap::new();
+    for (id, _, _) in &lines {
+        *seen.entry(id.clone()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    assert_eq!(seen.len(), expected, "every event written");
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (_, entity, seq) in &lines {
+        if let Some(prev) = last.insert(entity, *seq) {
+            assert!(prev < *seq, "{entity}: {seq} written after {prev}");
+        }
+    }
+}
+
+/// `riverbed declare`: the source queue exists before anything is published to it.
+fn declare(cfg: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
+        .arg("declare")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn put_json(port: u16, body: Value) -> client::Answer {
+    put(
+        port,
+        "/api/config",
+        None,
+        "application/json",
+        &body.to_string(),
+        LIMIT,
+    )
+    .expect("the admin server answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_through_the_api_and_sighup_loses_and_repeats_nothing() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, out, port) = (unique("api"), dir.path().join("out.jsonl"), free_port());
+    let broker = Broker::connect().await;
+    broker.delete(std::slice::from_ref(&queue)).await;
+    let cfg = dir.path().join("pipeline.toml");
+    std::fs::write(&cfg, pipeline(&queue, &out, port, None)).unwrap();
+    declare(&cfg);
+    let daemon = Daemon::spawn(&cfg, &[]);
+    wait_for(port, "/api/status", None, LIMIT, |a| {
+        a.json()["state"] == "running"
+    });
+    let all = events(6000, 50);
+    let (first, rest) = all.split_at(2000);
+    broker.publish_steadily(&queue, first.to_vec(), 2000).await;
+
+    // While the first part flows: refusals leave the running pipeline alone.
+    let invalid = put_json(port, json!({"pipeline.partitions": 0}));
+    assert_eq!(invalid.status, 422, "{}", invalid.body);
+    assert!(invalid.body.contains("partitions"), "{}", invalid.body);
+    let fixed = put_json(port, json!({"admin.listen": "127.0.0.1:1"}));
+    assert_eq!(fixed.status, 409, "{}", fixed.body);
+    let unknown = put_json(port, json!({"sinks.nope.batch.max_size": 5}));
+    assert_eq!(unknown.status, 422, "{}", unknown.body);
+    let secret_dlq = json!({"dead_letter": {"kind": "amqp",
+        "urls": ["amqp://guest:hunter2@127.0.0.1:1/%2f"], "queue": "x", "connect_timeout": "1s"}});
+    let unreachable = put_json(port, secret_dlq);
+    assert_eq!(unreachable.status, 503, "{}", unreachable.body);
+    assert!(
+        !unreachable.body.contains("hunter2"),
+        "{}",
+        unreachable.body
+    );
+    let status = get(port, "/api/status", None).unwrap().json();
+    assert_eq!(status["generation"], 1, "{status}");
+
+    // Accepted mid-stream: batches of 100 over 4 partitions.
+    let publisher = {
+        let (queue, rest) = (queue.clone(), rest.to_vec());
+        tokio::spawn(async move {
+            let broker = Broker::connect().await;
+            broker.publish_steadily(&queue, rest, 4000).await;
+        })
+    };
+    let before = get(port, "/metrics", None).unwrap().body;
+    let small = r#"riverbed_sink_batch_size_bucket{sink="out",le="10"}"#;
+    assert_eq!(
+        sample(&before, small),
+        sample(&before, r#"riverbed_sink_batch_size_count{sink="out"}"#),
+        "batches of at most 10 before the change"
+    );
+    let applied = put_json(
+        port,
+        json!({"pipeline": {"partitions": 4}, "sinks.out.batch.max_size": 100}),
+    );
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    let a = applied.json();
+    assert_eq!(
+        (a["generation"].as_u64(), a["drained"].as_bool()),
+        (Some(2), Some(true)),
+        "{a}"
+    );
+    let status = get(port, "/api/status", None).unwrap().json();
+    assert_eq!(
+        (status["generation"].as_u64(), status["partitions"].as_u64()),
+        (Some(2), Some(4))
+    );
+    let config = get(port, "/api/config", None).unwrap().body;
+    assert!(config.contains("100"), "the new config is shown: {config}");
+
+    // SIGHUP with the file changed on disk: back to 3 partitions.
+    let reread = pipeline(&queue, &out, port, None)
+        .replace("partitions = 2", "partitions = 3")
+        .replace("max_size = 10,", "max_size = 100,");
+    std::fs::write(&cfg, reread).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for(port, "/api/status", None, LIMIT, |a| {
+        a.json()["generation"] == 3
+    });
+    publisher.await.unwrap();
+    wait_written(&out, all.len(), &daemon);
+    assert_exact(&out, all.len());
+    let after = get(port, "/metrics", None).unwrap().body;
+    assert!(after.contains(small), "{after}");
+    assert!(
+        sample(&after, r#"riverbed_sink_batch_size_count{sink="out"}"#) > sample(&after, small),
+        "batches over 10 after the change"
+    );
+    let logs = daemon.logs();
+    assert!(logs.contains("Configuration refused"), "{logs}");
+    assert!(!logs.contains("hunter2"), "no password in the logs");
+    assert_eq!(broker.ready(&queue).await, 0);
+    broker.delete(&[queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_from_the_control_queue_is_answered_on_reply_to() {
+    if !require_service("RabbitMQ", "127.0.0.1:5672") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, control, out, port) = (
+        unique("src"),
+        unique("control"),
+        dir.path().join("out.jsonl"),
+        free_port(),
+    );
+    let broker = Broker::connect().await;
+    let cfg = dir.path().join("pipeline.toml");
+    std::fs::write(&cfg, pipeline(&queue, &out, port, Some(&control))).unwrap();
+    declare(&cfg);
+    let daemon = Daemon::spawn(&cfg, &[]);
+    wait_for(port, "/api/status", None, LIMIT, |a| {
+        a.json()["state"] == "running"
+    });
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let replies = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut answers = ch
+        .basic_consume(
+            replies.name().clone(),
+            "answers".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // The control queue is declared by the daemon once it consumes it.
+    let deadline = Instant::now() + LIMIT;
+    while !daemon.logs().contains("Control queue consumed") {
+        assert!(Instant::now() < deadline, "{}", daemon.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = events(3000, 40);
+    let publisher = {
+        let (queue, all) = (queue.clone(), all.clone());
+        tokio::spawn(async move {
+            Broker::connect()
+                .await
+                .publish_steadily(&queue, all, 2000)
+                .await;
+        })
+    };
+    let mut ask = async |body: &str, id: &str| -> Value {
+        let props = BasicProperties::default()
+            .with_reply_to(replies.name().clone())
+            .with_correlation_id(id.into());
+        ch.basic_publish(
+            "".into(),
+            control.as_str().into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        )
+        .await
+        .unwrap();
+        let d = tokio::time::timeout(LIMIT, answers.next())
+            .await
+            .expect("an answer in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            Some(id)
+        );
+        serde_json::from_slice(&d.data).unwrap()
+    };
+    while written(&out).len() < 300 {
+        assert!(Instant::now() < deadline, "{}", daemon.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = ask("not json", "c1").await;
+    assert_eq!(refused["status"], "refused", "{refused}");
+    let refused = ask(r#"{"sinks.out.batch.max_size": "many"}"#, "c2").await;
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("refused"), Some("invalid")),
+        "{refused}"
+    );
+    let applied = ask(
+        r#"{"sinks.out.batch.max_size": 100, "pipeline.partitions": 4}"#,
+        "c3",
+    )
+    .await;
+    assert_eq!(applied["status"], "applied", "{applied}");
+    assert_eq!(applied["generation"], 2, "{applied}");
+    publisher.await.unwrap();
+    wait_written(&out, all.len(), &daemon);
+    assert_exact(&out, all.len());
+    let status = get(port, "/api/status", None).unwrap().json();
+    assert_eq!(status["partitions"], 4, "{status}");
+    broker.delete(&[queue, control]).await;
+}

@@ -63,6 +63,7 @@
 #![forbid(unsafe_code)]
 
 mod acker;
+pub mod backlog;
 pub mod config;
 mod connect;
 pub mod control;
@@ -85,6 +86,7 @@ mod topology;
 pub mod url;
 mod window;
 
+pub use backlog::AmqpBacklog;
 pub use config::{
     AmqpDeadLetterConfig, AmqpSinkConfig, AmqpSourceConfig, ArgValue, BindingConfig,
     ExchangeConfig, ExchangeType, QueueType, RetryQueueConfig, StreamOffsetConfig,

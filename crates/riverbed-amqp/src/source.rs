@@ -171,6 +171,22 @@ impl AmqpSource {
         self.status.clone()
     }
 
+    /// The queues' consumer lag, asked on a connection of its own; `None` for a stream or a
+    /// server-named queue (no depth to ask for, or no name to ask it by).
+    pub fn backlog_probe(&self) -> Option<crate::AmqpBacklog> {
+        let s = &self.settings;
+        if s.stream.is_some() || s.queue.name.is_empty() {
+            return None;
+        }
+        let queues = match s.partitions {
+            None => vec![s.queue.name.clone()],
+            Some(n) => (0..n)
+                .map(|i| topology::partition_queue(&s.queue.name, i))
+                .collect(),
+        };
+        Some(crate::AmqpBacklog::new(s.connection.clone(), queues))
+    }
+
     /// The default dead-letter queue of this source (`<queue>.dlq` unless configured), if any.
     pub fn dead_letter_queue(&self) -> Option<Arc<AmqpDeadLetters>> {
         self.dead_letters.clone()

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod availability;
+pub mod backlog;
 pub mod breaker;
 mod builder;
 pub mod claims;
@@ -67,6 +68,7 @@ mod tracker;
 mod write;
 
 pub use availability::SinkHealth;
+pub use backlog::{Backlog, BacklogProbe};
 pub use builder::{BuildError, DEFAULT_MAX_DELIVERIES, PipelineBuilder, default_partitions};
 pub use claims::{Claim, ClaimId, ClaimStore, ClaimedSink};
 pub use contiguous::ContiguousTracker;

@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 mod acker;
+pub mod backlog;
 pub mod config;
 mod connect;
 pub mod dead_letter;
@@ -57,6 +58,7 @@ pub mod source;
 pub mod status;
 mod subject;
 
+pub use backlog::NatsBacklog;
 pub use config::{DeliverConfig, NatsDeadLetterConfig, NatsSinkConfig, NatsSourceConfig};
 pub use dead_letter::NatsDeadLetters;
 pub use delivery::CONSUMER_SEQUENCE_HEADER;

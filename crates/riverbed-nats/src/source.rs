@@ -119,6 +119,12 @@ impl NatsSource {
         self.status.clone()
     }
 
+    /// The durable's consumer lag, asked on a connection of its own.
+    pub fn backlog_probe(&self) -> crate::NatsBacklog {
+        let s = &self.settings;
+        crate::NatsBacklog::new(s.connection.clone(), s.stream.clone(), s.durable.clone())
+    }
+
     /// The source's dead-letter destination.
     pub fn dead_letter_destination(&self) -> Arc<NatsDeadLetters> {
         self.dead_letters.clone()

@@ -3,10 +3,12 @@
 //! bound to loopback by default and guarded by an optional bearer token.
 //!
 //! # Layout
+//! - `backlog`: the source's consumer lag and connection state, sampled while it runs.
 //! - `recorder`: the Prometheus recorder with every metric described and real histograms.
 //! - `state`: what the routes report: the plan's outline, the live pipeline, the leader role.
 //! - `routes`: the router, the token check and the handlers.
 
+mod backlog;
 mod recorder;
 mod routes;
 mod state;

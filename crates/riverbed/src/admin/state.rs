@@ -35,9 +35,9 @@ impl Role {
 }
 
 /// The running pipeline's counters and probes.
-struct Live {
-    stats: Arc<Stats>,
-    probes: Probes,
+pub(super) struct Live {
+    pub stats: Arc<Stats>,
+    pub probes: Probes,
 }
 
 /// Shared by every route; cheap to clone.
@@ -56,6 +56,8 @@ struct Shared {
     live: RwLock<Option<Arc<Live>>>,
     /// Pipelines built so far: 1 for the first, one more per configuration swapped in.
     generation: AtomicU64,
+    /// The last answers of the source's broker on what waits there.
+    backlog: Mutex<Vec<riverbed_core::Backlog>>,
     draining: AtomicBool,
     controller: Controller,
 }
@@ -88,6 +90,7 @@ impl AdminState {
             prometheus,
             live: RwLock::new(None),
             generation: AtomicU64::new(0),
+            backlog: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             controller,
         }))
@@ -101,7 +104,24 @@ impl AdminState {
     /// A pipeline is built and about to run (the first, or one swapped in).
     pub fn running(&self, stats: Arc<Stats>, probes: Probes) {
         *self.0.live.write().expect("live lock") = Some(Arc::new(Live { stats, probes }));
-        self.0.generation.fetch_add(1, Ordering::Relaxed);
+        let generation = self.0.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("riverbed_config_generation").set(generation as f64);
+        super::backlog::watch(self.clone(), generation);
+    }
+
+    /// The live pipeline while `generation` is the running one and the process does not
+    /// drain.
+    pub(super) fn live_of(&self, generation: u64) -> Option<Arc<Live>> {
+        if self.0.generation.load(Ordering::Relaxed) != generation
+            || self.0.draining.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        self.live()
+    }
+
+    pub(super) fn set_backlog(&self, backlog: Vec<riverbed_core::Backlog>) {
+        *self.0.backlog.lock().expect("backlog lock") = backlog;
     }
 
     /// A changed configuration, `plan` from `text`, has been swapped in.
@@ -233,6 +253,10 @@ impl AdminState {
             "batches": s.batches,
             "in_flight": s.in_flight(),
         });
+        let backlog: Vec<Value> = (self.0.backlog.lock().expect("backlog lock").iter())
+            .map(|b| json!({"queue": b.name, "messages": b.messages}))
+            .collect();
+        out["backlog"] = json!(backlog);
         if let Some(sinks) = out["sinks"].as_array_mut() {
             for sink in sinks {
                 let name = sink["name"].as_str().unwrap_or_default().to_owned();

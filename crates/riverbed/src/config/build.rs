@@ -164,6 +164,9 @@ async fn build_pipeline(
             let source = amqp_source(a, &plan)?;
             let status = source.status();
             probes.source(move || status.connection());
+            if let Some(backlog) = source.backlog_probe() {
+                probes.backlog(backlog);
+            }
             match &plan.feed {
                 Some(f) => {
                     let (source, task) = feed_source(f, source).await?;
@@ -181,7 +184,7 @@ async fn build_pipeline(
                      source (each partition's durable keeps its own position)"
                 );
                 let (source, task, status) =
-                    super::nats_partitions::source(n, &plan, *partitions, lease)?;
+                    super::nats_partitions::source(n, &plan, *partitions, lease, probes)?;
                 probes.source(move || status.connection());
                 feed_task = Some(task);
                 builder.source(source)
@@ -189,6 +192,7 @@ async fn build_pipeline(
                 let mut source = nats_source(n, &plan)?;
                 let status = source.status();
                 probes.source(move || status.connection());
+                probes.backlog(source.backlog_probe());
                 if plan.resume_from.is_empty() {
                     builder.source(source)
                 } else {

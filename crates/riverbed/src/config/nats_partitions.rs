@@ -19,11 +19,16 @@ pub fn source(
     plan: &Plan,
     partitions: NonZeroU16,
     lease: &SingletonPlan,
+    probes: &mut super::probes::Probes,
 ) -> Result<(MergedSource, Task, PartitionStatus)> {
     let window = u32::try_from(plan.max_in_flight.get()).unwrap_or(u32::MAX);
     let configs: Vec<_> = (0..partitions.get())
         .map(|p| nats_partition(config, p))
         .collect();
+    // The lag of every partition's durable, held here or by another instance.
+    for c in &configs {
+        probes.backlog(riverbed_nats::NatsSource::new(c.clone())?.backlog_probe());
+    }
     // Every partition dead-letters to the same subject: the first one's destination serves.
     let dead_letters =
         riverbed_nats::NatsSource::new(configs[0].clone())?.dead_letter_destination();

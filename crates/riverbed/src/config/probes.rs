@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use riverbed_core::SinkHealth;
 use riverbed_core::breaker::{BreakerState, CircuitBreaker};
+use riverbed_core::{BacklogProbe, SinkHealth};
 
 /// One connection check: `Ok` while usable, else why not (credentials never in it).
 pub type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -16,6 +16,8 @@ pub struct Probes {
     pub connections: Vec<(String, Check)>,
     /// Circuit breakers, by sink name.
     pub breakers: Vec<(String, Arc<CircuitBreaker>)>,
+    /// What the broker says waits at the source (consumer lag), where it tells.
+    pub backlog: Vec<Arc<dyn BacklogProbe>>,
 }
 
 impl Probes {
@@ -24,6 +26,11 @@ impl Probes {
     pub fn source(&mut self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
         self.connections
             .push(("source".to_owned(), Box::new(check)));
+    }
+
+    /// Adds a way to ask the broker how much waits at the source.
+    pub fn backlog(&mut self, probe: impl BacklogProbe + 'static) {
+        self.backlog.push(Arc::new(probe));
     }
 
     /// Adds a check per sink: its destination can be reached (a sink that cannot makes its

@@ -95,6 +95,8 @@ pub struct Request {
 impl Request {
     /// Logs the answer and sends it to whoever asked.
     pub fn answer(self, a: Answer) {
+        metrics::counter!("riverbed_reconfigurations_total", "outcome" => reason(a.verdict))
+            .increment(1);
         match a.verdict {
             Verdict::Applied => {
                 tracing::info!(origin = self.origin.as_str(), answer = %a.body,

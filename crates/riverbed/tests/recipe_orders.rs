@@ -112,6 +112,7 @@ async fn every_service_gets_every_order_once_even_one_started_late() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    let _database = riverbed_core::testing::lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(120), scenario())
         .await
         .expect("the scenario finishes within two minutes");
@@ -293,6 +294,7 @@ async fn an_order_no_queue_takes_fails_loudly_instead_of_vanishing() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    let _database = riverbed_core::testing::lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let recipe = Recipe::new(Broker::RabbitMq);
         // The seed's trap: the publisher runs before any service's queue was declared.

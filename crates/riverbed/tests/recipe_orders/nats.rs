@@ -24,6 +24,8 @@ async fn on_nats_every_service_gets_every_order_once_even_one_started_late() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = lock_service("nats", false).await;
+    // A test that restarts PostgreSQL takes it exclusively: not while this one runs.
+    let _database = lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(150), scenario())
         .await
         .expect("the scenario finishes within two and a half minutes");
@@ -131,6 +133,8 @@ async fn on_nats_an_order_no_stream_takes_fails_loudly_instead_of_vanishing() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = lock_service("nats", false).await;
+    // A test that restarts PostgreSQL takes it exclusively: not while this one runs.
+    let _database = lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let recipe = Recipe::new(Broker::Nats);
         // The seed's trap: the publisher runs before any stream was declared.

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use observe::{count, lose_connection, orders, published, stored_offsets, wait_blocked, wait_rows};
 use recipe::{Broker, Recipe};
+use riverbed_core::testing::TestServer;
 use serde_json::Value;
 use service::Service;
 use sqlx::PgPool;
@@ -149,12 +150,19 @@ struct Shop {
     billing: PathBuf,
     production: PathBuf,
     history: PathBuf,
+    /// The NATS server of the test's own, restarted mid-stream (the last field: dropped after
+    /// the recipe cleaned up on it).
+    nats_server: std::sync::Mutex<Option<TestServer>>,
 }
 
 impl Shop {
     async fn new(broker: Broker) -> Shop {
-        let recipe = Recipe::new(broker);
+        Shop::of(Recipe::new(broker), None).await
+    }
+
+    async fn of(recipe: Recipe, nats_server: Option<TestServer>) -> Shop {
         Shop {
+            nats_server: std::sync::Mutex::new(nats_server),
             pool: PgPool::connect(PG).await.unwrap(),
             billing: recipe.service("billing"),
             production: recipe.service("production"),
@@ -199,7 +207,8 @@ impl Shop {
     /// 300 more orders while billing and production run, with both tables locked so that each
     /// holds a write of them in flight: production is SIGKILLed before it commits and starts
     /// again; on RabbitMQ, billing loses its broker connection, which hands the orders back
-    /// for redelivery, and commits them after that. Returns the new production.
+    /// for redelivery, and commits them after that; on NATS, the server restarts meanwhile
+    /// (SIGTERM, then started again on its data). Returns the new production.
     async fn redelivery_and_crash(&self, production: Service) -> Service {
         let (billing_t, production_t) = (
             self.recipe.table("billing"),
@@ -215,8 +224,15 @@ impl Shop {
         wait_blocked(&self.pool, &self.recipe.client("billing")).await;
         wait_blocked(&self.pool, &self.recipe.client("production")).await;
         production.crash();
-        if self.recipe.broker == Broker::RabbitMq {
-            lose_connection(&self.recipe.client("billing")).await;
+        match self.recipe.broker {
+            Broker::RabbitMq => lose_connection(&self.recipe.client("billing")).await,
+            Broker::Nats => {
+                let mut server = self.nats_server.lock().unwrap();
+                let server = server
+                    .as_mut()
+                    .expect("the NATS scenario runs its own server");
+                tokio::task::block_in_place(|| server.restart());
+            }
         }
         lock.rollback().await.unwrap();
         assert_eq!(

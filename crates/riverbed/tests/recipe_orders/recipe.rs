@@ -33,6 +33,8 @@ impl Broker {
 pub struct Recipe {
     pub tag: String,
     pub broker: Broker,
+    /// The NATS server the files point at (the recipe's, unless a test runs its own).
+    pub nats: String,
     dir: tempfile::TempDir,
 }
 
@@ -45,8 +47,15 @@ impl Recipe {
         Recipe {
             tag: format!("rbt_orders_{}_{nanos}", std::process::id()),
             broker,
+            nats: NATS.to_owned(),
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// The same, with the NATS files pointing at the server at `url`.
+    pub fn on_nats_server(mut self, url: &str) -> Recipe {
+        self.nats = url.to_owned();
+        self
     }
 
     /// Where the services run (relative paths of the recipe land here).
@@ -74,7 +83,12 @@ impl Recipe {
     pub fn write(&self, file: &str, as_name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
         let text = std::fs::read_to_string(self.broker.dir().join(file)).unwrap();
         let path = self.dir().join(as_name);
-        std::fs::write(&path, edit(rename(&text, &self.tag))).unwrap();
+        let mut text = rename(&text, &self.tag);
+        if self.broker == Broker::Nats {
+            assert!(text.contains(NATS), "{file} names the server {NATS}");
+            text = text.replace(NATS, &self.nats);
+        }
+        std::fs::write(&path, edit(text)).unwrap();
         path
     }
 
@@ -126,7 +140,7 @@ impl Recipe {
 
 impl Drop for Recipe {
     fn drop(&mut self) {
-        let (tag, broker) = (self.tag.clone(), self.broker);
+        let (tag, broker, nats) = (self.tag.clone(), self.broker, self.nats.clone());
         // A thread and runtime of its own: this may run while the test's runtime unwinds.
         let cleaned = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -134,7 +148,7 @@ impl Drop for Recipe {
                 .build()
                 .unwrap()
                 .block_on(async {
-                    tokio::time::timeout(LIMIT, delete_everything(&tag, broker)).await
+                    tokio::time::timeout(LIMIT, delete_everything(&tag, broker, &nats)).await
                 })
         })
         .join();
@@ -146,10 +160,10 @@ impl Drop for Recipe {
 
 /// Deletes every queue, exchange (or stream), table and offset row named with `tag` (missing
 /// ones are fine).
-async fn delete_everything(tag: &str, broker: Broker) {
+async fn delete_everything(tag: &str, broker: Broker, nats: &str) {
     match broker {
         Broker::RabbitMq => delete_rabbitmq(tag).await,
-        Broker::Nats => delete_streams(tag).await,
+        Broker::Nats => delete_streams(tag, nats).await,
     }
     if let Ok(pool) = PgPool::connect(PG).await {
         for service in ["billing", "production", "history"] {
@@ -164,9 +178,9 @@ async fn delete_everything(tag: &str, broker: Broker) {
     }
 }
 
-/// Deletes the stream `tag` and the services' dead-letter streams.
-async fn delete_streams(tag: &str) {
-    if let Ok(client) = async_nats::connect(NATS).await {
+/// Deletes the stream `tag` and the services' dead-letter streams on the server at `url`.
+async fn delete_streams(tag: &str, url: &str) {
+    if let Ok(client) = async_nats::connect(url).await {
         let js = async_nats::jetstream::new(client);
         let _ = js.delete_stream(tag).await;
         for service in ["billing", "production", "history"] {

@@ -130,6 +130,31 @@ impl NatsSource {
         self.dead_letters.clone()
     }
 
+    /// Creates what the source needs on the server, without consuming: its stream (file
+    /// storage, limits retention) when `stream_subjects` are given, else checks that it
+    /// exists, and its dead-letter stream. Messages published from then on are kept for the
+    /// durable, which its first run creates from `deliver`. Returns the stream's subjects.
+    pub async fn declare(&self) -> Result<Vec<String>> {
+        let s = &self.settings;
+        let js = context(connect(&s.connection).await?, s.connection.timeout);
+        let mut stream = if s.stream_subjects.is_empty() {
+            js.get_stream(&s.stream)
+                .await
+                .map_err(|e| jetstream(format!("find stream `{}`", s.stream), e))?
+        } else {
+            ensure_stream(&js, &s.stream, &s.stream_subjects).await?
+        };
+        let subjects = stream
+            .info()
+            .await
+            .map_err(|e| jetstream(format!("read stream `{}`", s.stream), e))?
+            .config
+            .subjects
+            .clone();
+        self.dead_letters.connect().await?;
+        Ok(subjects)
+    }
+
     /// Connects if needed, finds the stream, binds the consumer and starts pulling.
     async fn establish(&mut self) -> Result<()> {
         let s = &self.settings;

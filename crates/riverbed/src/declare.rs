@@ -1,10 +1,12 @@
-//! `riverbed declare`: create the RabbitMQ topology of pipeline files before anything runs.
+//! `riverbed declare`: create the broker topology of pipeline files before anything runs.
 //!
 //! An exchange drops what it cannot route. When a publisher starts before the services that
 //! consume its messages, their queues do not exist yet and the first messages would be lost
 //! (or, with `mandatory`, dead-lettered). Declaring every queue and binding first, from the
 //! services' own files, makes each message published from then on wait in every queue meant
-//! for it, however late its consumer starts.
+//! for it, however late its consumer starts. On NATS the same holds for JetStream streams: a
+//! subject no stream captures stores nothing, so each NATS source's stream (and dead-letter
+//! stream) is created first; the stream keeps every message for durables created later.
 
 use std::path::PathBuf;
 
@@ -13,7 +15,7 @@ use riverbed_amqp::{AmqpDeadLetters, AmqpSink};
 use riverbed_core::Sink;
 
 use crate::config::raw::{DeadLetterKind, SourceKind};
-use crate::config::{self, Plan, SinkPlanKind};
+use crate::config::{self, ClusterPlan, Plan, SinkPlanKind};
 
 /// Checks every file first (a bad file declares nothing), then declares each one's source
 /// queue with its exchanges, bindings and dead-letter queue, its sinks' exchanges and its
@@ -28,7 +30,7 @@ pub async fn run(files: &[PathBuf]) -> Result<()> {
             .await
             .with_context(|| format!("declaring the topology of {}", file.display()))?;
         let what = if declared.is_empty() {
-            "no RabbitMQ topology".to_owned()
+            "no broker topology".to_owned()
         } else {
             declared.join(", ")
         };
@@ -37,9 +39,28 @@ pub async fn run(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Declares what `plan` uses on RabbitMQ; returns a description of each thing declared.
+/// Declares what `plan` uses on RabbitMQ and NATS; returns a description of each thing
+/// declared.
 async fn declare(plan: &Plan) -> Result<Vec<String>> {
     let mut declared = Vec::new();
+    if let SourceKind::Nats(n) = &plan.source {
+        // A partitioned source's durables differ per partition; their stream is the same.
+        let one = match &plan.cluster {
+            Some(ClusterPlan::NatsPartitioned { .. }) => config::nats_partition(n, 0),
+            _ => (**n).clone(),
+        };
+        let source = riverbed_nats::NatsSource::new(one)?;
+        let subjects = source.declare().await?;
+        declared.push(format!(
+            "stream `{}` capturing `{}`",
+            n.stream,
+            subjects.join("`, `")
+        ));
+        declared.push(format!(
+            "dead-letter subject `{}`",
+            source.dead_letter_destination().subject()
+        ));
+    }
     if let SourceKind::Amqp(a) = &plan.source {
         let source = config::amqp_source(a, plan)?;
         let queue = source.declare().await?;

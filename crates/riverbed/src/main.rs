@@ -3,7 +3,8 @@
 //! # Layout
 //! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config).
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
-//! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
+//! - `declare`: `riverbed declare`, the RabbitMQ and NATS topology of pipeline files, ahead of
+//!   time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing, showing, redriving and purging dead letters (RabbitMQ and embedded).
 //! - `feed`: producer tracking for sports-style feeds (alives, recovery, snapshots).
@@ -82,8 +83,9 @@ enum Command {
         /// The pipeline file.
         config: PathBuf,
     },
-    /// Declare the RabbitMQ queues, bindings and exchanges of pipeline files without running
-    /// them, so messages published before a service first runs wait in its queue.
+    /// Declare the RabbitMQ queues, bindings and exchanges (and the NATS JetStream streams) of
+    /// pipeline files without running them, so messages published before a service first runs
+    /// wait for it.
     Declare {
         /// The pipeline files (all are checked before anything is declared).
         #[arg(required = true)]

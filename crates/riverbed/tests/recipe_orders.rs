@@ -2,11 +2,14 @@
 //! files against RabbitMQ and PostgreSQL: the topology is declared before the first order;
 //! billing and production take every order once through a lost connection and a SIGKILL; a
 //! service started late bootstraps from the stream, and its restart resumes right after the
-//! stored offset; an order no queue takes fails loudly instead of vanishing.
+//! stored offset; an order no queue takes fails loudly instead of vanishing. The same on NATS
+//! JetStream with the files of `recipes/orders/nats/` (the tests whose names hold `nats`).
 //!
 //! Every broker and database name of the recipe is renamed with a tag unique to the run, so
 //! runs and tests never collide; everything is deleted at the end, failed or not.
 
+#[path = "recipe_orders/nats.rs"]
+mod nats;
 #[path = "recipe_orders/observe.rs"]
 mod observe;
 #[path = "recipe_orders/recipe.rs"]
@@ -18,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use observe::{count, lose_connection, orders, published, stored_offsets, wait_blocked, wait_rows};
-use recipe::Recipe;
+use recipe::{Broker, Recipe};
+use riverbed_core::testing::TestServer;
 use serde_json::Value;
 use service::Service;
 use sqlx::PgPool;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NATS: &str = "nats://127.0.0.1:4222";
 const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../recipes/orders");
 /// How long any one thing may take (a process exit, rows appearing, a reconnect): longer than
 /// the publisher's confirm timeout (30 s), so that a confirm the broker never sends shows as a
@@ -46,18 +51,22 @@ fn recipe_text(file: &str) -> String {
     std::fs::read_to_string(Path::new(RECIPE).join(file)).unwrap()
 }
 
+const FILES: [&str; 4] = [
+    "publisher.toml",
+    "billing.toml",
+    "production.toml",
+    "history.toml",
+];
+
 #[tokio::test]
 async fn the_recipe_files_validate() {
-    let recipe = Recipe::new();
-    for file in [
-        "publisher.toml",
-        "billing.toml",
-        "production.toml",
-        "history.toml",
-    ] {
-        let path = Path::new(RECIPE).join(file);
-        let out = recipe.riverbed(&["validate", path.to_str().unwrap()]).await;
-        assert!(out.contains(": ok ("), "{file}: {out}");
+    let recipe = Recipe::new(Broker::RabbitMq);
+    for broker in [Broker::RabbitMq, Broker::Nats] {
+        for file in FILES {
+            let path = broker.dir().join(file);
+            let out = recipe.riverbed(&["validate", path.to_str().unwrap()]).await;
+            assert!(out.contains(": ok ("), "{broker:?} {file}: {out}");
+        }
     }
     let publisher = recipe_text("publisher.toml");
     for setting in [
@@ -73,6 +82,30 @@ async fn the_recipe_files_validate() {
     assert!(recipe_text("history.toml").contains("partitions = 1 "));
 }
 
+/// On NATS only the broker's part differs: the services' `[source]`, the publisher's sinks.
+#[test]
+fn the_nats_files_differ_from_the_rabbitmq_ones_only_in_the_broker_section() {
+    for file in FILES {
+        let broker_part = if file == "publisher.toml" {
+            "sinks"
+        } else {
+            "source"
+        };
+        let parse = |text: &str| text.parse::<toml::Table>().unwrap();
+        let mut rabbitmq = parse(&recipe_text(file));
+        let nats_text = std::fs::read_to_string(Broker::Nats.dir().join(file)).unwrap();
+        let mut nats = parse(&nats_text);
+        let part = nats.remove(broker_part).unwrap();
+        let kind = match &part {
+            toml::Value::Array(sinks) => sinks[0]["kind"].clone(),
+            other => other["kind"].clone(),
+        };
+        assert_eq!(kind.as_str(), Some("nats"), "{file}: {broker_part}");
+        rabbitmq.remove(broker_part);
+        assert!(rabbitmq == nats, "{file}: the rest is the RabbitMQ file's");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_gets_every_order_once_even_one_started_late() {
     if !services() {
@@ -80,13 +113,14 @@ async fn every_service_gets_every_order_once_even_one_started_late() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    let _database = riverbed_core::testing::lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(120), scenario())
         .await
         .expect("the scenario finishes within two minutes");
 }
 
 async fn scenario() {
-    let shop = Shop::new().await;
+    let shop = Shop::new(Broker::RabbitMq).await;
     shop.declare_topology().await;
     // 200 orders while no service runs: they wait in both queues and in the stream.
     shop.recipe.publish(0, 200).await;
@@ -116,12 +150,19 @@ struct Shop {
     billing: PathBuf,
     production: PathBuf,
     history: PathBuf,
+    /// The NATS server of the test's own, restarted mid-stream (the last field: dropped after
+    /// the recipe cleaned up on it).
+    nats_server: std::sync::Mutex<Option<TestServer>>,
 }
 
 impl Shop {
-    async fn new() -> Shop {
-        let recipe = Recipe::new();
+    async fn new(broker: Broker) -> Shop {
+        Shop::of(Recipe::new(broker), None).await
+    }
+
+    async fn of(recipe: Recipe, nats_server: Option<TestServer>) -> Shop {
         Shop {
+            nats_server: std::sync::Mutex::new(nats_server),
             pool: PgPool::connect(PG).await.unwrap(),
             billing: recipe.service("billing"),
             production: recipe.service("production"),
@@ -136,28 +177,38 @@ impl Shop {
         }
     }
 
-    /// The recipe's step 1: both queues and the stream exist, bound to the exchange, before
-    /// the first order.
+    /// The recipe's step 1: both queues and the stream exist, bound to the exchange (on
+    /// NATS: the stream and the dead-letter streams), before the first order.
     async fn declare_topology(&self) {
         let publisher = self.recipe.publisher(0, 0);
         let files = [&self.billing, &self.production, &self.history, &publisher];
         let mut args = vec!["declare"];
         args.extend(files.iter().map(|f| f.to_str().unwrap()));
         let declared = self.recipe.riverbed(&args).await;
+        let tag = &self.recipe.tag;
         for service in ["billing", "production", "history"] {
-            let bound = format!(
-                "queue `{}` bound to `{}`",
-                self.recipe.queue(service),
-                self.recipe.tag
+            let declared_line = match self.recipe.broker {
+                Broker::RabbitMq => {
+                    format!("queue `{}` bound to `{tag}`", self.recipe.queue(service))
+                }
+                Broker::Nats => format!(
+                    "stream `{tag}` capturing `{tag}.>`, dead-letter subject \
+                     `riverbed.dlq.{tag}.{}`",
+                    self.recipe.client(service)
+                ),
+            };
+            assert!(
+                declared.contains(&declared_line),
+                "{declared_line}: {declared}"
             );
-            assert!(declared.contains(&bound), "{bound}: {declared}");
         }
     }
 
     /// 300 more orders while billing and production run, with both tables locked so that each
     /// holds a write of them in flight: production is SIGKILLed before it commits and starts
-    /// again; billing loses its broker connection, which hands the orders back for
-    /// redelivery, and commits them after that. Returns the new production.
+    /// again; on RabbitMQ, billing loses its broker connection, which hands the orders back
+    /// for redelivery, and commits them after that; on NATS, the server restarts meanwhile
+    /// (SIGTERM, then started again on its data). Returns the new production.
     async fn redelivery_and_crash(&self, production: Service) -> Service {
         let (billing_t, production_t) = (
             self.recipe.table("billing"),
@@ -173,7 +224,16 @@ impl Shop {
         wait_blocked(&self.pool, &self.recipe.client("billing")).await;
         wait_blocked(&self.pool, &self.recipe.client("production")).await;
         production.crash();
-        lose_connection(&self.recipe.client("billing")).await;
+        match self.recipe.broker {
+            Broker::RabbitMq => lose_connection(&self.recipe.client("billing")).await,
+            Broker::Nats => {
+                let mut server = self.nats_server.lock().unwrap();
+                let server = server
+                    .as_mut()
+                    .expect("the NATS scenario runs its own server");
+                tokio::task::block_in_place(|| server.restart());
+            }
+        }
         lock.rollback().await.unwrap();
         assert_eq!(
             count(&self.pool, &production_t).await,
@@ -250,8 +310,9 @@ async fn an_order_no_queue_takes_fails_loudly_instead_of_vanishing() {
     }
     let _serial = SERIAL.lock().await;
     let _broker = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    let _database = riverbed_core::testing::lock_service("postgres", false).await;
     tokio::time::timeout(Duration::from_secs(60), async {
-        let recipe = Recipe::new();
+        let recipe = Recipe::new(Broker::RabbitMq);
         // The seed's trap: the publisher runs before any service's queue was declared.
         let publisher = recipe.publisher(0, 5);
         let declared = recipe
@@ -272,7 +333,7 @@ async fn an_order_no_queue_takes_fails_loudly_instead_of_vanishing() {
             "each failure is an error in the log:\n{log}"
         );
         assert_eq!(
-            dead_letters(&recipe),
+            dead_letters(&recipe, "unroutable", None),
             ["ord-0", "ord-1", "ord-2", "ord-3", "ord-4"]
         );
     })
@@ -280,14 +341,19 @@ async fn an_order_no_queue_takes_fails_loudly_instead_of_vanishing() {
     .expect("the test finishes within a minute");
 }
 
-/// The ids of the orders in the publisher's dead-letter file, each checked to be unroutable.
-fn dead_letters(recipe: &Recipe) -> Vec<String> {
+/// The ids of the orders in the publisher's dead-letter file, each checked to have `reason`
+/// (and an error starting with `error`, when given).
+fn dead_letters(recipe: &Recipe, reason: &str, error: Option<&str>) -> Vec<String> {
     let letters = std::fs::read_to_string(recipe.dir().join("unroutable.jsonl"))
         .expect("the dead letters are kept");
     let mut ids = Vec::new();
     for line in letters.lines() {
         let letter: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(letter["reason"], "unroutable", "{letter}");
+        assert_eq!(letter["reason"], reason, "{letter}");
+        if let Some(error) = error {
+            let e = letter["error"].as_str().unwrap_or_default();
+            assert!(e.starts_with(error), "{letter}");
+        }
         let payload: Value = serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
         assert_eq!(payload["external_id"], letter["message_id"], "{letter}");
         ids.push(letter["message_id"].as_str().unwrap().to_owned());

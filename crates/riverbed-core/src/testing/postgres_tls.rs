@@ -109,6 +109,7 @@ pub fn postgres_tls(pki: &Pki, port: u16) -> Option<TestServer> {
         child: None,
         stop: Some(stop),
         dir,
+        respawn: None,
     };
     let log = server.dir().join("postgres.log");
     let started = as_postgres(&bin.join("pg_ctl"))

@@ -3,6 +3,7 @@
 //! listener here, PostgreSQL with `ssl = on` in `postgres_tls`. The shared servers are never
 //! touched.
 
+use std::ffi::OsString;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,12 +18,67 @@ pub struct TestServer {
     pub(super) child: Option<Child>,
     pub(super) stop: Option<Command>,
     pub(super) dir: ScratchDir,
+    /// How to start the server again, for [`TestServer::restart`].
+    pub(super) respawn: Option<Respawn>,
+}
+
+/// A server's program, arguments and port, to start it again.
+#[derive(Debug)]
+pub(super) struct Respawn {
+    program: PathBuf,
+    args: Vec<OsString>,
+    port: u16,
+    log: &'static str,
 }
 
 impl TestServer {
     /// The server's scratch directory (data and logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Stops the server with SIGTERM (as an operator restarting it would), then starts it again
+    /// with the same port, configuration and data. Only for servers that can (nats-server).
+    pub fn restart(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let respawn = self
+            .respawn
+            .take()
+            .expect("this server cannot be restarted");
+        self.stop_child();
+        let mut command = Command::new(&respawn.program);
+        command
+            .args(&respawn.args)
+            .process_group(0)
+            .stdin(Stdio::null());
+        self.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("restart {}: {e}", self.name)),
+        );
+        assert!(
+            wait_for_port(respawn.port, Duration::from_secs(20)),
+            "{} did not listen on {} again:\n{}",
+            self.name,
+            respawn.port,
+            self.log_tail(respawn.log)
+        );
+        self.respawn = Some(respawn);
+    }
+
+    /// Stops the child and every process it forked: SIGTERM, then SIGKILL after 15 s.
+    fn stop_child(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The child leads its own process group: stop every process the server forked.
+            let group = format!("-{}", child.id());
+            signal("-TERM", &group);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            signal("-KILL", &group);
+            let _ = child.wait();
+        }
     }
 
     /// The last lines of the file `log` in the scratch dir, to show why a server did not start.
@@ -38,17 +94,7 @@ impl Drop for TestServer {
         if let Some(stop) = &mut self.stop {
             let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
-        if let Some(child) = &mut self.child {
-            // The child leads its own process group: stop every process the server forked.
-            let group = format!("-{}", child.id());
-            signal("-TERM", &group);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            signal("-KILL", &group);
-            let _ = child.wait();
-        }
+        self.stop_child();
         tracing::debug!(server = self.name, "Test server stopped");
     }
 }
@@ -210,6 +256,7 @@ pub(super) fn spawn(
         child: Some(child),
         stop: None,
         dir,
+        respawn: None,
     };
     assert!(
         wait_for_port(port, limit),
@@ -241,18 +288,27 @@ pub fn nats_server(port: u16, config: &str) -> Option<TestServer> {
         ),
     )
     .expect("write nats.conf");
-    let mut command = Command::new(program);
-    command
-        .arg("-c")
-        .arg(&file)
-        .arg("-l")
-        .arg(dir.path().join("nats.log"));
-    spawn(
+    let args: Vec<OsString> = vec![
+        "-c".into(),
+        file.into(),
+        "-l".into(),
+        dir.path().join("nats.log").into(),
+    ];
+    let mut command = Command::new(&program);
+    command.args(&args);
+    let mut server = spawn(
         "nats-server",
         command,
         dir,
         port,
         "nats.log",
         Duration::from_secs(20),
-    )
+    )?;
+    server.respawn = Some(Respawn {
+        program,
+        args,
+        port,
+        log: "nats.log",
+    });
+    Some(server)
 }

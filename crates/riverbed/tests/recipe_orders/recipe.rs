@@ -1,5 +1,5 @@
-//! The recipe's files with every broker and database name made unique to the run, and the
-//! cleanup that deletes those names again.
+//! The recipe's files (RabbitMQ or NATS) with every broker and database name made unique to
+//! the run, and the cleanup that deletes those names again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,25 +7,55 @@ use std::process::{Command, Stdio};
 use sqlx::PgPool;
 
 use super::service::{Service, exit};
-use super::{AMQP, LIMIT, PG, RECIPE};
+use super::{AMQP, LIMIT, NATS, PG, RECIPE};
+
+/// The broker a run of the recipe uses: its files are in the recipe's folder (RabbitMQ) or in
+/// its `nats/` folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    RabbitMq,
+    Nats,
+}
+
+impl Broker {
+    /// The folder of the broker's files.
+    pub fn dir(self) -> PathBuf {
+        match self {
+            Broker::RabbitMq => PathBuf::from(RECIPE),
+            Broker::Nats => Path::new(RECIPE).join("nats"),
+        }
+    }
+}
 
 /// The recipe's files, renamed, in a working directory of their own. Dropping it deletes the
-/// queues, the exchange, the tables and the stored offsets, whether the test passed or not.
+/// queues and exchange (or streams), the tables and the stored offsets, whether the test
+/// passed or not.
 pub struct Recipe {
     pub tag: String,
+    pub broker: Broker,
+    /// The NATS server the files point at (the recipe's, unless a test runs its own).
+    pub nats: String,
     dir: tempfile::TempDir,
 }
 
 impl Recipe {
-    pub fn new() -> Recipe {
+    pub fn new(broker: Broker) -> Recipe {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
         Recipe {
             tag: format!("rbt_orders_{}_{nanos}", std::process::id()),
+            broker,
+            nats: NATS.to_owned(),
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// The same, with the NATS files pointing at the server at `url`.
+    pub fn on_nats_server(mut self, url: &str) -> Recipe {
+        self.nats = url.to_owned();
+        self
     }
 
     /// Where the services run (relative paths of the recipe land here).
@@ -43,17 +73,22 @@ impl Recipe {
         format!("{}_{service}", self.tag)
     }
 
-    /// The connection name of `service` on RabbitMQ and PostgreSQL (also the history's
-    /// offsets consumer).
+    /// The connection name of `service` on the broker and PostgreSQL (also the history's
+    /// offsets consumer, and the durable consumer on NATS).
     pub fn client(&self, service: &str) -> String {
         format!("{}-{service}", self.tag)
     }
 
     /// The recipe's `file`, renamed and edited, written as `as_name`.
     pub fn write(&self, file: &str, as_name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
-        let text = std::fs::read_to_string(Path::new(RECIPE).join(file)).unwrap();
+        let text = std::fs::read_to_string(self.broker.dir().join(file)).unwrap();
         let path = self.dir().join(as_name);
-        std::fs::write(&path, edit(rename(&text, &self.tag))).unwrap();
+        let mut text = rename(&text, &self.tag);
+        if self.broker == Broker::Nats {
+            assert!(text.contains(NATS), "{file} names the server {NATS}");
+            text = text.replace(NATS, &self.nats);
+        }
+        std::fs::write(&path, edit(text)).unwrap();
         path
     }
 
@@ -105,14 +140,16 @@ impl Recipe {
 
 impl Drop for Recipe {
     fn drop(&mut self) {
-        let tag = self.tag.clone();
+        let (tag, broker, nats) = (self.tag.clone(), self.broker, self.nats.clone());
         // A thread and runtime of its own: this may run while the test's runtime unwinds.
         let cleaned = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(async { tokio::time::timeout(LIMIT, delete_everything(&tag)).await })
+                .block_on(async {
+                    tokio::time::timeout(LIMIT, delete_everything(&tag, broker, &nats)).await
+                })
         })
         .join();
         if !matches!(cleaned, Ok(Ok(()))) {
@@ -121,8 +158,39 @@ impl Drop for Recipe {
     }
 }
 
-/// Deletes every queue, exchange, table and offset row named with `tag` (missing ones are fine).
-async fn delete_everything(tag: &str) {
+/// Deletes every queue, exchange (or stream), table and offset row named with `tag` (missing
+/// ones are fine).
+async fn delete_everything(tag: &str, broker: Broker, nats: &str) {
+    match broker {
+        Broker::RabbitMq => delete_rabbitmq(tag).await,
+        Broker::Nats => delete_streams(tag, nats).await,
+    }
+    if let Ok(pool) = PgPool::connect(PG).await {
+        for service in ["billing", "production", "history"] {
+            let drop = format!("DROP TABLE IF EXISTS {tag}_{service}");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+        }
+        let _ = sqlx::query("DELETE FROM riverbed_offsets WHERE consumer = $1")
+            .bind(format!("{tag}-history"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}
+
+/// Deletes the stream `tag` and the services' dead-letter streams on the server at `url`.
+async fn delete_streams(tag: &str, url: &str) {
+    if let Ok(client) = async_nats::connect(url).await {
+        let js = async_nats::jetstream::new(client);
+        let _ = js.delete_stream(tag).await;
+        for service in ["billing", "production", "history"] {
+            let _ = js.delete_stream(format!("{tag}-{service}-dlq")).await;
+        }
+    }
+}
+
+/// Deletes the queues, their dead-letter queues and the exchange.
+async fn delete_rabbitmq(tag: &str) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     if let Ok(conn) = lapin::Connection::connect(AMQP, Default::default()).await {
         for service in ["billing", "production", "history"] {
@@ -141,22 +209,11 @@ async fn delete_everything(tag: &str) {
         }
         let _ = conn.close(200, "OK".into()).await;
     }
-    if let Ok(pool) = PgPool::connect(PG).await {
-        for service in ["billing", "production", "history"] {
-            let drop = format!("DROP TABLE IF EXISTS {tag}_{service}");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
-        }
-        let _ = sqlx::query("DELETE FROM riverbed_offsets WHERE consumer = $1")
-            .bind(format!("{tag}-history"))
-            .execute(&pool)
-            .await;
-        pool.close().await;
-    }
 }
 
-/// Renames the recipe's queues, exchange, tables, client names and database with `tag`, then
-/// checks that no name of the recipe is left: a name added to the recipe later must be added
-/// here too, or runs would share it.
+/// Renames the recipe's queues, exchange, streams, subjects, tables, client names and database
+/// with `tag`, then checks that no name of the recipe is left: a name added to the recipe later
+/// must be added here too, or runs would share it.
 fn rename(text: &str, tag: &str) -> String {
     let mut text = text.to_owned();
     for service in ["billing", "production", "history", "publisher"] {
@@ -165,10 +222,8 @@ fn rename(text: &str, tag: &str) -> String {
                 format!("\"orders.{service}\""),
                 format!("\"{tag}.{service}\""),
             ),
-            (
-                format!("\"orders-{service}\""),
-                format!("\"{tag}-{service}\""),
-            ),
+            // Connection names, durables and dead-letter streams (`orders-billing-dlq`).
+            (format!("\"orders-{service}"), format!("\"{tag}-{service}")),
             (
                 format!("\"{service}_orders\""),
                 format!("\"{tag}_{service}\""),
@@ -184,6 +239,9 @@ fn rename(text: &str, tag: &str) -> String {
             format!("{{ name = \"{tag}\", kind"),
         ),
         ("127.0.0.1:5432/shop\"", "127.0.0.1:5432/test\"".to_owned()),
+        ("stream = \"orders\"", format!("stream = \"{tag}\"")),
+        ("\"orders.>\"", format!("\"{tag}.>\"")),
+        ("\"orders.{key}\"", format!("\"{tag}.{{key}}\"")),
     ] {
         text = text.replace(from, &to);
     }

@@ -7,7 +7,7 @@ use riverbed_embedded::{DataKind, Durability};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use super::processors::{AggregateSection, FilterSection, ProcessorEntry, ProcessorKind};
+pub use super::processors::{ProcessorEntry, ProcessorKind};
 
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]

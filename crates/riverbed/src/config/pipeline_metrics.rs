@@ -145,6 +145,7 @@ fn figures(
             "acked": now.1.acked,
             "dead_lettered": now.1.dead_lettered,
             "retried": now.1.retried,
+            "unavailable_waits": now.1.unavailable_waits,
             "batches": now.1.batches,
         },
         "batchers": batchers,

@@ -138,6 +138,61 @@ impl Recipe {
         (watched, conn)
     }
 
+    /// Deletes the aggregates exchange under the running pipeline: its publishes fail (the
+    /// broker closes their channels), so the readings behind them stay unacknowledged while
+    /// the SQLite state goes on committing their snapshots.
+    pub async fn cut_aggregates(&self, conn: &Connection) {
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_delete(
+            self.name("aggregates").as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Declares the aggregates exchange again and binds the watch queue to it.
+    pub async fn rebind_aggregates(&self, conn: &Connection) {
+        let ch = conn.create_channel().await.unwrap();
+        let (exchange, queue) = (self.name("aggregates"), self.name("watch.aggregates"));
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The readings counted in the SQLite state, over all sensors.
+    pub async fn stored_count(&self) -> u64 {
+        let url = format!(
+            "sqlite://{}",
+            self.dir().join(format!("{}-state.db", self.tag)).display()
+        );
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(count), 0) FROM sensor_aggregates")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n as u64
+    }
+
     /// Waits until the pipeline declared and bound its queue, so that no reading is returned.
     pub async fn wait_queue(&self, conn: &Connection) {
         let queue = self.name("readings");

@@ -58,6 +58,31 @@ async fn the_recipe_file_validates() {
     }
 }
 
+#[tokio::test]
+async fn the_simulator_refuses_to_publish_into_nothing() {
+    if !services() {
+        return;
+    }
+    let recipe = Recipe::new();
+    let sim = SimConfig {
+        amqp_url: AMQP.into(),
+        exchange: recipe.name("readings"),
+        sensors: 2,
+        rate: 100,
+        count: Some(5),
+        seed: 1,
+        first_seq: 1,
+        out: None,
+    };
+    let e = riverbed_sensor_sim::run(&sim, std::future::pending())
+        .await
+        .expect_err("no queue is bound to the exchange");
+    assert!(
+        format!("{e:#}").contains("reading 1 was returned: no queue is bound"),
+        "{e:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_stay_exact_across_a_graceful_restart() {
     if !services() {

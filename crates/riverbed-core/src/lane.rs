@@ -18,6 +18,10 @@ pub struct BatchSettings {
     /// Write at the latest this long after the batch's first message arrived. Zero writes
     /// whenever the sink is idle, letting batches grow only while a write is under way.
     pub max_wait: Duration,
+    /// Write only the last message of each key in a batch (keyless messages are all written):
+    /// a stream of snapshots becomes the latest snapshot per key per batch. The deliveries of
+    /// the messages left out settle with the one written, after it was committed.
+    pub coalesce: bool,
 }
 
 impl BatchSettings {
@@ -31,6 +35,7 @@ impl BatchSettings {
         BatchSettings {
             max_size: NonZeroUsize::new(size).expect("clamped to at least 1"),
             max_wait: Duration::ZERO,
+            coalesce: false,
         }
     }
 }

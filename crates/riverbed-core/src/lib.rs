@@ -83,7 +83,7 @@ pub use retry::{Backoff, RetryMode, RetryPolicy};
 pub use secret_url::DatabaseUrl;
 pub use sink::{BatchOutcome, NoopSink, Sink};
 pub use source::{AckToken, Acker, Capabilities, Delivery, Settled, Source, SourceError};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{Stats, StatsSnapshot, WriteTimes};
 pub use storm::{StormGuard, StormTripped};
 pub use template::Template;
 pub use totals::{GroupTotals, TotalsError, TotalsSnapshot, TotalsSource};

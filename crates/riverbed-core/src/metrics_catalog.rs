@@ -72,6 +72,7 @@ pub const METRICS: &[MetricInfo] = &[
     m("riverbed_dead_letters_total", C, Unit::Count, "Deliveries written to the dead-letter destination, by reason and stage."),
     m("riverbed_dead_letter_write_failures_total", C, Unit::Count, "Failed attempts to store dead letters (each is retried)."),
     m("riverbed_dead_letter_storms_total", C, Unit::Count, "Times the storm guard stopped consuming because most messages failed."),
+    m("riverbed_pipeline_metrics_failures_total", C, Unit::Count, "Pipeline metrics messages (task `pipeline_metrics`) that were not confirmed, by task."),
     m("riverbed_dead_letter_storm", G, Unit::Count, "1 while the dead-letter storm guard holds the intake."),
     m("riverbed_retries_total", C, Unit::Count, "In-process retry attempts, by sink."),
     m("riverbed_broker_retries_total", C, Unit::Count, "Deliveries handed back to the broker for a delayed retry."),

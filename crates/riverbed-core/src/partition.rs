@@ -99,6 +99,8 @@ impl Shared {
 
 /// One partition's task state.
 pub(crate) struct Partition {
+    /// Which partition this is (0-based).
+    pub index: usize,
     pub rx: mpsc::Receiver<Vec<Item>>,
     pub processors: Vec<Box<dyn Processor>>,
     pub lanes: Vec<Lane>,
@@ -110,6 +112,7 @@ pub(crate) struct Partition {
 
 impl Partition {
     pub fn new(
+        index: usize,
         rx: mpsc::Receiver<Vec<Item>>,
         processors: Vec<Box<dyn Processor>>,
         sinks: &[SinkSlot],
@@ -118,6 +121,7 @@ impl Partition {
         shared: Arc<Shared>,
     ) -> Self {
         Partition {
+            index,
             rx,
             processors,
             lanes: sinks.iter().cloned().map(Lane::new).collect(),
@@ -168,7 +172,7 @@ impl Partition {
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if let Some((messages, tracked)) = lane.take_due(now, force) {
                 writes.push(Box::pin(write_batch(
-                    i,
+                    (self.index, i),
                     lane.slot.clone(),
                     messages,
                     tracked,

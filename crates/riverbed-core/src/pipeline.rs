@@ -159,10 +159,11 @@ impl Pipeline {
         let mut partitions = JoinSet::new();
         let mut inputs = Vec::new();
         let per_partition = (plan.max_in_flight / plan.processors.len()).max(1);
-        for procs in plan.processors {
+        for (index, procs) in plan.processors.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(per_partition.div_ceil(RECV_CHUNK).max(4));
             inputs.push(tx);
             let part = Partition::new(
+                index,
                 rx,
                 procs,
                 &plan.sinks,

@@ -1,5 +1,7 @@
 //! Pipeline counters: cheap atomics for progress lines, mirrored into `metrics` for Prometheus.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use metrics::{counter, gauge};
@@ -18,6 +20,38 @@ pub struct Stats {
     broker_retried: AtomicU64,
     dead_letter_write_failures: AtomicU64,
     batches: AtomicU64,
+    /// Batch write times per (sink, partition) since the last [`Stats::take_write_times`].
+    write_times: Mutex<BTreeMap<(String, usize), WriteTimes>>,
+}
+
+/// The batch writes of one sink in one partition (one batcher) over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteTimes {
+    /// The sink's name.
+    pub sink: String,
+    /// The partition (0-based).
+    pub partition: usize,
+    /// Batch writes (each retry of a batch is one more).
+    pub batches: u64,
+    /// Messages handed to the sink in those writes (after coalescing).
+    pub messages: u64,
+    /// The shortest write, in seconds.
+    pub min_seconds: f64,
+    /// The longest write, in seconds.
+    pub max_seconds: f64,
+    /// All writes together, in seconds.
+    pub total_seconds: f64,
+}
+
+impl WriteTimes {
+    /// The mean write time, in seconds.
+    pub fn mean_seconds(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.total_seconds / self.batches as f64
+        }
+    }
 }
 
 /// A copy of the counters at one instant.
@@ -112,8 +146,35 @@ impl Stats {
         }
     }
 
-    pub(crate) fn record_batch(&self, sink: &str, size: usize, seconds: f64) {
+    /// The batch write times of every (sink, partition) that wrote since the last call, in
+    /// sink then partition order; the period starts anew. Meant for one reader (a task that
+    /// publishes them every period).
+    pub fn take_write_times(&self) -> Vec<WriteTimes> {
+        let times = std::mem::take(&mut *self.write_times.lock().expect("stats lock poisoned"));
+        times.into_values().collect()
+    }
+
+    pub(crate) fn record_batch(&self, sink: &str, partition: usize, size: usize, seconds: f64) {
         self.batches.fetch_add(1, Relaxed);
+        {
+            let mut times = self.write_times.lock().expect("stats lock poisoned");
+            let t = times
+                .entry((sink.to_owned(), partition))
+                .or_insert_with(|| WriteTimes {
+                    sink: sink.to_owned(),
+                    partition,
+                    batches: 0,
+                    messages: 0,
+                    min_seconds: f64::INFINITY,
+                    max_seconds: 0.0,
+                    total_seconds: 0.0,
+                });
+            t.batches += 1;
+            t.messages += size as u64;
+            t.min_seconds = t.min_seconds.min(seconds);
+            t.max_seconds = t.max_seconds.max(seconds);
+            t.total_seconds += seconds;
+        }
         metrics::histogram!("riverbed_sink_write_seconds", "sink" => sink.to_owned())
             .record(seconds);
         metrics::histogram!("riverbed_sink_batch_size", "sink" => sink.to_owned())

@@ -1,6 +1,7 @@
 //! Writing one batch to a sink: in-process retries of transient failures, waiting out an
 //! unreachable destination without using up attempts, and panics caught per message.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,6 +34,8 @@ pub(crate) struct WriteContext {
 /// A message of the batch that is still to be committed.
 struct Pending {
     tracked: Arc<Tracked>,
+    /// The deliveries of messages a coalescing batch left out for this one: they settle with it.
+    riders: Vec<Arc<Tracked>>,
     /// Attempts used so far (only failures that belong to the message count).
     attempts: u32,
     first_failure: Option<SystemTime>,
@@ -44,29 +47,31 @@ struct Pending {
 /// unreachable destination uses up none: the write waits with capped backoff (and the intake
 /// pauses) until the destination answers again.
 pub(crate) async fn write_batch(
-    lane: usize,
+    (partition, lane): (usize, usize),
     slot: SinkSlot,
-    mut messages: Vec<Message>,
+    messages: Vec<Message>,
     tracked: Vec<Arc<Tracked>>,
     cx: WriteContext,
 ) -> Written {
     let policy = cx.policy;
     let mut results = Vec::with_capacity(tracked.len());
-    let mut pending: Vec<Pending> = tracked
-        .into_iter()
-        .map(|tracked| Pending {
-            tracked,
-            attempts: 0,
-            first_failure: None,
-        })
-        .collect();
+    let (mut messages, mut pending) = if slot.batch.coalesce {
+        coalesce(messages, tracked)
+    } else {
+        let pending = tracked.into_iter().map(Pending::new).collect();
+        (messages, pending)
+    };
     let mut outage: Option<Outage> = None;
     let mut outage_backoff = Backoff::new(policy.initial_backoff, MAX_OUTAGE_WAIT);
     loop {
         let started = std::time::Instant::now();
         let outcome = write_guarded(&slot, &messages).await;
-        cx.stats
-            .record_batch(&slot.name, messages.len(), started.elapsed().as_secs_f64());
+        cx.stats.record_batch(
+            &slot.name,
+            partition,
+            messages.len(),
+            started.elapsed().as_secs_f64(),
+        );
         let failed_at = SystemTime::now();
         let unavailable = outcome.any_unavailable();
         let mut retry_m = Vec::new();
@@ -74,7 +79,7 @@ pub(crate) async fn write_batch(
         for (i, (m, mut p)) in messages.into_iter().zip(pending).enumerate() {
             let (failure, retryable) = match outcome.get(i) {
                 Outcome::Ok => {
-                    results.push((p.tracked, None));
+                    p.settle(&mut results, None);
                     continue;
                 }
                 Outcome::Unavailable(_) => {
@@ -104,7 +109,7 @@ pub(crate) async fn write_batch(
                 last: failed_at,
                 ..StageFailure::now(failure, &*slot.name, p.attempts)
             };
-            results.push((p.tracked, Some(failure)));
+            p.settle(&mut results, Some(failure));
         }
         if !unavailable {
             // The destination answered: whatever outage this write waited out is over.
@@ -140,6 +145,68 @@ pub(crate) async fn write_batch(
         messages = retry_m;
         pending = retry_p;
     }
+}
+
+impl Pending {
+    fn new(tracked: Arc<Tracked>) -> Self {
+        Pending {
+            tracked,
+            riders: Vec::new(),
+            attempts: 0,
+            first_failure: None,
+        }
+    }
+
+    /// Reports the message's final result, for it and for every delivery riding on it.
+    fn settle(
+        self,
+        results: &mut Vec<(Arc<Tracked>, Option<StageFailure>)>,
+        failure: Option<StageFailure>,
+    ) {
+        for r in self.riders {
+            results.push((r, failure.clone()));
+        }
+        results.push((self.tracked, failure));
+    }
+}
+
+/// Keeps the last message of each key, in batch order (keyless messages all stay); the
+/// deliveries of the messages left out ride on the one kept for their key.
+fn coalesce(messages: Vec<Message>, tracked: Vec<Arc<Tracked>>) -> (Vec<Message>, Vec<Pending>) {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(k) = &m.key {
+            last.insert(k.as_str(), i);
+        }
+    }
+    let keep: Vec<usize> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.key.as_deref().map_or(i, |k| last[k]))
+        .collect();
+    drop(last);
+    let mut pending: Vec<Option<Pending>> = Vec::with_capacity(messages.len());
+    pending.resize_with(messages.len(), || None);
+    // Backwards: the message kept for a key comes at or after every message it replaces.
+    for (i, t) in tracked.into_iter().enumerate().rev() {
+        if keep[i] == i {
+            pending[i] = Some(Pending::new(t));
+        } else {
+            let kept = pending[keep[i]]
+                .as_mut()
+                .expect("a later message, visited already");
+            kept.riders.push(t);
+        }
+    }
+    let mut kept_messages = Vec::with_capacity(pending.len());
+    let mut kept_pending = Vec::with_capacity(pending.len());
+    for (m, p) in messages.into_iter().zip(pending) {
+        if let Some(p) = p {
+            kept_messages.push(m);
+            kept_pending.push(p);
+        }
+    }
+    (kept_messages, kept_pending)
 }
 
 /// The sink's write, with a panic caught: the batch is written again one message at a time so

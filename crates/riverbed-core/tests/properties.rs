@@ -105,6 +105,7 @@ fn check(c: Case) -> Result<(), TestCaseError> {
     let batch = BatchSettings {
         max_size: nz(c.batch),
         max_wait: Duration::from_millis(c.wait_ms),
+        coalesce: false,
     };
     let pipeline = Pipeline::builder()
         .source(MemorySource::new(

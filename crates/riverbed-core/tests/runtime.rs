@@ -423,6 +423,7 @@ async fn batches_never_exceed_max_size() {
             Some(riverbed_core::BatchSettings {
                 max_size: nz(7),
                 max_wait: Duration::from_millis(1),
+                coalesce: false,
             }),
         )
         .dead_letters(Arc::new(MemoryDeadLetters::new(journal.clone())))
@@ -453,6 +454,7 @@ async fn a_partial_batch_is_written_when_its_max_wait_is_over() {
             Some(riverbed_core::BatchSettings {
                 max_size: nz(100),
                 max_wait: Duration::from_millis(250),
+                coalesce: false,
             }),
         )
         .dead_letters(Arc::new(MemoryDeadLetters::new(journal.clone())))

@@ -134,6 +134,7 @@ async fn unsettled_messages_come_back_marked_redelivered() {
             Some(BatchSettings {
                 max_size: NonZeroUsize::new(1).unwrap(),
                 max_wait: Duration::ZERO,
+                coalesce: false,
             }),
         )
         .retry(RetryPolicy {

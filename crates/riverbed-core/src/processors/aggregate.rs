@@ -60,11 +60,14 @@ impl AggregateState {
 ///
 /// Replays are not counted twice: when the source has positions and state was restored from
 /// committed output ([`RunningAggregate::with_state`]), a message at or before a key's
-/// `last_position` has already been counted and only passes through.
+/// `last_position` has already been counted and only passes through. A source without
+/// positions (a RabbitMQ queue) can take them from the message instead
+/// ([`RunningAggregate::position_from`]), such as a sequence number that grows per key.
 pub struct RunningAggregate {
     name: String,
     field: String,
     output: String,
+    position_from: Option<String>,
     state: HashMap<String, AggregateState>,
 }
 
@@ -75,7 +78,35 @@ impl RunningAggregate {
             name: name.into(),
             field: field.into(),
             output: output.into(),
+            position_from: None,
             state: HashMap::new(),
+        }
+    }
+
+    /// Takes each message's position from the unsigned integer at JSON pointer `field` instead
+    /// of the source's: values of one key must grow in delivery order, so that a redelivered
+    /// message (at or before the key's `last_position`) is recognised and not counted twice.
+    pub fn position_from(mut self, field: &str) -> Self {
+        self.position_from = Some(field.into());
+        self
+    }
+
+    /// The message's position: from its field when one is configured, else the source's.
+    fn position(&self, msg: &mut Message) -> Result<Option<u64>, Failure> {
+        let Some(field) = &self.position_from else {
+            return Ok(msg.meta.position);
+        };
+        match msg.pointer(field)? {
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                Failure::new(
+                    "invalid_field",
+                    format!("{field} is {v}, not an unsigned integer position"),
+                )
+            }),
+            None => Err(Failure::new(
+                "missing_field",
+                format!("no position at {field}"),
+            )),
         }
     }
 
@@ -129,7 +160,7 @@ impl Processor for RunningAggregate {
                 ));
             }
         };
-        let position = msg.meta.position;
+        let position = self.position(&mut msg)?;
         let state = match self.state.get_mut(&key) {
             Some(s) => {
                 let replay =
@@ -180,5 +211,33 @@ mod tests {
             .process(Message::new(r#"{"value":"x"}"#).with_key("s1"), &mut out)
             .unwrap_err();
         assert_eq!(err.reason, "invalid_field");
+    }
+
+    #[test]
+    fn positions_taken_from_a_field_skip_replays_too() {
+        let streams: Arc<[String]> = vec!["main".to_owned(), "agg".to_owned()].into();
+        let mut out = Emitter::new(streams);
+        let mut a = RunningAggregate::new("agg", "/value", "agg").position_from("/seq");
+        let msg = |v: f64, seq: u64| {
+            Message::new(format!(r#"{{"value":{v},"seq":{seq}}}"#)).with_key("s1")
+        };
+        for (v, seq) in [(2.0, 10), (4.0, 12), (100.0, 12), (6.0, 13)] {
+            a.process(msg(v, seq), &mut out).unwrap();
+        }
+        let last = out.out.last().unwrap().1.json().unwrap().clone();
+        assert_eq!(last["count"], 3, "the replay of seq 12 was not counted");
+        assert_eq!(last["max"], 6.0);
+        assert_eq!(last["last_position"], 13);
+        let err = a
+            .process(
+                Message::new(r#"{"value":1,"seq":-1}"#).with_key("s1"),
+                &mut out,
+            )
+            .unwrap_err();
+        assert_eq!(err.reason, "invalid_field");
+        let err = a
+            .process(Message::new(r#"{"value":1}"#).with_key("s1"), &mut out)
+            .unwrap_err();
+        assert_eq!(err.reason, "missing_field");
     }
 }

@@ -74,7 +74,7 @@ pub async fn build(mut plan: Plan) -> Result<Built> {
     let tasks = std::mem::take(&mut plan.tasks);
     let mut probes = super::probes::Probes::default();
     let (pipeline, feed) = build_pipeline(plan, &mut probes).await?;
-    let mut tasks = build_tasks(&tasks).await?;
+    let mut tasks = build_tasks(&tasks, &pipeline).await?;
     tasks.extend(feed);
     Ok(Built {
         tasks,
@@ -83,7 +83,7 @@ pub async fn build(mut plan: Plan) -> Result<Built> {
     })
 }
 
-async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
+async fn build_tasks(entries: &[TaskEntry], pipeline: &Pipeline) -> Result<Vec<Task>> {
     let mut tasks: Vec<Task> = Vec::new();
     for t in entries {
         match &t.kind {
@@ -106,6 +106,7 @@ async fn build_tasks(entries: &[TaskEntry]) -> Result<Vec<Task>> {
                     .with_context(|| format!("reconciling `{}` at start", t.name))?;
                 tracing::info!(task = %t.name, groups, "Startup reconciliation written");
             }
+            TaskKind::PipelineMetrics(m) => tasks.push(m.task(&t.name, pipeline.stats()).await?),
         }
     }
     Ok(tasks)
@@ -297,16 +298,20 @@ async fn build_pipeline(
                 field,
                 output,
                 restore_from,
+                position_from,
             } => {
                 let state = match restore_from {
                     Some(i) => restore_state(&mut handles, &plan, *i).await?,
                     None => HashMap::new(),
                 };
                 let (name, field, output) = (name.clone(), field.clone(), output.clone());
+                let position_from = position_from.clone();
                 builder.processor(move |_| {
-                    Box::new(
-                        RunningAggregate::new(&name, &field, &output).with_state(state.clone()),
-                    )
+                    let a = RunningAggregate::new(&name, &field, &output).with_state(state.clone());
+                    Box::new(match &position_from {
+                        Some(f) => a.position_from(f),
+                        None => a,
+                    })
                 })
             }
             ProcessorPlan::Filter {

@@ -69,6 +69,8 @@ pub enum ProcessorPlan {
         output: String,
         /// Index of the SQL sink to restore state from.
         restore_from: Option<usize>,
+        /// Pointer to the per-key growing position, if not the source's.
+        position_from: Option<String>,
     },
     /// Filter.
     Filter {

@@ -21,7 +21,9 @@ pub(super) fn check_counters(
             continue;
         };
         for t in tasks {
-            let (redis, layout) = totals_of(&t.kind);
+            let Some((redis, layout)) = totals_of(&t.kind) else {
+                continue;
+            };
             if same_server(redis, &h.redis) && overlaps(layout.prefix(), &h.key) {
                 return c.err(
                     entry.name.span(),
@@ -41,10 +43,11 @@ pub(super) fn check_counters(
     Ok(())
 }
 
-fn totals_of(kind: &TaskKind) -> (&RedisConfig, &TotalsLayout) {
+fn totals_of(kind: &TaskKind) -> Option<(&RedisConfig, &TotalsLayout)> {
     match kind {
-        TaskKind::WindowCounter(w) => (&w.redis, &w.layout),
-        TaskKind::Reconcile(r) => (&r.redis, &r.layout),
+        TaskKind::WindowCounter(w) => Some((&w.redis, &w.layout)),
+        TaskKind::Reconcile(r) => Some((&r.redis, &r.layout)),
+        TaskKind::PipelineMetrics(_) => None,
     }
 }
 

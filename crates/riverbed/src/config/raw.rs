@@ -7,6 +7,8 @@ use riverbed_embedded::{DataKind, Durability};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::processors::{ProcessorEntry, ProcessorKind};
+
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,9 @@ pub enum TaskKind {
     WindowCounter(super::tasks::WindowCounterSection),
     /// Totals from a PostgreSQL query written to Redis once, before consuming.
     Reconcile(super::tasks::ReconcileSection),
+    /// The pipeline's own figures (throughput, batch write times per sink and partition)
+    /// published to RabbitMQ every period, with confirms.
+    PipelineMetrics(super::pipeline_metrics::PipelineMetricsSection),
 }
 
 /// `[pipeline]`
@@ -274,54 +279,6 @@ fn default_keys() -> u32 {
     20
 }
 
-/// One `[[processors]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessorEntry {
-    /// The step's name (in dead letters and logs); defaults to its kind.
-    pub name: Option<String>,
-    /// What the step does.
-    pub kind: ProcessorKind,
-}
-
-/// The processor kinds.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessorKind {
-    /// Running count/sum/min/max/mean of a numeric field per key, emitted on a stream.
-    Aggregate(AggregateSection),
-    /// Keep (or drop) messages by a field's value.
-    Filter(FilterSection),
-}
-
-/// `kind = "aggregate"`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AggregateSection {
-    /// JSON pointer to the number aggregated.
-    pub field: Spanned<String>,
-    /// The stream the snapshots are emitted on.
-    pub output: String,
-    /// A SQL sink whose table holds earlier snapshots (columns mapped from /key, /count, /sum,
-    /// /min, /max, /last_position): the state is restored from it at start, so a restart
-    /// neither loses nor double-counts.
-    pub restore_from: Option<Spanned<String>>,
-}
-
-/// `kind = "filter"`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterSection {
-    /// JSON pointer to the field tested.
-    pub field: Spanned<String>,
-    /// Keep messages whose field equals one of these (any value if empty: the field exists).
-    #[serde(default)]
-    pub equals: Vec<serde_json::Value>,
-    /// Drop the matching messages instead of keeping them.
-    #[serde(default)]
-    pub negate: bool,
-}
-
 /// One `[[sinks]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -346,6 +303,12 @@ pub struct BatchSection {
     /// sink is idle; batches grow while a write is under way).
     #[serde(default, with = "humantime_serde")]
     pub max_wait: Option<Duration>,
+    /// Write only the last message of each key in a batch: with `max_wait` as the period, a
+    /// stream of per-key snapshots becomes the latest snapshot of each key that changed in
+    /// the period. The deliveries of the messages left out are settled with the one written,
+    /// only after it was committed.
+    #[serde(default)]
+    pub coalesce: bool,
 }
 
 /// The sink kinds.

@@ -27,6 +27,10 @@ pub(super) fn check_processor(
                 field: c.pointer(&a.field, "field")?,
                 output: a.output.clone(),
                 restore_from,
+                position_from: match &a.position_from {
+                    Some(f) => Some(c.pointer(f, "position_from")?),
+                    None => None,
+                },
             }
         }
         ProcessorKind::Filter(f) => ProcessorPlan::Filter {
@@ -94,6 +98,7 @@ pub(super) fn check_sink(
             Some(BatchSettings {
                 max_size: size,
                 max_wait: b.max_wait.unwrap_or(std::time::Duration::ZERO),
+                coalesce: b.coalesce,
             })
         }
     };

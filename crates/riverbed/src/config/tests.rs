@@ -39,7 +39,7 @@ fn unknown_fields_are_refused_with_their_line() {
     );
     let e = err(&format!("{BASE}[sinks.batch]\nmax_sise = 3\n"));
     assert!(
-        e.starts_with("line 13, column 1: unknown field `max_sise`, expected `max_size`"),
+        e.starts_with("line 13, column 1: unknown field `max_sise`, expected one of `max_size`"),
         "{e}"
     );
     let e = err(&BASE.replace("[pipeline]", "[pipeline]\nprefetch = 3"));

@@ -105,9 +105,23 @@ async fn aggregates_stay_exact_across_a_crash() {
         .expect("the scenario finishes within 90 s");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_reconfig_from_the_control_queue_loses_and_repeats_nothing() {
+    if !services() {
+        return;
+    }
+    let _broker = riverbed_core::testing::lock_service("rabbitmq", false).await;
+    tokio::time::timeout(Duration::from_secs(90), scenario(Middle::Reconfig))
+        .await
+        .expect("the scenario finishes within 90 s");
+}
+
 /// What happens while the readings keep coming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Middle {
+    /// A command on the control queue: the state sink's batches 10 -> 100, partitions
+    /// (batchers) 2 -> 4; the same process drains and goes on with the new configuration.
+    Reconfig,
     /// SIGTERM (the run drains and exits), then `riverbed run` again with the same file.
     Restart,
     /// SIGKILL (no drain: what was not acknowledged is redelivered), then `riverbed run` again.
@@ -119,6 +133,14 @@ impl Middle {
     /// summaries of the runs that ended.
     async fn apply(self, run: Service, s: &Scene) -> (Service, Vec<Value>) {
         match self {
+            Middle::Reconfig => {
+                let change = r#"{"sinks.state.batch.max_size": 100, "pipeline.partitions": 4}"#;
+                let answer = reconfigure(&s.conn, &s.recipe.name("control"), change).await;
+                assert_eq!(answer["status"], "applied", "{answer}");
+                assert_eq!(answer["generation"], 2, "{answer}");
+                assert_eq!(answer["drained"], true, "{answer}");
+                (run, vec![])
+            }
             Middle::Restart => {
                 let summary = run.stop().await;
                 (
@@ -163,7 +185,7 @@ impl Middle {
     /// run's last metrics are gone.
     fn drains(self) -> bool {
         match self {
-            Middle::Restart => true,
+            Middle::Restart | Middle::Reconfig => true,
             Middle::Crash => false,
         }
     }
@@ -172,7 +194,7 @@ impl Middle {
     /// period that a sensor's aggregates may show.
     fn early_flushes(self) -> usize {
         match self {
-            Middle::Restart => 1,
+            Middle::Restart | Middle::Reconfig => 1,
             Middle::Crash => 0,
         }
     }
@@ -262,8 +284,56 @@ async fn scenario(middle: Middle) {
     .await;
     check::final_aggregates(&watched, &expected);
     check::only_changes(&watched, PERIOD, middle, elapsed);
-    check::metrics(&watched, middle.drains().then_some(READINGS), elapsed);
+    let partitions = if middle == Middle::Reconfig { 4 } else { 2 };
+    check::metrics(&watched, middle.drains().then_some(READINGS), elapsed, partitions);
     let _ = conn.close(200, "OK".into()).await;
+}
+
+/// Sends `change` to the control queue `queue` and returns the answer on its `reply_to`.
+async fn reconfigure(conn: &lapin::Connection, queue: &str, change: &str) -> Value {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    let ch = conn.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let replies = ch
+        .queue_declare("".into(), exclusive, Default::default())
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut answers = ch
+        .basic_consume(replies.name().clone(), "reply".into(), no_ack, Default::default())
+        .await
+        .unwrap();
+    let props = lapin::BasicProperties::default()
+        .with_reply_to(replies.name().clone())
+        .with_correlation_id("reconfig-1".into());
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        change.as_bytes(),
+        props,
+    )
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(LIMIT, answers.next())
+        .await
+        .expect("an answer on reply_to in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer.properties.correlation_id().as_ref().map(|c| c.as_str()),
+        Some("reconfig-1")
+    );
+    let _ = ch.close(200, "OK".into()).await;
+    serde_json::from_slice(&answer.data).unwrap()
 }
 
 /// Polls `done` on what the watch queues received, until it holds or [`LIMIT`] is over.

@@ -147,7 +147,7 @@ pub fn only_changes(watched: &Watched, period: Duration, middle: Middle, elapsed
 /// Every batcher (sink and partition) reports plausible write times, one message a period.
 /// When every run drained (`readings` given), the metrics add up to the readings, and the
 /// aggregates sink handed over exactly what the queue received.
-pub fn metrics(watched: &Watched, readings: Option<u64>, elapsed: Duration) {
+pub fn metrics(watched: &Watched, readings: Option<u64>, elapsed: Duration, partitions: u64) {
     let metrics = watched.metrics.lock().unwrap().clone();
     let n = metrics.len() as f64;
     let periods = elapsed.as_secs_f64() / PERIOD.as_secs_f64();
@@ -177,7 +177,7 @@ pub fn metrics(watched: &Watched, readings: Option<u64>, elapsed: Duration) {
         for lane in b["batchers"].as_array().unwrap() {
             let sink = lane["sink"].as_str().unwrap().to_owned();
             let partition = lane["partition"].as_u64().unwrap();
-            assert!(partition < 2, "{lane}");
+            assert!(partition < partitions, "{lane}");
             assert!(lane["batches"].as_u64().unwrap() >= 1, "{lane}");
             let (min, mean, max) = (
                 lane["min_ms"].as_f64().unwrap(),
@@ -197,9 +197,9 @@ pub fn metrics(watched: &Watched, readings: Option<u64>, elapsed: Duration) {
     assert!(fastest > 0.0, "some period acknowledged readings");
     let want: BTreeSet<(String, u64)> = ["aggregates", "state"]
         .iter()
-        .flat_map(|s| (0..2).map(move |p| (s.to_string(), p)))
+        .flat_map(|s| (0..partitions).map(move |p| (s.to_string(), p)))
         .collect();
-    assert_eq!(batchers, want, "every sink in both partitions");
+    assert_eq!(batchers, want, "every sink in every partition");
     let seen = watched.aggregates.lock().unwrap().len() as u64;
     assert!(
         readings.is_none() || written_aggregates == seen,

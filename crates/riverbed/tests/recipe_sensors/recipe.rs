@@ -243,6 +243,7 @@ async fn delete_everything(tag: &str) {
         return;
     };
     for queue in [
+        "control",
         "readings",
         "readings.dlq",
         "watch.aggregates",

@@ -1,13 +1,19 @@
 //! The admin HTTP server: `/metrics`, `/health`, `/ready`, `/api/status`, `/api/config`,
-//! bound to loopback by default and guarded by an optional bearer token.
+//! `/api/series` and the `/dashboard` page, bound to loopback by default and guarded by an
+//! optional bearer token.
 //!
 //! # Layout
-//! - `recorder`: the Prometheus recorder with every metric described and real histograms.
+//! - `recorder`: the Prometheus recorder with every metric described and real histograms,
+//!   fanned out with `capture`, which keeps what the dashboard's sampler reads.
+//! - `series`: the history: samples (rates, percentiles) in a bounded ring; `sampler` fills it.
 //! - `state`: what the routes report: the plan's outline, the live pipeline, the leader role.
-//! - `routes`: the router, the token check and the handlers.
+//! - `routes`: the router, the token check and the handlers; `dashboard.html` is the page.
 
+mod capture;
 mod recorder;
 mod routes;
+mod sampler;
+mod series;
 mod state;
 
 use std::sync::Arc;
@@ -27,9 +33,10 @@ pub async fn start(plan: &Plan, path: &std::path::Path, text: &str) -> Result<Op
     };
     let token = admin.token.as_ref().map(|t| t.read()).transpose()?;
     let config = crate::config::redacted(text, &|name| std::env::var(name).ok())?;
-    let prometheus = recorder::install()?;
-    let state = AdminState::new(plan, path, config, token, prometheus);
+    let recorders = recorder::install()?;
+    let state = AdminState::new(plan, path, config, token, recorders, sampler::series());
     serve(admin, state.clone()).await?;
+    tokio::spawn(sampler::run(state.clone()));
     Ok(Some(state))
 }
 

@@ -1,4 +1,5 @@
-//! The admin router: the bearer-token check (every route but `/health`) and the handlers.
+//! The admin router: the bearer-token check (every route but `/health` and the dashboard
+//! page, which holds no data) and the handlers.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -15,16 +16,22 @@ use super::AdminState;
 
 type Shared = Arc<AdminState>;
 
-/// Every route; `/health` answers without the token.
+/// The dashboard: one page, no data in it; it reads `/api/series` and `/api/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Every route; `/health`, `/` and `/dashboard` answer without the token.
 pub fn router(state: Shared) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/api/status", get(status))
         .route("/api/config", get(config))
+        .route("/api/series", get(series))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/dashboard", get(dashboard))
         .merge(guarded)
         .with_state(state)
 }
@@ -87,6 +94,24 @@ async fn status(State(state): State<Shared>) -> Json<serde_json::Value> {
 
 async fn config(State(state): State<Shared>) -> Json<serde_json::Value> {
     Json(state.config().clone())
+}
+
+async fn series(State(state): State<Shared>) -> Response {
+    state.with_series(|s| Json(&*s).into_response())
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        Html(DASHBOARD),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use riverbed_core::Stats;
+use riverbed_core::{Stats, StatsSnapshot};
 use serde_json::{Value, json};
+
+use super::capture::Capture;
+use super::series::Series;
 
 use crate::config::probes::Probes;
 use crate::config::raw::SourceKind;
@@ -24,7 +27,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// How `/api/status` names it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Single => "single",
             Role::Standby => "standby",
@@ -52,6 +56,18 @@ struct Shared {
     role: Mutex<Role>,
     live: OnceLock<Live>,
     draining: AtomicBool,
+    capture: Arc<Capture>,
+    series: Mutex<Series>,
+}
+
+/// What the sampler reads of the live pipeline at one instant.
+pub(super) struct Observed {
+    /// The pipeline's counters.
+    pub stats: StatsSnapshot,
+    /// Every sink of the plan, with its breaker state when it has a breaker.
+    pub sinks: Vec<(String, Option<&'static str>)>,
+    /// The singleton role, when there is a lease.
+    pub leader: Option<&'static str>,
 }
 
 impl AdminState {
@@ -61,7 +77,8 @@ impl AdminState {
         path: &std::path::Path,
         config: Value,
         token: Option<String>,
-        prometheus: PrometheusHandle,
+        (prometheus, capture): (PrometheusHandle, Arc<Capture>),
+        series: Series,
     ) -> Self {
         let lease = match &plan.cluster {
             Some(ClusterPlan::Singleton(s)) => Some(s.name.clone()),
@@ -80,6 +97,8 @@ impl AdminState {
             prometheus,
             live: OnceLock::new(),
             draining: AtomicBool::new(false),
+            capture,
+            series: Mutex::new(series),
         }))
     }
 
@@ -108,6 +127,35 @@ impl AdminState {
 
     pub(super) fn config(&self) -> &Value {
         &self.0.config
+    }
+
+    pub(super) fn capture(&self) -> &Capture {
+        &self.0.capture
+    }
+
+    /// Runs `f` on the history.
+    pub(super) fn with_series<T>(&self, f: impl FnOnce(&mut Series) -> T) -> T {
+        f(&mut self.0.series.lock().expect("series lock"))
+    }
+
+    /// The live pipeline's counters, sinks and role; `None` before it runs.
+    pub(super) fn observe(&self) -> Option<Observed> {
+        let live = self.0.live.get()?;
+        let sinks = self.0.outline["sinks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .map(|name| {
+                let breaker = live.probes.breakers.iter().find(|(n, _)| n == name);
+                (name.to_owned(), breaker.map(|(_, b)| b.state().as_str()))
+            })
+            .collect();
+        Some(Observed {
+            stats: live.stats.snapshot(),
+            sinks,
+            leader: self.0.lease.as_ref().map(|_| self.role().as_str()),
+        })
     }
 
     fn role(&self) -> Role {

@@ -1,7 +1,8 @@
 //! `riverbed`: run declarative pipelines from brokers into databases, with end-to-end acks.
 //!
 //! # Layout
-//! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config).
+//! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config,
+//!   the history and the live dashboard).
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
 //! - `declare`: `riverbed declare`, the RabbitMQ topology of pipeline files, ahead of time.
 //! - `demo`: `riverbed demo`, the embedded default end to end.
@@ -11,6 +12,7 @@
 //! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
 //! - `progress`: the live progress line.
 //! - `signals`: SIGINT / SIGTERM handling.
+//! - `top`: `riverbed top`, a terminal view of a running daemon's admin API.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ mod logs;
 mod progress;
 mod publish;
 mod signals;
+mod top;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -95,6 +98,9 @@ enum Command {
     /// Publish JSON lines, with confirms, into what a pipeline consumes, routed by key as it
     /// partitions (the consistent-hash exchange of a `partitioned` pipeline).
     Publish(publish::PublishArgs),
+    /// Watch a running daemon in the terminal: rates, latency, sinks, dead letters, from its
+    /// admin server (`[admin]`), refreshed every second; `q` quits.
+    Top(top::TopArgs),
 }
 
 fn init_logs(cli: &Cli) -> Result<()> {
@@ -167,6 +173,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Dlq { command } => dlq::run(command).await.map(|_| ExitCode::SUCCESS),
         Command::Publish(args) => publish::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Top(args) => top::run(args).await.map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -76,6 +76,7 @@ pub const METRICS: &[MetricInfo] = &[
     m("riverbed_dead_letter_storm", G, Unit::Count, "1 while the dead-letter storm guard holds the intake."),
     m("riverbed_retries_total", C, Unit::Count, "In-process retry attempts, by sink."),
     m("riverbed_broker_retries_total", C, Unit::Count, "Deliveries handed back to the broker for a delayed retry."),
+    m("riverbed_end_to_end_seconds", H, Unit::Seconds, "Time from receiving a delivery to acknowledging it (every sink committed it)."),
     m("riverbed_sink_write_seconds", H, Unit::Seconds, "Time to write one batch, by sink."),
     m("riverbed_sink_batch_size", H, Unit::Count, "Messages per batch written, by sink."),
     m("riverbed_sink_unavailable", G, Unit::Count, "1 while a sink's destination cannot be reached (the partition waits)."),

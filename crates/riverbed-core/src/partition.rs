@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub availability: Arc<Availability>,
     /// The dead-letter storm guard, when on.
     pub storm: Option<Arc<StormWatch>>,
+    /// Time from receiving a delivery to acking it (`riverbed_end_to_end_seconds`).
+    pub end_to_end: metrics::Histogram,
 }
 
 impl Shared {
@@ -54,11 +56,15 @@ impl Shared {
     /// Settles a delivery whose writes have all finished.
     pub fn finish(&self, t: Arc<Tracked>, out: &mut Settling) {
         match t.disposition(&self.policy) {
-            Final::Ack => out.settled.push(Settled {
-                token: t.token(),
-                settlement: Settlement::Ack,
-                message: None,
-            }),
+            Final::Ack => {
+                let age = t.received_at().elapsed().unwrap_or_default();
+                self.end_to_end.record(age.as_secs_f64());
+                out.settled.push(Settled {
+                    token: t.token(),
+                    settlement: Settlement::Ack,
+                    message: None,
+                })
+            }
             Final::Retry { next_attempt } => out.settled.push(Settled {
                 token: t.token(),
                 settlement: Settlement::Retry {

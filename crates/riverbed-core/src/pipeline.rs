@@ -155,6 +155,7 @@ impl Pipeline {
             policy: plan.retry,
             availability,
             storm: storm.clone(),
+            end_to_end: metrics::histogram!("riverbed_end_to_end_seconds"),
         });
         let mut partitions = JoinSet::new();
         let mut inputs = Vec::new();

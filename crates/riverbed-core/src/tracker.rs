@@ -71,6 +71,11 @@ impl Tracked {
         self.token
     }
 
+    /// When this process received the delivery.
+    pub fn received_at(&self) -> SystemTime {
+        self.original.meta.received_at
+    }
+
     /// Sets how many sink writes this delivery waits for (called once, before any write).
     pub fn expect(&self, writes: u32) {
         self.pending.store(writes, Ordering::Relaxed);

@@ -1,7 +1,8 @@
 //! `riverbed`: run declarative pipelines from brokers into databases, with end-to-end acks.
 //!
 //! # Layout
-//! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config).
+//! - `admin`: the admin HTTP server (metrics, health, readiness, status, redacted config,
+//!   the history and the live dashboard).
 //! - `config`: pipeline files: loading with line-precise errors, checking, building.
 //! - `declare`: `riverbed declare`, the RabbitMQ and NATS topology of pipeline files, ahead of
 //!   time.
@@ -13,6 +14,7 @@
 //! - `progress`: the live progress line.
 //! - `run`: `riverbed run`, and swapping in a changed configuration while it runs.
 //! - `signals`: SIGINT / SIGTERM handling.
+//! - `top`: `riverbed top`, a terminal view of a running daemon's admin API.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ mod progress;
 mod publish;
 mod run;
 mod signals;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +105,9 @@ enum Command {
     /// Publish JSON lines, with confirms, into what a pipeline consumes, routed by key as it
     /// partitions (the consistent-hash exchange of a `partitioned` pipeline).
     Publish(publish::PublishArgs),
+    /// Watch a running daemon in the terminal: rates, latency, sinks, dead letters, from its
+    /// admin server (`[admin]`), refreshed every second; `q` quits.
+    Top(top::TopArgs),
 }
 
 fn init_logs(cli: &Cli) -> Result<()> {
@@ -174,6 +180,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Dlq { command } => dlq::run(command).await.map(|_| ExitCode::SUCCESS),
         Command::Publish(args) => publish::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Top(args) => top::run(args).await.map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -58,9 +58,12 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits until the source is connected and `series` shows `expected` (both are sampled every
+/// 2 s, the connection first: one sample may show the lag before the connection).
 fn wait_backlog(port: u16, series: &str, expected: f64) -> String {
     wait_for(port, "/metrics", None, LIMIT, |a| {
         sample(&a.body, series) == Some(expected)
+            && sample(&a.body, "riverbed_source_connected") == Some(1.0)
     })
     .body
 }
@@ -90,7 +93,6 @@ async fn backlog_of_a_rabbitmq_queue_is_its_ready_messages() {
     let metrics = tokio::task::spawn_blocking(move || wait_backlog(port, &series, 480.0))
         .await
         .unwrap();
-    assert_eq!(sample(&metrics, "riverbed_source_connected"), Some(1.0));
     assert_eq!(sample(&metrics, "riverbed_config_generation"), Some(1.0));
     let status = get(port, "/api/status", None).unwrap().json();
     assert_eq!(status["backlog"][0]["queue"], queue.as_str(), "{status}");
@@ -137,6 +139,6 @@ async fn backlog_of_a_nats_durable_is_its_pending_count() {
     let metrics = tokio::task::spawn_blocking(move || wait_backlog(port, &series, 280.0))
         .await
         .unwrap();
-    assert_eq!(sample(&metrics, "riverbed_source_connected"), Some(1.0));
+    assert_eq!(sample(&metrics, "riverbed_config_generation"), Some(1.0));
     let _ = js.delete_stream(&stream).await;
 }

@@ -285,7 +285,12 @@ async fn scenario(middle: Middle) {
     check::final_aggregates(&watched, &expected);
     check::only_changes(&watched, PERIOD, middle, elapsed);
     let partitions = if middle == Middle::Reconfig { 4 } else { 2 };
-    check::metrics(&watched, middle.drains().then_some(READINGS), elapsed, partitions);
+    check::metrics(
+        &watched,
+        middle.drains().then_some(READINGS),
+        elapsed,
+        partitions,
+    );
     let _ = conn.close(200, "OK".into()).await;
 }
 
@@ -308,7 +313,12 @@ async fn reconfigure(conn: &lapin::Connection, queue: &str, change: &str) -> Val
         ..Default::default()
     };
     let mut answers = ch
-        .basic_consume(replies.name().clone(), "reply".into(), no_ack, Default::default())
+        .basic_consume(
+            replies.name().clone(),
+            "reply".into(),
+            no_ack,
+            Default::default(),
+        )
         .await
         .unwrap();
     let props = lapin::BasicProperties::default()
@@ -329,7 +339,11 @@ async fn reconfigure(conn: &lapin::Connection, queue: &str, change: &str) -> Val
         .unwrap()
         .unwrap();
     assert_eq!(
-        answer.properties.correlation_id().as_ref().map(|c| c.as_str()),
+        answer
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
         Some("reconfig-1")
     );
     let _ = ch.close(200, "OK".into()).await;

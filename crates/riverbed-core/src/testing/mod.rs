@@ -26,7 +26,7 @@ pub use outage::{
 pub use pki::{Pki, ScratchDir};
 pub use postgres_tls::postgres_tls;
 pub use rabbitmq_cluster::{RabbitCluster, rabbitmq_cluster, rabbitmq_cluster_named};
-pub use servers::{TestServer, nats_server, rabbitmq_tls, redis_tls};
+pub use servers::{TestServer, nats_server, rabbitmq_tls, redis_tls, require_program};
 pub use service::{ServiceLock, lock_service, require_service};
 
 /// One thing that happened, in the order it happened.

@@ -109,7 +109,7 @@ fn signal(signal: &str, group: &str) {
 
 /// The path of the server program `program`, or `None` (the test skips, or fails in CI where
 /// `RIVERBED_REQUIRE_SERVICES=1`) when it is not installed.
-pub(super) fn require_program(program: &str, candidates: Vec<PathBuf>) -> Option<PathBuf> {
+pub fn require_program(program: &str, candidates: Vec<PathBuf>) -> Option<PathBuf> {
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(found);
     }

@@ -1,16 +1,21 @@
 //! The admin HTTP server: `/metrics`, `/health`, `/ready`, `/api/status`, `/api/config`
-//! (`GET` redacted, `PUT` a change swapped in),
-//! bound to loopback by default and guarded by an optional bearer token.
+//! (`GET` redacted, `PUT` a change swapped in), `/api/series` and the `/dashboard` page, bound
+//! to loopback by default and guarded by an optional bearer token.
 //!
 //! # Layout
 //! - `backlog`: the source's consumer lag and connection state, sampled while it runs.
-//! - `recorder`: the Prometheus recorder with every metric described and real histograms.
+//! - `recorder`: the Prometheus recorder with every metric described and real histograms,
+//!   fanned out with `capture`, which keeps what the dashboard's sampler reads.
+//! - `series`: the history: samples (rates, percentiles) in a bounded ring; `sampler` fills it.
 //! - `state`: what the routes report: the plan's outline, the live pipeline, the leader role.
-//! - `routes`: the router, the token check and the handlers.
+//! - `routes`: the router, the token check and the handlers; `dashboard.html` is the page.
 
 mod backlog;
+mod capture;
 mod recorder;
 mod routes;
+mod sampler;
+mod series;
 mod state;
 
 use std::sync::Arc;
@@ -35,9 +40,18 @@ pub async fn start(
     };
     let token = admin.token.as_ref().map(|t| t.read()).transpose()?;
     let config = crate::config::redacted(text, &|name| std::env::var(name).ok())?;
-    let prometheus = recorder::install()?;
-    let state = AdminState::new(plan, path, config, token, prometheus, controller);
+    let recorders = recorder::install()?;
+    let state = AdminState::new(
+        plan,
+        path,
+        config,
+        token,
+        recorders,
+        sampler::series(),
+        controller,
+    );
     serve(admin, state.clone()).await?;
+    tokio::spawn(sampler::run(state.clone()));
     Ok(Some(state))
 }
 

@@ -1,4 +1,5 @@
-//! The admin router: the bearer-token check (every route but `/health`) and the handlers.
+//! The admin router: the bearer-token check (every route but `/health` and the dashboard
+//! page, which holds no data) and the handlers.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -16,16 +17,22 @@ use super::AdminState;
 
 type Shared = Arc<AdminState>;
 
-/// Every route; `/health` answers without the token.
+/// The dashboard: one page, no data in it; it reads `/api/series` and `/api/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Every route; `/health`, `/` and `/dashboard` answer without the token.
 pub fn router(state: Shared) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/api/status", get(status))
         .route("/api/config", get(config).put(change))
+        .route("/api/series", get(series))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/dashboard", get(dashboard))
         .merge(guarded)
         .with_state(state)
 }
@@ -116,6 +123,24 @@ async fn change(
     let code = StatusCode::from_u16(answer.verdict.http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, Json(answer.body)).into_response()
+}
+
+async fn series(State(state): State<Shared>) -> Response {
+    state.with_series(|s| Json(&*s).into_response())
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        Html(DASHBOARD),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use riverbed_core::Stats;
+use riverbed_core::{Stats, StatsSnapshot};
 use serde_json::{Value, json};
+
+use super::capture::Capture;
+use super::series::Series;
 
 use crate::config::probes::Probes;
 use crate::config::raw::SourceKind;
@@ -25,7 +28,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// How `/api/status` names it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Single => "single",
             Role::Standby => "standby",
@@ -60,6 +64,18 @@ struct Shared {
     backlog: Mutex<Vec<riverbed_core::Backlog>>,
     draining: AtomicBool,
     controller: Controller,
+    capture: Arc<Capture>,
+    series: Mutex<Series>,
+}
+
+/// What the sampler reads of the live pipeline at one instant.
+pub(super) struct Observed {
+    /// The pipeline's counters.
+    pub stats: StatsSnapshot,
+    /// Every sink of the plan, with its breaker state when it has a breaker.
+    pub sinks: Vec<(String, Option<&'static str>)>,
+    /// The singleton role, when there is a lease.
+    pub leader: Option<&'static str>,
 }
 
 impl AdminState {
@@ -69,7 +85,8 @@ impl AdminState {
         path: &std::path::Path,
         config: Value,
         token: Option<String>,
-        prometheus: PrometheusHandle,
+        (prometheus, capture): (PrometheusHandle, Arc<Capture>),
+        series: Series,
         controller: Controller,
     ) -> Self {
         let lease = match &plan.cluster {
@@ -93,6 +110,8 @@ impl AdminState {
             backlog: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             controller,
+            capture,
+            series: Mutex::new(series),
         }))
     }
 
@@ -156,6 +175,36 @@ impl AdminState {
 
     pub(super) fn config(&self) -> Value {
         self.0.config.read().expect("config lock").clone()
+    }
+
+    pub(super) fn capture(&self) -> &Capture {
+        &self.0.capture
+    }
+
+    /// Runs `f` on the history.
+    pub(super) fn with_series<T>(&self, f: impl FnOnce(&mut Series) -> T) -> T {
+        f(&mut self.0.series.lock().expect("series lock"))
+    }
+
+    /// The live pipeline's counters, sinks and role; `None` before it runs.
+    pub(super) fn observe(&self) -> Option<Observed> {
+        let live = self.live()?;
+        let outline = self.0.outline.read().expect("outline lock");
+        let sinks = outline["sinks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .map(|name| {
+                let breaker = live.probes.breakers.iter().find(|(n, _)| n == name);
+                (name.to_owned(), breaker.map(|(_, b)| b.state().as_str()))
+            })
+            .collect();
+        Some(Observed {
+            stats: live.stats.snapshot(),
+            sinks,
+            leader: self.0.lease.as_ref().map(|_| self.role().as_str()),
+        })
     }
 
     fn role(&self) -> Role {

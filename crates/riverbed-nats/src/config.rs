@@ -116,8 +116,10 @@ pub struct NatsSourceConfig {
     /// Where dead letters are published (default `riverbed.dlq.<stream>.<durable>`).
     #[serde(default)]
     pub dead_letter_subject: Option<String>,
-    /// The stream that keeps dead letters, created if missing with the dead-letter subject
-    /// (default `<stream>_dlq`). Empty: the subject must already be captured by a stream.
+    /// The stream that keeps dead letters (default `<stream>_dlq`), created if missing with the
+    /// dead-letter subject (with both defaults: `riverbed.dlq.<stream>.>`, so every durable of
+    /// the stream shares it), and given the subject when it does not capture it yet. Empty:
+    /// the subject must already be captured by a stream.
     #[serde(default)]
     pub dead_letter_stream: Option<String>,
     /// How long publishing one dead letter or broker retry may wait for its ack.

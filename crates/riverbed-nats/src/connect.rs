@@ -75,3 +75,60 @@ pub(crate) async fn ensure_stream(
         .await
         .map_err(|e| jetstream(format!("find or create stream `{name}`"), e))
 }
+
+/// Makes `stream` capture `subject` too, when none of its subjects matches it (a stream made
+/// by another durable, or by hand, for other subjects).
+pub(crate) async fn capture(
+    js: &jetstream::Context,
+    stream: stream::Stream,
+    subject: &str,
+) -> Result<()> {
+    let mut config = stream.cached_info().config.clone();
+    if config.subjects.iter().any(|p| matches_subject(p, subject)) {
+        return Ok(());
+    }
+    let name = config.name.clone();
+    config.subjects.push(subject.to_owned());
+    js.update_stream(config)
+        .await
+        .map_err(|e| jetstream(format!("add subject `{subject}` to stream `{name}`"), e))?;
+    tracing::info!(stream = %name, subject, "Stream captures one more subject");
+    Ok(())
+}
+
+/// Whether subject `pattern` (with `*` for one token, `>` for the rest) matches `subject`.
+pub(crate) fn matches_subject(pattern: &str, subject: &str) -> bool {
+    let mut want = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, want.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    want.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_subject;
+
+    #[test]
+    fn subject_patterns_match_as_the_server_does() {
+        assert!(matches_subject(
+            "riverbed.dlq.S.>",
+            "riverbed.dlq.S.billing"
+        ));
+        assert!(matches_subject("a.*.c", "a.b.c"));
+        assert!(matches_subject("a.b", "a.b"));
+        assert!(!matches_subject("riverbed.dlq.S.>", "riverbed.dlq.S"));
+        assert!(!matches_subject("a.*", "a.b.c"));
+        assert!(!matches_subject("a.b.c", "a.b"));
+        assert!(!matches_subject(
+            "riverbed.dlq.S.billing",
+            "riverbed.dlq.S.reporting"
+        ));
+    }
+}

@@ -7,7 +7,7 @@ use riverbed_core::{DeadLetter, DeadLetterSink, Failure};
 use crate::config::NatsDeadLetterConfig;
 use crate::error::Result;
 use crate::headers::to_nats;
-use crate::publisher::{Outgoing, Publisher};
+use crate::publisher::{Ensure, Outgoing, Publisher};
 use crate::settings::{Connection, DeadLetterSettings, DeadLetterTarget};
 
 /// Publishes dead letters to a subject; the originals are acknowledged only after the server
@@ -25,9 +25,11 @@ impl NatsDeadLetters {
     }
 
     pub(crate) fn from_parts(connection: Connection, target: DeadLetterTarget) -> Self {
-        let ensure = target
-            .stream
-            .map(|stream| (stream, vec![target.subject.clone()]));
+        let ensure = target.stream.map(|stream| Ensure {
+            stream,
+            create_with: vec![target.stream_subject.clone()],
+            captures: target.subject.clone(),
+        });
         NatsDeadLetters {
             publisher: Publisher::new(connection, target.publish_timeout, ensure),
             subject: target.subject,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use riverbed_core::Failure;
 use tokio::sync::OnceCell;
 
-use crate::connect::{connect, context, ensure_stream};
+use crate::connect::{capture, connect, context, ensure_stream};
 use crate::error::Result;
 use crate::settings::Connection;
 
@@ -22,22 +22,26 @@ pub(crate) struct Outgoing {
     pub message_id: Option<String>,
 }
 
+/// A stream a publisher makes sure of before its first publish.
+pub(crate) struct Ensure {
+    pub stream: String,
+    /// Its subjects, if it has to be created.
+    pub create_with: Vec<String>,
+    /// A subject it must capture: added to an existing stream that does not.
+    pub captures: String,
+}
+
 /// A lazily connected JetStream publisher.
 pub(crate) struct Publisher {
     connection: Connection,
     timeout: Duration,
-    /// A stream created (if missing) with these subjects before the first publish.
-    ensure: Option<(String, Vec<String>)>,
+    ensure: Option<Ensure>,
     js: OnceCell<jetstream::Context>,
 }
 
 impl Publisher {
     /// A publisher whose acks may take `timeout`.
-    pub fn new(
-        connection: Connection,
-        timeout: Duration,
-        ensure: Option<(String, Vec<String>)>,
-    ) -> Self {
+    pub fn new(connection: Connection, timeout: Duration, ensure: Option<Ensure>) -> Self {
         Publisher {
             connection,
             timeout,
@@ -52,8 +56,9 @@ impl Publisher {
             .get_or_try_init(|| async {
                 let client = connect(&self.connection).await?;
                 let js = context(client, self.timeout);
-                if let Some((stream, subjects)) = &self.ensure {
-                    ensure_stream(&js, stream, subjects).await?;
+                if let Some(e) = &self.ensure {
+                    let stream = ensure_stream(&js, &e.stream, &e.create_with).await?;
+                    capture(&js, stream, &e.captures).await?;
                 }
                 Ok(js)
             })

@@ -40,8 +40,13 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub(crate) struct DeadLetterTarget {
     pub subject: String,
-    /// Created with `subject` if missing.
+    /// Made sure to exist and capture `subject`: created with `stream_subject` if missing,
+    /// given `subject` as one more subject if it does not capture it yet.
     pub stream: Option<String>,
+    /// What a new `stream` captures: `subject`, or for the default stream and subject, every
+    /// durable's default subject (`riverbed.dlq.<stream>.>`), so that the durables of one
+    /// stream share its default dead-letter stream.
+    pub stream_subject: String,
     pub publish_timeout: Duration,
 }
 
@@ -180,6 +185,10 @@ impl TryFrom<NatsSourceConfig> for SourceSettings {
             Some(s) => Some(name("dead_letter_stream", s)?),
             None => Some(format!("{stream}_dlq")),
         };
+        let stream_subject = match (&c.dead_letter_subject, &c.dead_letter_stream) {
+            (None, None) => format!("riverbed.dlq.{stream}.>"),
+            _ => dl_subject.clone(),
+        };
         Ok(SourceSettings {
             connection,
             deliver: deliver(c.deliver.as_ref())?,
@@ -199,6 +208,7 @@ impl TryFrom<NatsSourceConfig> for SourceSettings {
             dead_letters: DeadLetterTarget {
                 subject: dl_subject,
                 stream: dl_stream,
+                stream_subject,
                 publish_timeout: c.publish_timeout,
             },
         })
@@ -241,6 +251,7 @@ impl TryFrom<NatsDeadLetterConfig> for DeadLetterSettings {
             target: DeadLetterTarget {
                 subject: subject("subject", &c.subject)?,
                 stream: c.stream.as_deref().map(|s| name("stream", s)).transpose()?,
+                stream_subject: subject("subject", &c.subject)?,
                 publish_timeout: c.publish_timeout,
             },
         })

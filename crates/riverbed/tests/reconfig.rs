@@ -366,3 +366,68 @@ async fn reconfig_from_the_control_queue_is_answered_on_reply_to() {
     assert_eq!(status["partitions"], 4, "{status}");
     broker.delete(&[queue, control]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_of_a_singleton_standby_is_kept_until_it_leads() {
+    if !require_service("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let _lock = riverbed_core::testing::lock_service("postgres", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = unique("lease");
+    let config = |port: u16| {
+        let cfg = dir.path().join(format!("{port}.toml"));
+        let text = format!(
+            "[cluster]\nmode = \"singleton\"\nname = \"{lease}\"\n\
+             postgres = {{ url = \"postgres://postgres@127.0.0.1:5432/test\" }}\n\n\
+             [pipeline]\npartitions = 2\n\n\
+             [source]\nkind = \"generate\"\ndata = \"sensors\"\nrate = 100\n\n\
+             [[sinks]]\nname = \"out\"\nkind = \"noop\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{port}\"\n"
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let (first, second) = (free_port(), free_port());
+    let mut leader = Daemon::spawn(&config(first), &[]);
+    tokio::task::spawn_blocking(move || {
+        wait_for(first, "/api/status", None, LIMIT, |a| {
+            a.json()["leader"]["state"] == "leader"
+        })
+    })
+    .await
+    .unwrap();
+    let standby = Daemon::spawn(&config(second), &[]);
+    tokio::task::spawn_blocking(move || {
+        wait_for(second, "/api/status", None, LIMIT, |a| {
+            a.json()["state"] == "standby"
+        })
+    })
+    .await
+    .unwrap();
+    // A standby answers at once: checked and kept, or refused.
+    let kept =
+        tokio::task::spawn_blocking(move || put_json(second, json!({"pipeline.partitions": 3})))
+            .await
+            .unwrap();
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    assert_eq!(kept.json()["standby"], true, "{}", kept.body);
+    let refused =
+        tokio::task::spawn_blocking(move || put_json(second, json!({"pipeline.partitions": "x"})))
+            .await
+            .unwrap();
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    // Once it leads, it runs the kept change.
+    leader.kill();
+    let led = tokio::task::spawn_blocking(move || {
+        wait_for(second, "/api/status", None, LIMIT, |a| {
+            a.json()["state"] == "running"
+        })
+    })
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(led["partitions"], 3, "{led}");
+    assert_eq!(led["leader"]["state"], "leader", "{led}");
+    drop(standby);
+}

@@ -70,10 +70,37 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         control::serve_queue(queue, controller.clone(), stop.clone());
     }
     let lease = match &singleton {
-        Some(s) => match leader::lead(s, stop.clone().cancelled_owned()).await? {
-            Some(lease) => Some((lease, s.name.clone())),
-            None => return Ok(ExitCode::SUCCESS),
-        },
+        Some(s) => {
+            let lead = leader::lead(s, stop.clone().cancelled_owned());
+            tokio::pin!(lead);
+            loop {
+                tokio::select! {
+                    led = &mut lead => match led? {
+                        Some(lease) => break Some((lease, s.name.clone())),
+                        None => return Ok(ExitCode::SUCCESS),
+                    },
+                    Some(request) = requests.recv() => {
+                        // A standby runs nothing: a change that passes the check is kept for
+                        // when it leads, so every instance can be given the same change.
+                        match valid(&request.change, &text, &path) {
+                            Ok((new_text, changed, new_plan)) => {
+                                if let Some(a) = &admin {
+                                    a.reconfigured(&new_plan, &new_text);
+                                }
+                                text = new_text;
+                                plan = new_plan;
+                                request.answer(Answer {
+                                    verdict: Verdict::Applied,
+                                    body: json!({"status": "applied", "standby": true,
+                                                 "generation": 0, "changed": changed}),
+                                });
+                            }
+                            Err(refusal) => request.answer(refusal),
+                        }
+                    }
+                }
+            }
+        }
         None => None,
     };
     let fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
@@ -216,12 +243,7 @@ async fn check(
     current: &str,
     path: &Path,
 ) -> Result<(String, Vec<String>), Answer> {
-    let (text, changed) = change::apply(current, change).map_err(|e| match e {
-        Invalid::Malformed(m) => Answer::refused(Verdict::Invalid, &m),
-        Invalid::Fixed(m) => Answer::refused(Verdict::Fixed, &m),
-    })?;
-    let plan = config::load_str(&text)
-        .map_err(|e| Answer::refused(Verdict::Invalid, &format!("{}: {e}", path.display())))?;
+    let (text, changed, plan) = valid(change, current, path)?;
     match config::build(plan).await {
         Ok(trial) => drop(trial),
         Err(e) => {
@@ -232,6 +254,21 @@ async fn check(
         }
     }
     Ok((text, changed))
+}
+
+/// The new text of a change, the keys it changes and its plan, when it passes the check.
+fn valid(
+    change: &change::Change,
+    current: &str,
+    path: &Path,
+) -> Result<(String, Vec<String>, config::Plan), Answer> {
+    let (text, changed) = change::apply(current, change).map_err(|e| match e {
+        Invalid::Malformed(m) => Answer::refused(Verdict::Invalid, &m),
+        Invalid::Fixed(m) => Answer::refused(Verdict::Fixed, &m),
+    })?;
+    let plan = config::load_str(&text)
+        .map_err(|e| Answer::refused(Verdict::Invalid, &format!("{}: {e}", path.display())))?;
+    Ok((text, changed, plan))
 }
 
 fn load(path: &Path, text: &str) -> Result<config::Plan> {

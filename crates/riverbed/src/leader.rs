@@ -138,11 +138,21 @@ pub fn hold(mut lease: Lease, name: String) {
 pub async fn partition_leases(
     plan: SingletonPlan,
     partitions: u16,
+    held: crate::config::HeldPartitions,
     won: impl Fn(u16) + Send + 'static,
     stop: impl Future<Output = ()> + Send,
 ) {
     let mut stop = std::pin::pin!(stop);
-    let mut order: Vec<u16> = (0..partitions).collect();
+    // Partitions this process already holds (a pipeline built again by a reconfiguration,
+    // after the previous one drained): consumed again at once, their leases held on.
+    let mut order: Vec<u16> = (0..partitions)
+        .filter(|p| !held.lock().expect("held lock").contains(p))
+        .collect();
+    let again: Vec<u16> = held.lock().expect("held lock").iter().copied().collect();
+    for p in again {
+        tracing::info!(partition = p, "Partition lease held on; consuming again");
+        won(p);
+    }
     rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
     let mut wanted: Vec<(u16, Option<Lease>)> = order.into_iter().map(|p| (p, None)).collect();
     loop {
@@ -174,6 +184,7 @@ pub async fn partition_leases(
                     }
                     metrics::gauge!("riverbed_leader", "lease" => name.clone()).set(1.0);
                     hold(lease, name);
+                    held.lock().expect("held lock").insert(*p);
                     won(*p);
                     *p = u16::MAX;
                     break;

@@ -431,3 +431,103 @@ async fn reconfig_of_a_singleton_standby_is_kept_until_it_leads() {
     assert_eq!(led["leader"]["state"], "leader", "{led}");
     drop(standby);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_of_a_partitioned_nats_pipeline_keeps_consuming_its_partitions() {
+    if !require_service("NATS", "127.0.0.1:4222")
+        || !require_service("PostgreSQL", "127.0.0.1:5432")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, lease, out, port) = (
+        unique("nats"),
+        unique("plead"),
+        dir.path().join("out.jsonl"),
+        free_port(),
+    );
+    let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.*.*")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cfg = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[pipeline]
+key = "/entity"
+partitions = 2
+
+[cluster]
+mode = "partitioned"
+partitions = 2
+name = "{lease}"
+lease = "postgres"
+postgres = {{ url = "postgres://postgres@127.0.0.1:5432/test" }}
+
+[source]
+kind = "nats"
+servers = ["nats://127.0.0.1:4222"]
+stream = "{stream}"
+durable = "d-{{partition}}"
+filter_subject = "{stream}.{{partition}}.*"
+
+[[sinks]]
+name = "out"
+kind = "file"
+path = "{}"
+
+[admin]
+listen = "127.0.0.1:{port}"
+"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::spawn(&cfg, &[]);
+    let publish = async |from: u64, to: u64| {
+        for (i, (id, body)) in events(to, 20).into_iter().enumerate().skip(from as usize) {
+            let subject = format!("{stream}.{}.{id}", i % 2);
+            js.publish(subject, serde_json::to_vec(&body).unwrap().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish(0, 200).await;
+    let deadline = Instant::now() + LIMIT;
+    while written(&out).len() < 200 {
+        assert!(Instant::now() < deadline, "{}", daemon.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let applied =
+        tokio::task::spawn_blocking(move || put_json(port, json!({"pipeline.partitions": 3})))
+            .await
+            .unwrap();
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    // Both partitions are consumed again by the new pipeline, their leases held on.
+    publish(200, 400).await;
+    let deadline = Instant::now() + LIMIT;
+    while written(&out).len() < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 400 written after the change; logs:\n{}",
+            written(&out).len(),
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_exact(&out, 400);
+    assert!(
+        daemon
+            .logs()
+            .contains("Partition lease held on; consuming again")
+    );
+    let _ = js.delete_stream(&stream).await;
+}

@@ -54,7 +54,13 @@ pub struct Plan {
     pub fencing_token: Option<u64>,
     /// The control queue taking reconfiguration commands, if configured.
     pub control: Option<riverbed_amqp::ControlQueue>,
+    /// Partition leases this process holds (mode `partitioned` on NATS), kept across the
+    /// pipelines a reconfiguration builds: the daemon hands every plan the same set.
+    pub held_partitions: HeldPartitions,
 }
+
+/// The partitions whose leases this process holds; shared, cheap to clone.
+pub type HeldPartitions = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u16>>>;
 
 /// A checked processor.
 #[derive(Debug)]
@@ -312,6 +318,7 @@ pub fn check(text: &str, raw: RawConfig) -> Result<Plan, ConfigError> {
         cluster,
         feed,
         control,
+        held_partitions: HeldPartitions::default(),
         fencing_token: None,
         admin: super::admin::check_admin(&c, raw.admin.as_ref())?,
         resume_from,

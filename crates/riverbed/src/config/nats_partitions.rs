@@ -44,10 +44,12 @@ pub fn source(
     let status = PartitionStatus::default();
     let joined = status.clone();
     let lease = lease.clone();
+    let held = plan.held_partitions.clone();
     let task: Task = Box::new(move |stop| {
         tokio::spawn(crate::leader::partition_leases(
             lease,
             partitions.get(),
+            held,
             move |p| {
                 let source = match riverbed_nats::NatsSource::new(configs[p as usize].clone()) {
                     Ok(s) => s.with_default_max_ack_pending(window).take_over(),

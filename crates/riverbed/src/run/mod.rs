@@ -105,6 +105,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     };
     let fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
     plan.fencing_token = fencing_token;
+    let held = plan.held_partitions.clone();
     let mut built = config::build(plan).await?;
     if let Some((lease, name)) = lease {
         leader::hold(lease, name);
@@ -148,6 +149,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         }
         let mut next = load(&path, &new_text)?;
         next.fencing_token = fencing_token;
+        next.held_partitions = held.clone();
         built = match config::build(next).await {
             Ok(b) => {
                 generation += 1;
@@ -172,6 +174,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
                 ));
                 let mut old = load(&path, &text)?;
                 old.fencing_token = fencing_token;
+                old.held_partitions = held.clone();
                 config::build(old).await?
             }
         };

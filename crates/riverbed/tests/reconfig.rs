@@ -215,6 +215,8 @@ async fn reconfig_through_the_api_and_sighup_loses_and_repeats_nothing() {
         (Some(2), Some(true)),
         "{a}"
     );
+    assert!(a["swap_ms"].as_u64().is_some(), "{a}");
+    println!("swapped while events flowed: {} ms", a["swap_ms"]);
     let status = get(port, "/api/status", None).unwrap().json();
     assert_eq!(
         (status["generation"].as_u64(), status["partitions"].as_u64()),

@@ -41,6 +41,8 @@ enum Ended {
         text: String,
         changed: Vec<String>,
         report: Result<Report, PipelineError>,
+        /// When the running pipeline was told to drain.
+        since: std::time::Instant,
     },
 }
 
@@ -117,7 +119,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let mut totals = Totals::default();
     loop {
         let ended = run_generation(built, &stop, &mut requests, &text, &path, &admin, quiet).await;
-        let (request, new_text, changed, report) = match ended {
+        let (request, new_text, changed, report, since) = match ended {
             Ended::Finished(report) => {
                 let report = report?;
                 totals.add(&report);
@@ -129,7 +131,8 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
                 text,
                 changed,
                 report,
-            } => (request, text, changed, report),
+                since,
+            } => (request, text, changed, report, since),
         };
         let report = match report {
             Ok(r) => r,
@@ -160,7 +163,8 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
                 request.answer(Answer {
                     verdict: Verdict::Applied,
                     body: json!({"status": "applied", "generation": generation,
-                                 "drained": report.drained, "changed": changed}),
+                                 "drained": report.drained, "changed": changed,
+                                 "swap_ms": since.elapsed().as_millis() as u64}),
                 });
                 b
             }
@@ -221,9 +225,10 @@ async fn run_generation(
                     Ok((text, changed)) => {
                         tracing::info!(origin = request.origin.as_str(), ?changed,
                             "Configuration accepted; draining the running pipeline");
+                        let since = std::time::Instant::now();
                         swap.cancel();
                         let report = joined((&mut running).await);
-                        break Ended::Swap { request, text, changed, report };
+                        break Ended::Swap { request, text, changed, report, since };
                     }
                 }
             }

@@ -19,11 +19,7 @@ const TOKEN: &str = "t0ken-for-the-admin-test";
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("riverbed_admin_{what}_{}_{nanos}", std::process::id())
+    client::unique("admin", what)
 }
 
 /// The value of the first sample line of `body` that starts with `name`.

@@ -19,11 +19,7 @@ use client::{Daemon, free_port, get, wait_for};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("riverbed_backlog_{what}_{}_{nanos}", std::process::id())
+    client::unique("backlog", what)
 }
 
 /// A pipeline from `source` into an HTTP service nothing listens for: every message taken

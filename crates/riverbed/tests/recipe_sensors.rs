@@ -9,6 +9,8 @@
 
 #[path = "recipe_sensors/check.rs"]
 mod check;
+#[path = "reconfig/control.rs"]
+mod control;
 #[path = "recipe_sensors/recipe.rs"]
 mod recipe;
 #[path = "recipe_orders/service.rs"]
@@ -135,7 +137,9 @@ impl Middle {
         match self {
             Middle::Reconfig => {
                 let change = r#"{"sinks.state.batch.max_size": 100, "pipeline.partitions": 4}"#;
-                let answer = reconfigure(&s.conn, &s.recipe.name("control"), change).await;
+                let mut asker = control::Asker::open(&s.conn).await;
+                let queue = s.recipe.name("control");
+                let answer = asker.ask(&queue, change, "reconfig-1", LIMIT).await;
                 assert_eq!(answer["status"], "applied", "{answer}");
                 assert_eq!(answer["generation"], 2, "{answer}");
                 assert_eq!(answer["drained"], true, "{answer}");
@@ -292,62 +296,6 @@ async fn scenario(middle: Middle) {
         partitions,
     );
     let _ = conn.close(200, "OK".into()).await;
-}
-
-/// Sends `change` to the control queue `queue` and returns the answer on its `reply_to`.
-async fn reconfigure(conn: &lapin::Connection, queue: &str, change: &str) -> Value {
-    use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
-    let ch = conn.create_channel().await.unwrap();
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let replies = ch
-        .queue_declare("".into(), exclusive, Default::default())
-        .await
-        .unwrap();
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut answers = ch
-        .basic_consume(
-            replies.name().clone(),
-            "reply".into(),
-            no_ack,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    let props = lapin::BasicProperties::default()
-        .with_reply_to(replies.name().clone())
-        .with_correlation_id("reconfig-1".into());
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        change.as_bytes(),
-        props,
-    )
-    .await
-    .unwrap();
-    let answer = tokio::time::timeout(LIMIT, answers.next())
-        .await
-        .expect("an answer on reply_to in time")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        answer
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|c| c.as_str()),
-        Some("reconfig-1")
-    );
-    let _ = ch.close(200, "OK".into()).await;
-    serde_json::from_slice(&answer.data).unwrap()
 }
 
 /// Polls `done` on what the watch queues received, until it holds or [`LIMIT`] is over.

@@ -9,29 +9,25 @@
 mod broker;
 #[path = "admin/client.rs"]
 mod client;
+#[path = "reconfig/control.rs"]
+mod control;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use riverbed_core::testing::require_service;
 use serde_json::{Value, json};
 
 use broker::{AMQP_URL, Broker, events};
 use client::{Daemon, free_port, get, put, wait_for};
+use control::Asker;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("riverbed_reconfig_{what}_{}_{nanos}", std::process::id())
+    client::unique("reconfig", what)
 }
 
 /// The pipeline file: `queue` into the JSON-lines file `out`, 2 partitions, batches of 10
@@ -277,31 +273,7 @@ async fn reconfig_from_the_control_queue_is_answered_on_reply_to() {
     let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let replies = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut answers = ch
-        .basic_consume(
-            replies.name().clone(),
-            "answers".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut asker = Asker::open(&conn).await;
     // The control queue is declared by the daemon once it consumes it.
     let deadline = Instant::now() + LIMIT;
     while !daemon.logs().contains("Control queue consumed") {
@@ -318,47 +290,33 @@ async fn reconfig_from_the_control_queue_is_answered_on_reply_to() {
                 .await;
         })
     };
-    let mut ask = async |body: &str, id: &str| -> Value {
-        let props = BasicProperties::default()
-            .with_reply_to(replies.name().clone())
-            .with_correlation_id(id.into());
-        ch.basic_publish(
-            "".into(),
-            control.as_str().into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props,
-        )
-        .await
-        .unwrap();
-        let d = tokio::time::timeout(LIMIT, answers.next())
-            .await
-            .expect("an answer in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d.properties.correlation_id().as_ref().map(|c| c.as_str()),
-            Some(id)
-        );
-        serde_json::from_slice(&d.data).unwrap()
-    };
     while written(&out).len() < 300 {
         assert!(Instant::now() < deadline, "{}", daemon.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refused = ask("not json", "c1").await;
+    let refused = asker.ask(&control, "not json", "c1", LIMIT).await;
     assert_eq!(refused["status"], "refused", "{refused}");
-    let refused = ask(r#"{"sinks.out.batch.max_size": "many"}"#, "c2").await;
+    let refused = asker
+        .ask(
+            &control,
+            r#"{"sinks.out.batch.max_size": "many"}"#,
+            "c2",
+            LIMIT,
+        )
+        .await;
     assert_eq!(
         (refused["status"].as_str(), refused["reason"].as_str()),
         (Some("refused"), Some("invalid")),
         "{refused}"
     );
-    let applied = ask(
-        r#"{"sinks.out.batch.max_size": 100, "pipeline.partitions": 4}"#,
-        "c3",
-    )
-    .await;
+    let applied = asker
+        .ask(
+            &control,
+            r#"{"sinks.out.batch.max_size": 100, "pipeline.partitions": 4}"#,
+            "c3",
+            LIMIT,
+        )
+        .await;
     assert_eq!(applied["status"], "applied", "{applied}");
     assert_eq!(applied["generation"], 2, "{applied}");
     publisher.await.unwrap();

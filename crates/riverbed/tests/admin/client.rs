@@ -99,6 +99,15 @@ pub fn wait_for(
     }
 }
 
+/// A name no other run uses: `riverbed_<test>_<what>_<pid>_<nanos>` (queues, streams, leases).
+pub fn unique(test: &str, what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("riverbed_{test}_{what}_{}_{nanos}", std::process::id())
+}
+
 /// A free port on 127.0.0.1 (nothing listens on it once this returns).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -67,6 +67,7 @@ async fn figures(page: &Client) -> Value {
             state: document.body.dataset.state,
             hash: location.hash,
             pipeline: v("pipeline"), leader: v("fig-leader"), partitions: n("fig-partitions"),
+            generation: n("fig-generation"),
             samples: n("fig-samples"), last_t: Number(document.body.dataset.lastT || 0),
             acked_total: n("fig-acked-total"), received_total: n("fig-received-total"),
             acked_rate: n("fig-acked-rate"), received_rate: n("fig-received-rate"),
@@ -182,6 +183,7 @@ async fn dashboard_draws_what_the_api_says_while_messages_flow() {
     assert_eq!(shown["pipeline"], "flowmeter");
     assert_eq!(shown["leader"], "single");
     assert_eq!(shown["partitions"], status["partitions"]);
+    assert_eq!(shown["generation"], status["generation"]);
     let acked_then = shown["acked_total"].as_u64().unwrap();
     let acked_now = status["counters"]["acked"].as_u64().unwrap();
     assert!(

@@ -119,6 +119,12 @@ impl NatsSource {
         self.status.clone()
     }
 
+    /// Joins the stream `bucket` of the instances sharing this source's stream as `id`, on a
+    /// connection of its own (see [`crate::Members`]).
+    pub async fn members(&self, bucket: &str, id: &str, ttl: Duration) -> Result<crate::Members> {
+        crate::Members::join(&self.settings.connection, bucket, id, ttl).await
+    }
+
     /// The durable's consumer lag, asked on a connection of its own.
     pub fn backlog_probe(&self) -> crate::NatsBacklog {
         let s = &self.settings;

@@ -119,14 +119,22 @@ pub async fn lead(plan: &SingletonPlan, stop: impl Future<Output = ()>) -> Resul
 /// Holds the lease while the pipeline runs; when it is lost, logs why and ends the process at
 /// once (exit code 3): nothing unsettled is acknowledged, the broker redelivers it to the next
 /// leader, and a supervisor restarts this instance as a standby.
-pub fn hold(mut lease: Lease, name: String) {
+pub fn hold(mut lease: Lease, name: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let why = lease.lost().await;
         metrics::gauge!("riverbed_leader", "lease" => name.clone()).set(0.0);
         tracing::error!(lease = %name, reason = %why, "Lease lost; leaving at once so no other instance consumes alongside");
         eprintln!("riverbed: lease `{name}` lost ({why}); exiting");
         std::process::exit(3);
-    });
+    })
+}
+
+/// How many instances share a partitioned pipeline now (this one included).
+#[async_trait::async_trait]
+pub trait Membership: Send + Sync {
+    /// Says this instance is there, and counts those that are (an instance that stopped
+    /// saying so drops out after a while).
+    async fn live(&self) -> Result<usize>;
 }
 
 /// Mode `partitioned` on a source without exclusive consumers (NATS): a lease per partition,
@@ -134,29 +142,60 @@ pub fn hold(mut lease: Lease, name: String) {
 /// new partition per `check_every` at most, so instances that start together share them; a
 /// partition whose lease is won is handed to `won` after the takeover delay, and held: when
 /// its lease is lost the process leaves at once, like a singleton leader (exit code 3), so no
-/// two instances ever consume one partition together. Runs until `stop`.
+/// two instances ever consume one partition together.
+///
+/// With `members`, each instance holds at most its fair share (the partitions over the live
+/// instances, rounded up): it wins no more than that, and one holding more (an instance
+/// started later is there now) asks the run loop to give one back, which drains the
+/// pipeline before the lease goes, so the next holder starts where this one stopped. Runs
+/// until `stop`.
 pub async fn partition_leases(
     plan: SingletonPlan,
     partitions: u16,
-    held: crate::config::HeldPartitions,
+    held: crate::held::HeldPartitions,
+    members: Option<Box<dyn Membership>>,
     won: impl Fn(u16) + Send + 'static,
     stop: impl Future<Output = ()> + Send,
 ) {
     let mut stop = std::pin::pin!(stop);
-    // Partitions this process already holds (a pipeline built again by a reconfiguration,
-    // after the previous one drained): consumed again at once, their leases held on.
-    let mut order: Vec<u16> = (0..partitions)
-        .filter(|p| !held.lock().expect("held lock").contains(p))
-        .collect();
-    let again: Vec<u16> = held.lock().expect("held lock").iter().copied().collect();
-    for p in again {
+    // Partitions this process already holds (a pipeline built again after a drain): consumed
+    // again at once, their leases held on.
+    let mut order: Vec<u16> = (0..partitions).filter(|p| !held.holds(*p)).collect();
+    for p in held.partitions() {
         tracing::info!(partition = p, "Partition lease held on; consuming again");
         won(p);
     }
     rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
     let mut wanted: Vec<(u16, Option<Lease>)> = order.into_iter().map(|p| (p, None)).collect();
+    let mut handing_back = false;
     loop {
+        let share = match &members {
+            None => usize::from(partitions),
+            Some(m) => match m.live().await {
+                Ok(live) => usize::from(partitions).div_ceil(live.max(1)),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "Cannot count the instances; keeping the partitions held");
+                    usize::from(partitions)
+                }
+            },
+        };
+        let holding = held.partitions();
+        if holding.len() > share && !handing_back {
+            let p = *holding.last().expect("more than the share: some");
+            if held.ask_release(p) {
+                tracing::info!(
+                    partition = p,
+                    holding = holding.len(),
+                    share,
+                    "More than this instance's share: handing a partition back after a drain"
+                );
+                handing_back = true;
+            }
+        }
         for (p, slot) in wanted.iter_mut() {
+            if held.partitions().len() >= share {
+                break;
+            }
             let name = format!("{}.{p}", plan.name);
             let lease = match slot {
                 Some(lease) => lease,
@@ -183,8 +222,7 @@ pub async fn partition_leases(
                         _ = &mut stop => return,
                     }
                     metrics::gauge!("riverbed_leader", "lease" => name.clone()).set(1.0);
-                    hold(lease, name);
-                    held.lock().expect("held lock").insert(*p);
+                    held.insert(*p, hold(lease, name));
                     won(*p);
                     *p = u16::MAX;
                     break;

@@ -17,6 +17,10 @@ mod feed;
 #[allow(dead_code, unused_imports)]
 mod leader;
 
+#[cfg(not(test))]
+#[allow(dead_code, unused_imports)]
+mod held;
+
 /// The fuzzers' entry points.
 #[cfg(not(test))]
 #[doc(hidden)]

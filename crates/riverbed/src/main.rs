@@ -9,6 +9,7 @@
 //! - `demo`: `riverbed demo`, the embedded default end to end.
 //! - `dlq`: listing, showing, redriving and purging dead letters (RabbitMQ and embedded).
 //! - `feed`: producer tracking for sports-style feeds (alives, recovery, snapshots).
+//! - `held`: the partition leases a process holds, and handing one back.
 //! - `leader`: singleton mode's lease: standby, takeover, leaving when it is lost.
 //! - `logs`: the log filter (`RIVERBED_LOG`, then `RUST_LOG`) and subscriber.
 //! - `progress`: the live progress line.
@@ -30,6 +31,7 @@ mod declare;
 mod demo;
 mod dlq;
 mod feed;
+mod held;
 mod leader;
 mod logs;
 mod progress;

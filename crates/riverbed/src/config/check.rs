@@ -59,8 +59,7 @@ pub struct Plan {
     pub held_partitions: HeldPartitions,
 }
 
-/// The partitions whose leases this process holds; shared, cheap to clone.
-pub type HeldPartitions = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u16>>>;
+pub use crate::held::HeldPartitions;
 
 /// A checked processor.
 #[derive(Debug)]

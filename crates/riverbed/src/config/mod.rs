@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use admin::AdminPlan;
 pub use build::{Built, build};
-pub use check::{HeldPartitions, Plan, SinkPlanKind};
+pub use check::{Plan, SinkPlanKind};
 pub use cluster::{ClusterPlan, LeasePlan, SingletonPlan, amqp_source, nats_partition};
 pub use feed::{FeedPlan, Messages};
 pub use load::ConfigError;

@@ -11,6 +11,7 @@ use riverbed_core::merge::MergedSource;
 use super::build::Task;
 use super::check::Plan;
 use super::cluster::{SingletonPlan, nats_partition};
+use crate::leader::Membership;
 
 /// The merged source (empty until leases are won), the task that wins the leases and joins
 /// each partition's consumer to it, and whether every joined consumer is pulling.
@@ -45,25 +46,42 @@ pub fn source(
     let joined = status.clone();
     let lease = lease.clone();
     let held = plan.held_partitions.clone();
+    let counter = riverbed_nats::NatsSource::new(configs[0].clone())?;
+    let bucket = members_bucket(&lease.name);
+    let ttl = (lease.check_every * 3).max(std::time::Duration::from_secs(1));
     let task: Task = Box::new(move |stop| {
-        tokio::spawn(crate::leader::partition_leases(
-            lease,
-            partitions.get(),
-            held,
-            move |p| {
-                let source = match riverbed_nats::NatsSource::new(configs[p as usize].clone()) {
-                    Ok(s) => s.with_default_max_ack_pending(window).take_over(),
-                    Err(e) => {
-                        // Checked at load time: cannot happen.
-                        tracing::error!(partition = p, error = %e, "Partition source refused");
-                        return;
-                    }
-                };
-                joined.add(p, source.status());
-                joiner.join(Box::new(source));
-            },
-            stop,
-        ))
+        tokio::spawn(async move {
+            let members: Option<Box<dyn Membership>> = match counter
+                .members(&bucket, instance_id(), ttl)
+                .await
+            {
+                Ok(m) => Some(Box::new(NatsMembers(m))),
+                Err(e) => {
+                    tracing::warn!(bucket = %bucket, error = %e, "Cannot count the instances in their stream; the partitions are not rebalanced");
+                    None
+                }
+            };
+            crate::leader::partition_leases(
+                lease,
+                partitions.get(),
+                held,
+                members,
+                move |p| {
+                    let source = match riverbed_nats::NatsSource::new(configs[p as usize].clone()) {
+                        Ok(s) => s.with_default_max_ack_pending(window).take_over(),
+                        Err(e) => {
+                            // Checked at load time: cannot happen.
+                            tracing::error!(partition = p, error = %e, "Partition source refused");
+                            return;
+                        }
+                    };
+                    joined.add(p, source.status());
+                    joiner.join(Box::new(source));
+                },
+                stop,
+            )
+            .await
+        })
     });
     Ok((merged, task, status))
 }
@@ -88,5 +106,53 @@ impl PartitionStatus {
             s.connection().map_err(|e| format!("partition {p}: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// The stream where the instances sharing lease `name` count themselves.
+fn members_bucket(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("riverbed_members_{safe}")
+}
+
+/// This process among the instances: host, process id and start time.
+fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let safe: String = format!("{}-{}-{nanos}", host.trim(), std::process::id())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        safe
+    })
+}
+
+/// The instances counted in a JetStream key-value bucket.
+struct NatsMembers(riverbed_nats::Members);
+
+#[async_trait::async_trait]
+impl Membership for NatsMembers {
+    async fn live(&self) -> Result<usize> {
+        self.0.beat().await?;
+        Ok(self.0.count().await?)
     }
 }

@@ -35,6 +35,11 @@ use control::{Answer, Controller, Request, Verdict};
 enum Ended {
     /// The source ran dry, or the process was asked to stop.
     Finished(Result<Report, PipelineError>),
+    /// It drained to give partition `partition` back (more than this instance's share).
+    HandBack {
+        partition: u16,
+        report: Result<Report, PipelineError>,
+    },
     /// It drained for `request`, whose new text is `text`.
     Swap {
         request: Request,
@@ -108,6 +113,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let fencing_token = lease.as_ref().and_then(|(l, _)| l.fencing_token());
     plan.fencing_token = fencing_token;
     let held = plan.held_partitions.clone();
+    let mut releases = held.releases();
     let mut built = config::build(plan).await?;
     if let Some((lease, name)) = lease {
         leader::hold(lease, name);
@@ -118,13 +124,42 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
     let mut generation = 1u64;
     let mut totals = Totals::default();
     loop {
-        let ended = run_generation(built, &stop, &mut requests, &text, &path, &admin, quiet).await;
+        let ended = run_generation(
+            built,
+            &stop,
+            (&mut requests, &mut releases),
+            &text,
+            &path,
+            &admin,
+            quiet,
+        )
+        .await;
         let (request, new_text, changed, report, since) = match ended {
             Ended::Finished(report) => {
                 let report = report?;
                 totals.add(&report);
                 totals.print(report.exhausted);
                 return Ok(ExitCode::SUCCESS);
+            }
+            Ended::HandBack { partition, report } => {
+                let report = report?;
+                totals.add(&report);
+                if stop.is_cancelled() {
+                    totals.print(report.exhausted);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                held.release(partition);
+                tracing::info!(
+                    partition,
+                    drained = report.drained,
+                    "Partition handed back: drained, lease released"
+                );
+                let mut again = load(&path, &text)?;
+                again.fencing_token = fencing_token;
+                again.held_partitions = held.clone();
+                built = config::build(again).await?;
+                generation += 1;
+                continue;
             }
             Ended::Swap {
                 request,
@@ -190,7 +225,10 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
 async fn run_generation(
     built: config::Built,
     stop: &CancellationToken,
-    requests: &mut mpsc::Receiver<Request>,
+    (requests, releases): (
+        &mut mpsc::Receiver<Request>,
+        &mut mpsc::UnboundedReceiver<u16>,
+    ),
     text: &str,
     path: &Path,
     admin: &Option<admin::AdminState>,
@@ -219,6 +257,11 @@ async fn run_generation(
     let ended = loop {
         tokio::select! {
             report = &mut running => break Ended::Finished(joined(report)),
+            Some(partition) = releases.recv() => {
+                swap.cancel();
+                let report = joined((&mut running).await);
+                break Ended::HandBack { partition, report };
+            }
             Some(request) = requests.recv() => {
                 match check(&request.change, text, path).await {
                     Err(answer) => request.answer(answer),

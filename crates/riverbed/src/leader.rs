@@ -132,8 +132,8 @@ pub fn hold(mut lease: Lease, name: String) -> tokio::task::JoinHandle<()> {
 /// How many instances share a partitioned pipeline now (this one included).
 #[async_trait::async_trait]
 pub trait Membership: Send + Sync {
-    /// Says this instance is there, and counts those that are (an instance that stopped
-    /// saying so drops out after a while).
+    /// Counts the instances there now, this one included (an instance that stopped saying
+    /// it is there drops out after a while).
     async fn live(&self) -> Result<usize>;
 }
 

@@ -48,14 +48,17 @@ pub fn source(
     let held = plan.held_partitions.clone();
     let counter = riverbed_nats::NatsSource::new(configs[0].clone())?;
     let bucket = members_bucket(&lease.name);
-    let ttl = (lease.check_every * 3).max(std::time::Duration::from_secs(1));
+    // An instance beats every check from a task of its own; five checks without a beat (a
+    // stalled or dead instance) and it no longer counts.
+    let every = lease.check_every;
+    let ttl = (every * 5).max(std::time::Duration::from_secs(1));
     let task: Task = Box::new(move |stop| {
         tokio::spawn(async move {
             let members: Option<Box<dyn Membership>> = match counter
                 .members(&bucket, instance_id(), ttl)
                 .await
             {
-                Ok(m) => Some(Box::new(NatsMembers(m))),
+                Ok(m) => Some(Box::new(NatsMembers::beating(m, every))),
                 Err(e) => {
                     tracing::warn!(bucket = %bucket, error = %e, "Cannot count the instances in their stream; the partitions are not rebalanced");
                     None
@@ -111,17 +114,7 @@ impl PartitionStatus {
 
 /// The stream where the instances sharing lease `name` count themselves.
 fn members_bucket(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("riverbed_members_{safe}")
+    format!("riverbed_members_{}", name_token(name))
 }
 
 /// This process among the instances: host, process id and start time.
@@ -132,27 +125,66 @@ fn instance_id() -> &'static str {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let safe: String = format!("{}-{}-{nanos}", host.trim(), std::process::id())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        safe
+        name_token(&format!("{}-{}-{nanos}", host.trim(), std::process::id()))
     })
 }
 
-/// The instances counted in a JetStream key-value bucket.
-struct NatsMembers(riverbed_nats::Members);
+/// `s` with every character but letters, digits, `-` and `_` made `_`: a valid stream name
+/// and subject token.
+fn name_token(s: &str) -> String {
+    let keep = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    s.chars().map(|c| if keep(c) { c } else { '_' }).collect()
+}
+
+/// The instances counted in their stream; this one beats every check from a task that ends
+/// with it (with the pipeline generation).
+struct NatsMembers {
+    members: Arc<riverbed_nats::Members>,
+    beats: tokio::task::JoinHandle<()>,
+}
+
+impl NatsMembers {
+    fn beating(members: riverbed_nats::Members, every: std::time::Duration) -> Self {
+        let members = Arc::new(members);
+        let beating = members.clone();
+        let beats = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = beating.beat().await {
+                    tracing::warn!(error = %e, "Cannot tell the other instances this one is there");
+                }
+            }
+        });
+        NatsMembers { members, beats }
+    }
+}
+
+impl Drop for NatsMembers {
+    fn drop(&mut self) {
+        self.beats.abort();
+    }
+}
 
 #[async_trait::async_trait]
 impl Membership for NatsMembers {
     async fn live(&self) -> Result<usize> {
-        self.0.beat().await?;
-        Ok(self.0.count().await?)
+        Ok(self.members.count().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lease_names_become_stream_names() {
+        assert_eq!(
+            super::members_bucket("replication.v2 eu"),
+            "riverbed_members_replication_v2_eu"
+        );
+        assert!(
+            super::instance_id()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+        );
     }
 }

@@ -122,10 +122,11 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         }
     }
     let mut generation = 1u64;
+    let mut applied: Option<(Request, Answer)> = None;
     let mut totals = Totals::default();
     loop {
         let ended = run_generation(
-            built,
+            (built, applied.take()),
             &stop,
             (&mut requests, &mut releases),
             &text,
@@ -195,12 +196,16 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
                 if let (Some(a), Ok(plan)) = (&admin, config::load_str(&text)) {
                     a.reconfigured(&plan, &text);
                 }
-                request.answer(Answer {
-                    verdict: Verdict::Applied,
-                    body: json!({"status": "applied", "generation": generation,
-                                 "drained": report.drained, "changed": changed,
-                                 "swap_ms": since.elapsed().as_millis() as u64}),
-                });
+                // Answered once the new pipeline is in place (admin status included).
+                applied = Some((
+                    request,
+                    Answer {
+                        verdict: Verdict::Applied,
+                        body: json!({"status": "applied", "generation": generation,
+                                     "drained": report.drained, "changed": changed,
+                                     "swap_ms": since.elapsed().as_millis() as u64}),
+                    },
+                ));
                 b
             }
             Err(e) => {
@@ -221,9 +226,10 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
 }
 
 /// Runs one built pipeline until it ends, or until a change passes its checks and it has
-/// drained for it. Changes that do not pass are answered here, while it runs on.
+/// drained for it. Changes that do not pass are answered here, while it runs on; `applied`,
+/// the change this pipeline was built for, is answered once it runs.
 async fn run_generation(
-    built: config::Built,
+    (built, applied): (config::Built, Option<(Request, Answer)>),
     stop: &CancellationToken,
     (requests, releases): (
         &mut mpsc::Receiver<Request>,
@@ -251,6 +257,9 @@ async fn run_generation(
         .then(|| progress::Progress::start(pipeline.stats(), None));
     let swap = stop.child_token();
     let mut running = tokio::spawn(pipeline.run(swap.clone().cancelled_owned()));
+    if let Some((request, answer)) = applied {
+        request.answer(answer);
+    }
     let joined = |r: Result<Result<Report, PipelineError>, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };

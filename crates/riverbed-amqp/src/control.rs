@@ -15,10 +15,12 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::Deserialize;
 
-use crate::config::{QueueType, default_confirm_timeout, default_connect_timeout, default_urls};
+use crate::config::{
+    AmqpDeadLetterConfig, QueueType, default_confirm_timeout, default_connect_timeout, default_urls,
+};
 use crate::connect::{Connector, close_within};
 use crate::error::{Error, Result};
-use crate::settings::{ConnectionSettings, QueueSpec, connection, durable_queue, short};
+use crate::settings::{ConnectionSettings, DeadLetterSettings, QueueSpec, short};
 use crate::topology;
 use crate::url::BrokerUrl;
 use riverbed_core::tls::TlsConfig;
@@ -65,29 +67,23 @@ enum Ended {
 }
 
 impl ControlQueue {
-    /// Checks `config` (URLs, TLS files, the queue's name) without connecting.
+    /// Checks `config` (URLs, TLS files, the queue's name) without connecting: the checks of a
+    /// dead-letter queue, which is the same kind of thing (a durable queue on some brokers).
     pub fn new(config: AmqpControlConfig) -> Result<Self> {
-        if config.queue.is_empty() {
-            return Err(crate::error::config("queue", "needs a name"));
-        }
-        short("queue", &config.queue)?;
-        if config.queue_type == Some(QueueType::Stream) {
-            return Err(crate::error::config(
-                "queue_type",
-                "must be classic or quorum",
-            ));
-        }
         let name = format!("riverbed control {}", config.queue);
-        Ok(ControlQueue {
-            connection: connection(
-                config.urls,
-                config.connection_name,
-                config.connect_timeout,
-                config.tls.as_ref(),
-                name,
-            )?,
-            queue: durable_queue(config.queue, config.queue_type),
+        let s = DeadLetterSettings::try_from(AmqpDeadLetterConfig {
+            urls: config.urls,
+            tls: config.tls,
+            connection_name: Some(config.connection_name.unwrap_or(name)),
+            connect_timeout: config.connect_timeout,
+            queue: config.queue,
+            queue_type: config.queue_type,
             confirm_timeout: config.confirm_timeout,
+        })?;
+        Ok(ControlQueue {
+            connection: s.connection,
+            queue: s.queue,
+            confirm_timeout: s.confirm_timeout,
         })
     }
 

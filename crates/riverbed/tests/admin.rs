@@ -24,11 +24,7 @@ fn unique(what: &str) -> String {
 
 /// The value of the first sample line of `body` that starts with `name`.
 fn sample(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    client::sample(body, name).unwrap_or(0.0)
 }
 
 #[test]

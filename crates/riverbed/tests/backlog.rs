@@ -3,6 +3,8 @@
 //! many, as the broker tells it: `riverbed_source_backlog_messages` and `backlog` in
 //! `/api/status`, for a RabbitMQ queue and a JetStream durable.
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "outages/broker.rs"]
 mod broker;
 #[path = "admin/client.rs"]
@@ -14,7 +16,7 @@ use std::time::Duration;
 use riverbed_core::testing::require_service;
 
 use broker::{AMQP_URL, Broker, events};
-use client::{Daemon, free_port, get, wait_for};
+use client::{Daemon, free_port, get, sample, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -45,15 +47,6 @@ listen = "127.0.0.1:{port}"
     cfg
 }
 
-/// The value of the sample `name{label}`, if exported.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Waits until the source is connected and `series` shows `expected` (both are sampled every
 /// 2 s, the connection first: one sample may show the lag before the connection).
 fn wait_backlog(port: u16, series: &str, expected: f64) -> String {
@@ -75,12 +68,7 @@ async fn backlog_of_a_rabbitmq_queue_is_its_ready_messages() {
         "[source]\nkind = \"amqp\"\nurls = [\"{AMQP_URL}\"]\nqueue = \"{queue}\"\nprefetch = 20\n"
     );
     let cfg = pipeline(dir.path(), &source, port);
-    let declared = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(declared.status.success(), "{declared:?}");
+    arrivals::declare(&cfg);
     let broker = Broker::connect().await;
     broker.publish_steadily(&queue, events(500, 10), 5000).await;
     let _daemon = Daemon::spawn(&cfg, &[]);

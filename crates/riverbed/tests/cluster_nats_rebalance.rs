@@ -63,6 +63,17 @@ path = "{}"
     cfg
 }
 
+/// Events in the arrival log.
+async fn arrived(pg: &sqlx::PgPool, arrivals: &str) -> u64 {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {arrivals}"
+    )))
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    n as u64
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -141,7 +152,12 @@ async fn cluster_nats_partitions_move_to_an_instance_started_later() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The second instance starts once the first has written a part of the events.
+    let deadline = Instant::now() + LIMIT;
+    while arrived(&pg, &arrivals).await < EVENTS / 5 {
+        assert!(Instant::now() < deadline, "{}", first.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let second = Daemon::spawn(&second_cfg, &[]);
     let (first, second) = tokio::task::spawn_blocking(move || {
         wait_logs(&first, "Partition handed back: drained, lease released", 2);
@@ -154,13 +170,8 @@ async fn cluster_nats_partitions_move_to_an_instance_started_later() {
 
     let deadline = Instant::now() + LIMIT;
     loop {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {arrivals}"
-        )))
-        .fetch_one(&pg)
-        .await
-        .unwrap();
-        if n as u64 == EVENTS {
+        let n = arrived(&pg, &arrivals).await;
+        if n == EVENTS {
             break;
         }
         assert!(

@@ -5,6 +5,8 @@
 //! starts the new one. Every message is written exactly once (the sink is a JSON-lines file:
 //! a message processed twice would be there twice) and each key's messages in order.
 
+#[path = "outages/arrivals.rs"]
+mod arrivals;
 #[path = "outages/broker.rs"]
 mod broker;
 #[path = "admin/client.rs"]
@@ -110,27 +112,8 @@ fn assert_exact(out: &Path, expected: usize) {
     }
 }
 
-/// `riverbed declare`: the source queue exists before anything is published to it.
-fn declare(cfg: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riverbed"))
-        .arg("declare")
-        .arg(cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    client::sample(metrics, prefix).unwrap_or(0.0)
 }
 
 fn put_json(port: u16, body: Value) -> client::Answer {
@@ -156,7 +139,7 @@ async fn reconfig_through_the_api_and_sighup_loses_and_repeats_nothing() {
     broker.delete(std::slice::from_ref(&queue)).await;
     let cfg = dir.path().join("pipeline.toml");
     std::fs::write(&cfg, pipeline(&queue, &out, port, None)).unwrap();
-    declare(&cfg);
+    arrivals::declare(&cfg);
     let daemon = Daemon::spawn(&cfg, &[]);
     wait_for(port, "/api/status", None, LIMIT, |a| {
         a.json()["state"] == "running"
@@ -265,7 +248,7 @@ async fn reconfig_from_the_control_queue_is_answered_on_reply_to() {
     let broker = Broker::connect().await;
     let cfg = dir.path().join("pipeline.toml");
     std::fs::write(&cfg, pipeline(&queue, &out, port, Some(&control))).unwrap();
-    declare(&cfg);
+    arrivals::declare(&cfg);
     let daemon = Daemon::spawn(&cfg, &[]);
     wait_for(port, "/api/status", None, LIMIT, |a| {
         a.json()["state"] == "running"

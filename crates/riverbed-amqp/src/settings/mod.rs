@@ -18,7 +18,7 @@ mod delivery_limit;
 mod parts;
 mod source;
 
-pub(crate) use parts::{connection, durable_queue, short};
+pub(crate) use parts::short;
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use riverbed_core::tls::TlsConfig;
 
 use super::TlsSettings;
 
-pub(crate) fn connection(
+pub(super) fn connection(
     urls: Vec<BrokerUrl>,
     name: Option<String>,
     connect_timeout: Duration,

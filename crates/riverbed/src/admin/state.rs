@@ -38,6 +38,12 @@ impl Role {
     }
 }
 
+/// What the routes show of a configuration: its outline and redacted text.
+pub struct View {
+    outline: Value,
+    config: Option<Value>,
+}
+
 /// The running pipeline's counters and probes.
 pub(super) struct Live {
     pub stats: Arc<Stats>,
@@ -143,12 +149,25 @@ impl AdminState {
         *self.0.backlog.lock().expect("backlog lock") = backlog;
     }
 
-    /// A changed configuration, `plan` from `text`, has been swapped in.
-    pub fn reconfigured(&self, plan: &Plan, text: &str) {
-        *self.0.outline.write().expect("outline lock") = outline(plan, &self.0.path);
-        match crate::config::redacted(text, &|name| std::env::var(name).ok()) {
-            Ok(c) => *self.0.config.write().expect("config lock") = c,
-            Err(e) => tracing::warn!(error = %e, "The new configuration cannot be shown redacted"),
+    /// What the routes will show of `plan`, loaded from `text`, once it runs: its outline and
+    /// its redacted text (worked out before `plan` is built, which uses it up).
+    pub fn view(&self, plan: &Plan, text: &str) -> View {
+        let config = crate::config::redacted(text, &|name| std::env::var(name).ok())
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "The new configuration cannot be shown redacted"),
+            )
+            .ok();
+        View {
+            outline: outline(plan, &self.0.path),
+            config,
+        }
+    }
+
+    /// A changed configuration has been swapped in: the routes show `view` from now on.
+    pub fn reconfigured(&self, view: View) {
+        *self.0.outline.write().expect("outline lock") = view.outline;
+        if let Some(c) = view.config {
+            *self.0.config.write().expect("config lock") = c;
         }
     }
 

@@ -26,13 +26,15 @@ pub fn source(
     let configs: Vec<_> = (0..partitions.get())
         .map(|p| nats_partition(config, p))
         .collect();
+    // Partition 0's source, never consumed: it asks for lag, holds the dead-letter destination
+    // every partition shares and counts the instances.
+    let first = riverbed_nats::NatsSource::new(configs[0].clone())?;
     // The lag of every partition's durable, held here or by another instance.
-    for c in &configs {
+    probes.backlog(first.backlog_probe());
+    for c in &configs[1..] {
         probes.backlog(riverbed_nats::NatsSource::new(c.clone())?.backlog_probe());
     }
-    // Every partition dead-letters to the same subject: the first one's destination serves.
-    let dead_letters =
-        riverbed_nats::NatsSource::new(configs[0].clone())?.dead_letter_destination();
+    let dead_letters = first.dead_letter_destination();
     let capabilities = Capabilities {
         delayed_retry: true,
         window: Some(window as usize),
@@ -46,7 +48,7 @@ pub fn source(
     let joined = status.clone();
     let lease = lease.clone();
     let held = plan.held_partitions.clone();
-    let counter = riverbed_nats::NatsSource::new(configs[0].clone())?;
+    let counter = first;
     let bucket = members_bucket(&lease.name);
     // An instance beats every check from a task of its own; five checks without a beat (a
     // stalled or dead instance) and it no longer counts.

@@ -92,7 +92,7 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
                         match valid(&request.change, &text, &path) {
                             Ok((new_text, changed, new_plan)) => {
                                 if let Some(a) = &admin {
-                                    a.reconfigured(&new_plan, &new_text);
+                                    a.reconfigured(a.view(&new_plan, &new_text));
                                 }
                                 text = new_text;
                                 plan = new_plan;
@@ -189,12 +189,13 @@ pub async fn run(path: PathBuf, quiet: bool) -> Result<ExitCode> {
         let mut next = load(&path, &new_text)?;
         next.fencing_token = fencing_token;
         next.held_partitions = held.clone();
+        let shown = admin.as_ref().map(|a| a.view(&next, &new_text));
         built = match config::build(next).await {
             Ok(b) => {
                 generation += 1;
                 text = new_text;
-                if let (Some(a), Ok(plan)) = (&admin, config::load_str(&text)) {
-                    a.reconfigured(&plan, &text);
+                if let (Some(a), Some(shown)) = (&admin, shown) {
+                    a.reconfigured(shown);
                 }
                 // Answered once the new pipeline is in place (admin status included).
                 applied = Some((
@@ -336,11 +337,21 @@ fn load(path: &Path, text: &str) -> Result<config::Plan> {
 }
 
 /// The counters of every generation, summed for the last line `riverbed run` prints.
-#[derive(Default)]
 struct Totals {
     stats: StatsSnapshot,
+    /// Every generation drained.
     drained: bool,
     generations: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            stats: StatsSnapshot::default(),
+            drained: true,
+            generations: 0,
+        }
+    }
 }
 
 impl Totals {
@@ -353,7 +364,7 @@ impl Totals {
         t.retried += s.retried;
         t.unavailable_waits += s.unavailable_waits;
         t.broker_retried += s.broker_retried;
-        self.drained = r.drained && (self.generations == 0 || self.drained);
+        self.drained &= r.drained;
         self.generations += 1;
     }
 

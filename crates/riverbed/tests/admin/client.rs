@@ -99,6 +99,16 @@ pub fn wait_for(
     }
 }
 
+/// The value of the first sample line of Prometheus text `metrics` that starts with `series`
+/// (a name, or a name with its labels).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A name no other run uses: `riverbed_<test>_<what>_<pid>_<nanos>` (queues, streams, leases).
 pub fn unique(test: &str, what: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -5,27 +5,28 @@
 use async_trait::async_trait;
 use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use riverbed_core::{Backlog, BacklogProbe};
 
 use crate::connect::Connector;
-use crate::settings::{ConnectionSettings, short};
+use crate::settings::ConnectionSettings;
 
 /// Asks the broker how many messages are ready in the source's queues (`<queue>.0..n-1` for a
 /// partitioned source): delivered to no consumer yet.
 pub struct AmqpBacklog {
-    settings: ConnectionSettings,
-    queues: Vec<String>,
+    /// Bounds one round of questions.
+    timeout: std::time::Duration,
+    /// The queues' names, checked by the source's settings.
+    queues: Vec<ShortString>,
     live: tokio::sync::Mutex<(Connector, Option<Connection>)>,
 }
 
 impl AmqpBacklog {
-    pub(crate) fn new(settings: ConnectionSettings, queues: Vec<String>) -> Self {
-        let connector = Connector::new(&settings);
+    pub(crate) fn new(settings: &ConnectionSettings, queues: Vec<String>) -> Self {
         AmqpBacklog {
-            settings,
-            queues,
-            live: tokio::sync::Mutex::new((connector, None)),
+            timeout: settings.connect_timeout,
+            queues: queues.into_iter().map(ShortString::from).collect(),
+            live: tokio::sync::Mutex::new((Connector::new(settings), None)),
         }
     }
 }
@@ -48,12 +49,12 @@ impl BacklogProbe for AmqpBacklog {
                     passive: true,
                     ..Default::default()
                 };
-                let name = short("queue", q).map_err(|e| e.to_string());
-                let Ok(name) = name else { continue };
-                let answer = ch.queue_declare(name, passive, FieldTable::default()).await;
+                let answer = ch
+                    .queue_declare(q.clone(), passive, FieldTable::default())
+                    .await;
                 if let Ok(declared) = answer {
                     out.push(Backlog {
-                        name: q.clone(),
+                        name: q.to_string(),
                         messages: u64::from(declared.message_count()),
                     });
                     let _ = ch.close(200, "backlog asked".into()).await;
@@ -61,7 +62,7 @@ impl BacklogProbe for AmqpBacklog {
             }
             Ok::<_, lapin::Error>(out)
         };
-        let answer = tokio::time::timeout(self.settings.connect_timeout, asked).await;
+        let answer = tokio::time::timeout(self.timeout, asked).await;
         match answer {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::settings::{ConnectionSettings, DeadLetterSettings, QueueSpec, short};
 use crate::topology;
 use crate::url::BrokerUrl;
+use riverbed_core::Backoff;
 use riverbed_core::tls::TlsConfig;
 
 /// A control queue on RabbitMQ.
@@ -94,7 +95,8 @@ impl ControlQueue {
 
     /// Takes commands until `stop` completes: each body goes to `handle`, whose answer is
     /// published to the command's `reply_to` before the command is acknowledged. Reconnects
-    /// after a lost connection, waiting longer each time (up to the reconnect maximum).
+    /// after a lost connection, waiting longer each time (up to the reconnect maximum), from
+    /// the shortest wait again once a session consumed.
     pub async fn serve<H, F>(self, mut handle: H, stop: impl Future<Output = ()>)
     where
         H: FnMut(Vec<u8>) -> F,
@@ -102,12 +104,16 @@ impl ControlQueue {
     {
         let mut stop = std::pin::pin!(stop);
         let mut connector = Connector::new(&self.connection);
-        let mut wait = self.connection.reconnect_initial;
+        let mut backoff = Backoff::new(
+            self.connection.reconnect_initial,
+            self.connection.reconnect_max,
+        );
         loop {
             let ended = tokio::select! {
-                ended = self.session(&mut connector, &mut handle) => ended,
+                ended = self.session(&mut connector, &mut handle, &mut backoff) => ended,
                 () = &mut stop => Ended::Stopped,
             };
+            let wait = backoff.next_delay();
             match ended {
                 Ended::Stopped => return,
                 Ended::Lost(e) => {
@@ -119,12 +125,16 @@ impl ControlQueue {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut stop => return,
             }
-            wait = (wait * 2).min(self.connection.reconnect_max);
         }
     }
 
     /// One connection: declares the queue, then serves commands one by one.
-    async fn session<H, F>(&self, connector: &mut Connector, handle: &mut H) -> Ended
+    async fn session<H, F>(
+        &self,
+        connector: &mut Connector,
+        handle: &mut H,
+        backoff: &mut Backoff,
+    ) -> Ended
     where
         H: FnMut(Vec<u8>) -> F,
         F: Future<Output = Vec<u8>>,
@@ -162,12 +172,13 @@ impl ControlQueue {
             }
         };
         tracing::info!(queue = %self.queue.name, url = %url, "Control queue consumed");
+        backoff.reset();
         while let Some(next) = consumer.next().await {
-            let delivery = match next {
+            let mut delivery = match next {
                 Ok(d) => d,
                 Err(e) => return self.leave(&conn, Error::Amqp(e)).await,
             };
-            let answer = handle(delivery.data.clone()).await;
+            let answer = handle(std::mem::take(&mut delivery.data)).await;
             if let Some(to) = delivery.properties.reply_to() {
                 let correlation = delivery.properties.correlation_id().clone();
                 if let Err(e) = self.reply(&replies, to, correlation, &answer).await {

@@ -184,7 +184,7 @@ impl AmqpSource {
                 .map(|i| topology::partition_queue(&s.queue.name, i))
                 .collect(),
         };
-        Some(crate::AmqpBacklog::new(s.connection.clone(), queues))
+        Some(crate::AmqpBacklog::new(&s.connection, queues))
     }
 
     /// The default dead-letter queue of this source (`<queue>.dlq` unless configured), if any.

@@ -20,8 +20,9 @@ pub struct Stats {
     broker_retried: AtomicU64,
     dead_letter_write_failures: AtomicU64,
     batches: AtomicU64,
-    /// Batch write times per (sink, partition) since the last [`Stats::take_write_times`].
-    write_times: Mutex<BTreeMap<(String, usize), WriteTimes>>,
+    /// Batch write times by sink, then partition, since the last [`Stats::take_write_times`]
+    /// (by sink first, so a write finds its entry by the sink's `&str` without allocating).
+    write_times: Mutex<BTreeMap<String, BTreeMap<usize, WriteTimes>>>,
 }
 
 /// The batch writes of one sink in one partition (one batcher) over a period.
@@ -151,15 +152,23 @@ impl Stats {
     /// publishes them every period).
     pub fn take_write_times(&self) -> Vec<WriteTimes> {
         let times = std::mem::take(&mut *self.write_times.lock().expect("stats lock poisoned"));
-        times.into_values().collect()
+        times
+            .into_values()
+            .flat_map(BTreeMap::into_values)
+            .collect()
     }
 
     pub(crate) fn record_batch(&self, sink: &str, partition: usize, size: usize, seconds: f64) {
         self.batches.fetch_add(1, Relaxed);
         {
             let mut times = self.write_times.lock().expect("stats lock poisoned");
+            if !times.contains_key(sink) {
+                times.insert(sink.to_owned(), BTreeMap::new());
+            }
             let t = times
-                .entry((sink.to_owned(), partition))
+                .get_mut(sink)
+                .expect("inserted above")
+                .entry(partition)
                 .or_insert_with(|| WriteTimes {
                     sink: sink.to_owned(),
                     partition,

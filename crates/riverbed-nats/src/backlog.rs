@@ -1,6 +1,7 @@
 //! The consumer lag of a JetStream source: its durable's pending count, from consumer info on
 //! a connection of its own.
 
+use async_nats::jetstream::consumer::pull;
 use async_trait::async_trait;
 use riverbed_core::{Backlog, BacklogProbe};
 
@@ -14,7 +15,7 @@ pub struct NatsBacklog {
     connection: Connection,
     stream: String,
     durable: String,
-    client: tokio::sync::Mutex<Option<async_nats::Client>>,
+    js: tokio::sync::Mutex<Option<async_nats::jetstream::Context>>,
 }
 
 impl NatsBacklog {
@@ -23,7 +24,7 @@ impl NatsBacklog {
             connection,
             stream,
             durable,
-            client: tokio::sync::Mutex::new(None),
+            js: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -31,26 +32,24 @@ impl NatsBacklog {
 #[async_trait]
 impl BacklogProbe for NatsBacklog {
     async fn backlog(&self) -> Result<Vec<Backlog>, String> {
-        let client = {
-            let mut held = self.client.lock().await;
+        let js = {
+            let mut held = self.js.lock().await;
             match &*held {
-                Some(c) => c.clone(),
+                Some(js) => js.clone(),
                 None => {
                     let c = connect(&self.connection).await.map_err(|e| e.to_string())?;
-                    *held = Some(c.clone());
-                    c
+                    let js = context(c, self.connection.timeout);
+                    *held = Some(js.clone());
+                    js
                 }
             }
         };
-        let js = context(client, self.connection.timeout);
-        let stream = js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| jetstream(format!("find stream `{}`", self.stream), e).to_string())?;
-        let info = stream
-            .consumer_info(&self.durable)
+        // One request: the consumer's info comes with finding it.
+        let consumer = js
+            .get_consumer_from_stream::<pull::Config, _, _>(&self.durable, &self.stream)
             .await
             .map_err(|e| jetstream(format!("ask consumer `{}`", self.durable), e).to_string())?;
+        let info = consumer.cached_info();
         Ok(vec![Backlog {
             name: format!("{}/{}", self.stream, self.durable),
             messages: info.num_pending,

@@ -61,17 +61,13 @@ impl Members {
 
     /// The instances heard from within `max_age` (this one included).
     pub async fn count(&self) -> Result<usize> {
-        let mut s = self
+        // Finding the stream asks for its info: the state is in the answer.
+        let s = self
             .js
             .get_stream(&self.stream)
             .await
             .map_err(|e| jetstream(format!("find stream `{}`", self.stream), e))?;
-        let info = s
-            .info()
-            .await
-            .map_err(|e| jetstream(format!("ask stream `{}`", self.stream), e))?;
-        Ok(usize::try_from(info.state.messages)
-            .unwrap_or(usize::MAX)
-            .max(1))
+        let live = s.cached_info().state.messages;
+        Ok(usize::try_from(live).unwrap_or(usize::MAX).max(1))
     }
 }

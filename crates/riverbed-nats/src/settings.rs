@@ -246,12 +246,13 @@ impl TryFrom<NatsDeadLetterConfig> for DeadLetterSettings {
     type Error = crate::Error;
 
     fn try_from(c: NatsDeadLetterConfig) -> Result<Self> {
+        let subject = subject("subject", &c.subject)?;
         Ok(DeadLetterSettings {
             connection: Connection::new(c.servers, c.connection_name, c.connect_timeout)?,
             target: DeadLetterTarget {
-                subject: subject("subject", &c.subject)?,
+                stream_subject: subject.clone(),
+                subject,
                 stream: c.stream.as_deref().map(|s| name("stream", s)).transpose()?,
-                stream_subject: subject("subject", &c.subject)?,
                 publish_timeout: c.publish_timeout,
             },
         })

@@ -143,20 +143,15 @@ impl NatsSource {
     pub async fn declare(&self) -> Result<Vec<String>> {
         let s = &self.settings;
         let js = context(connect(&s.connection).await?, s.connection.timeout);
-        let mut stream = if s.stream_subjects.is_empty() {
+        let stream = if s.stream_subjects.is_empty() {
             js.get_stream(&s.stream)
                 .await
                 .map_err(|e| jetstream(format!("find stream `{}`", s.stream), e))?
         } else {
             ensure_stream(&js, &s.stream, &s.stream_subjects).await?
         };
-        let subjects = stream
-            .info()
-            .await
-            .map_err(|e| jetstream(format!("read stream `{}`", s.stream), e))?
-            .config
-            .subjects
-            .clone();
+        // Finding or creating the stream returned its info.
+        let subjects = stream.cached_info().config.subjects.clone();
         self.dead_letters.connect().await?;
         Ok(subjects)
     }

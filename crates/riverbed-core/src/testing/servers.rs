@@ -40,22 +40,14 @@ impl TestServer {
     /// Stops the server with SIGTERM (as an operator restarting it would), then starts it again
     /// with the same port, configuration and data. Only for servers that can (nats-server).
     pub fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
         let respawn = self
             .respawn
             .take()
             .expect("this server cannot be restarted");
         self.stop_child();
         let mut command = Command::new(&respawn.program);
-        command
-            .args(&respawn.args)
-            .process_group(0)
-            .stdin(Stdio::null());
-        self.child = Some(
-            command
-                .spawn()
-                .unwrap_or_else(|e| panic!("restart {}: {e}", self.name)),
-        );
+        command.args(&respawn.args);
+        self.child = Some(launch(self.name, &mut command));
         assert!(
             wait_for_port(respawn.port, Duration::from_secs(20)),
             "{} did not listen on {} again:\n{}",
@@ -234,6 +226,16 @@ pub fn rabbitmq_tls(pki: &Pki, port: u16) -> Option<TestServer> {
 }
 
 /// Starts `command` in a process group of its own and waits for `port`.
+/// Starts `command` in a process group of its own (so stopping it stops what it forks), with
+/// nothing on its standard input.
+fn launch(name: &str, command: &mut Command) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0).stdin(Stdio::null());
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
 pub(super) fn spawn(
     name: &'static str,
     mut command: Command,
@@ -242,15 +244,11 @@ pub(super) fn spawn(
     log: &str,
     limit: Duration,
 ) -> Option<TestServer> {
-    use std::os::unix::process::CommandExt;
     assert!(
         !port_open(port),
         "port {port} is taken: a {name} left over from an earlier run?"
     );
-    command.process_group(0).stdin(Stdio::null());
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let child = launch(name, &mut command);
     let server = TestServer {
         name,
         child: Some(child),
